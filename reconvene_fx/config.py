@@ -1,0 +1,62 @@
+"""The options of :func:`reconvene_fx.compile`, as one keyword-only dataclass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["STRATEGIES", "CompileConfig"]
+
+STRATEGIES = ("uniform", "global")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileConfig:
+    """How to compile.
+
+    Attributes:
+        method: PaI scoring method (``"magnitude"``, ``"random"``, or a registered name).
+        strategy: how channel widths are allocated: ``"uniform"`` removes the same fraction
+            of every coupled group; ``"global"`` ranks channels model-wide by their score
+            relative to their group's mean.
+        seed: seeds scoring and re-initialization; equal seeds give equal models.
+        round_to: kept width of every coupled group is a multiple of this (or the full
+            width), e.g. 8 for tensor cores.
+        ignore: qualified module names whose channels are never pruned.
+        reinit: re-initialize narrowed layers (Kaiming normal as torchvision does; norms
+            reset). ``False`` keeps the sliced original weights, which ``verify`` checks.
+        targets: class targets for data-dependent scorers (unused by magnitude/random).
+        leaf_modules: module types or names that tracing keeps opaque.
+        concrete_args: fixed arguments for tracing control flow.
+        rules: a :class:`~reconvene_fx.rules.RuleRegistry` replacing the built-in rules.
+        init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer.
+    """
+
+    method: str = "magnitude"
+    strategy: str = "uniform"
+    seed: int = 0
+    round_to: int = 1
+    ignore: Sequence[str] = ()
+    reinit: bool = True
+    targets: torch.Tensor | None = None
+    leaf_modules: Sequence[Any] = ()
+    concrete_args: dict[str, Any] | None = None
+    rules: Any = None
+    init_fn: Callable[[torch.nn.Module, torch.Generator], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
+            raise TypeError(f"round_to must be a positive int, got {self.round_to!r}")
+        if self.round_to < 1:
+            raise ValueError(f"round_to must be >= 1, got {self.round_to}")
+        if isinstance(self.ignore, str):
+            raise TypeError("ignore must be a list of module names, not a single string")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")

@@ -1,0 +1,153 @@
+"""Channel spaces, the couplings between their indices, and their resolution into atoms.
+
+A *space* is the channel dimension of one or more tensor values (pass-through ops share the
+space of their input). Each channel of each space has a global integer id. Rules *tie* ids
+(those channels must be pruned together) and *pin* ids (those channels may never be pruned).
+:meth:`ChannelGraph.resolve` turns the ties into *atoms* (sets of ids pruned as one) with a
+vectorised union-find, and the spaces into *groups* (connected components of the coarse
+space graph, computed with networkx).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import torch
+
+__all__ = ["Atoms", "ChannelGraph"]
+
+
+@dataclass(frozen=True, eq=False)
+class Atoms:
+    """The resolved coupling.
+
+    Attributes:
+        atom_of: int64 ``[num_ids]``, atom id of each channel id, in ``range(num_atoms)``.
+        pinned: bool ``[num_atoms]``.
+        group_of_space: int64 ``[num_spaces]``.
+        group_of_atom: int64 ``[num_atoms]``.
+        bases: int64 ``[num_spaces + 1]``, first id of each space (and the total at the end).
+    """
+
+    atom_of: torch.Tensor
+    pinned: torch.Tensor
+    group_of_space: torch.Tensor
+    group_of_atom: torch.Tensor
+    bases: torch.Tensor
+
+    @property
+    def num_atoms(self) -> int:
+        return int(self.pinned.numel())
+
+    def space_ids(self, space: int) -> slice:
+        return slice(int(self.bases[space]), int(self.bases[space + 1]))
+
+
+class ChannelGraph:
+    """Collects channel spaces, ties and pins while rules run over a graph.
+
+    Example:
+        >>> g = ChannelGraph()
+        >>> a, b = g.new_space(4), g.new_space(4)
+        >>> g.tie(g.ids(a), g.ids(b))
+        >>> g.pin(g.ids(b)[:1])
+        >>> atoms = g.resolve()
+        >>> atoms.num_atoms, int(atoms.pinned.sum())
+        (4, 1)
+    """
+
+    def __init__(self) -> None:
+        self._sizes: list[int] = []
+        self._total = 0
+        self._bases: list[int] = []
+        self._ties: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pins: list[torch.Tensor] = []
+        self._space_edges: set[tuple[int, int]] = set()
+
+    @property
+    def num_spaces(self) -> int:
+        return len(self._sizes)
+
+    def size(self, space: int) -> int:
+        return self._sizes[space]
+
+    def new_space(self, size: int) -> int:
+        """Allocate ``size`` fresh channel ids as a new space and return its id."""
+        self._bases.append(self._total)
+        self._sizes.append(int(size))
+        self._total += int(size)
+        return len(self._sizes) - 1
+
+    def ids(self, space: int) -> torch.Tensor:
+        """Global ids of the channels of ``space``, in channel order."""
+        base = self._bases[space]
+        return torch.arange(base, base + self._sizes[space])
+
+    def space_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """The space each global id belongs to."""
+        bases = torch.tensor(self._bases)
+        return torch.searchsorted(bases, ids, right=True) - 1
+
+    def tie(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Require ids ``a[i]`` and ``b[i]`` to be pruned together (shapes broadcast)."""
+        a, b = torch.broadcast_tensors(a.reshape(-1) if a.dim() else a, b.reshape(-1))
+        if a.numel() == 0:
+            return
+        a, b = a.reshape(-1).long(), b.reshape(-1).long()
+        self._ties.append((a, b))
+        pairs = torch.stack([self.space_of(a), self.space_of(b)], 1).unique(dim=0)
+        for sa, sb in pairs.tolist():
+            if sa != sb:
+                self._space_edges.add((min(sa, sb), max(sa, sb)))
+
+    def pin(self, ids: torch.Tensor) -> None:
+        """Forbid pruning the given ids (and everything tied to them)."""
+        if ids.numel():
+            self._pins.append(ids.reshape(-1).long())
+
+    def resolve(self) -> Atoms:
+        """Union-find over all ties; returns the atoms, their pins and the groups."""
+        n = self._total
+        parent = torch.arange(n)
+        if self._ties:
+            u = torch.cat([a for a, _ in self._ties])
+            v = torch.cat([b for _, b in self._ties])
+            parent = _connected_labels(parent, u, v)
+        roots, atom_of = torch.unique(parent, return_inverse=True)
+        num_atoms = int(roots.numel())
+        pinned = torch.zeros(num_atoms, dtype=torch.bool)
+        if self._pins:
+            pinned[atom_of[torch.cat(self._pins)]] = True
+
+        coarse = nx.Graph()
+        coarse.add_nodes_from(range(self.num_spaces))
+        coarse.add_edges_from(self._space_edges)
+        group_of_space = torch.empty(self.num_spaces, dtype=torch.long)
+        components = sorted(nx.connected_components(coarse), key=min)
+        for gid, members in enumerate(components):
+            group_of_space[list(members)] = gid
+        bases = torch.tensor([*self._bases, n], dtype=torch.long)
+        group_of_atom = torch.zeros(num_atoms, dtype=torch.long)
+        if n:
+            space_of_id = torch.repeat_interleave(
+                torch.arange(self.num_spaces), torch.tensor(self._sizes, dtype=torch.long)
+            )
+            group_of_atom[atom_of] = group_of_space[space_of_id]
+        return Atoms(atom_of, pinned, group_of_space, group_of_atom, bases)
+
+
+def _connected_labels(parent: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Label every id with the smallest id of its connected component (hook + jump)."""
+    while True:
+        pu, pv = parent[u], parent[v]
+        if torch.equal(pu, pv):
+            return parent
+        low = torch.minimum(pu, pv)
+        parent = parent.scatter_reduce(0, pu, low, "amin")
+        parent = parent.scatter_reduce(0, pv, low, "amin")
+        while True:
+            jumped = parent[parent]
+            if torch.equal(jumped, parent):
+                break
+            parent = jumped

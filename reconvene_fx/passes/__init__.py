@@ -1,0 +1,15 @@
+"""The compiler passes, each a ``torch.fx.passes.infra.pass_base.PassBase``."""
+
+from .channels import ChannelGroupPass, UnknownOpWarning
+from .plan import PlanPass
+from .shape import ShapePass
+from .shrink import ShrinkPass, default_init
+
+__all__ = [
+    "ChannelGroupPass",
+    "PlanPass",
+    "ShapePass",
+    "ShrinkPass",
+    "UnknownOpWarning",
+    "default_init",
+]

@@ -1,0 +1,61 @@
+"""ShapePass: tensor shapes (torch.fx ShapeProp) and small concrete values on every node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..meta import VALUE, ConcreteValue
+
+__all__ = ["ShapePass"]
+
+
+def _is_small_value(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, str, torch.Size, torch.dtype, torch.device)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_is_small_value(v) for v in value)
+    return value is None
+
+
+class _ValueProp(ShapeProp):
+    def run_node(self, n: torch.fx.Node) -> Any:
+        result = super().run_node(n)
+        if _is_small_value(result):
+            n.meta[VALUE] = ConcreteValue(result)
+        return result
+
+
+class ShapePass(PassBase):
+    """Runs the graph once on ``example_inputs`` and records shapes and small values.
+
+    Writes ``node.meta["tensor_meta"]`` (as torch.fx ShapeProp does) and, for nodes whose
+    result is a plain value (``x.size(0)``, ``c // 2``), ``node.meta[VALUE]``. The graph runs
+    in eval mode (BatchNorm statistics are left alone); training flags are restored.
+
+    Example:
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
+        >>> _ = ShapePass((torch.randn(1, 3, 8, 8),))(gm)
+        >>> [tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if n.op == "call_module"]
+        [(1, 8, 6, 6)]
+    """
+
+    def __init__(self, example_inputs: tuple[Any, ...]) -> None:
+        super().__init__()
+        self.example_inputs = tuple(example_inputs)
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        # eval mode: the run must not update BatchNorm statistics or draw dropout masks
+        modes = {m: m.training for m in graph_module.modules()}
+        graph_module.eval()
+        try:
+            with torch.no_grad():
+                _ValueProp(graph_module).propagate(*self.example_inputs)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        return PassResult(graph_module, False)

@@ -1,0 +1,165 @@
+"""The pruning report: what was kept, per layer and in total."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+
+from .errors import ReconveneError
+from .meta import REPORT
+
+__all__ = ["LayerPlan", "PruningReport", "report"]
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """What the plan did to one conv or linear module.
+
+    Attributes:
+        in_idx: sorted int64 indices of the kept input channels (input features for a
+            Linear) of the original module.
+        out_idx: sorted int64 indices of the kept output channels.
+        in_channels: the original module's input channels (features).
+        out_channels: the original module's output channels (features).
+        density: fraction of the module's weights kept.
+        sensitivity: ``density`` relative to the model-wide fraction of weights kept.
+        narrowed: whether any input or output channel was removed.
+        params_before, params_after: parameters of the module (weight and bias).
+        flops_before, flops_after: multiply-accumulates on the example inputs.
+    """
+
+    in_idx: torch.Tensor
+    out_idx: torch.Tensor
+    in_channels: int
+    out_channels: int
+    density: float
+    sensitivity: float
+    narrowed: bool
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+
+
+@dataclass(frozen=True, eq=False)
+class PruningReport:
+    """Totals and per-layer plans of one compilation (see :func:`report`).
+
+    ``params_*`` count every parameter of the model (shared ones once); ``flops_*`` count
+    multiply-accumulates of conv and linear layers on the example inputs. ``layers`` is keyed
+    by the qualified module name in the original model. ``approximate`` names the nodes
+    where pruning changes values (LayerNorm/GroupNorm statistics) instead of only removing
+    them; ``verify`` can then check shapes only. ``budget``, ``method``, ``strategy`` and
+    ``reinit`` are what compile was asked for.
+    """
+
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    layers: dict[str, LayerPlan] = field(default_factory=dict)
+    approximate: dict[str, str] = field(default_factory=dict)
+    budget: Any = None
+    method: str = ""
+    strategy: str = ""
+    reinit: bool = False
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / max(self.params_before, 1)
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.flops_after / max(self.flops_before, 1)
+
+    def summary(self) -> str:
+        """One line with the totals.
+
+        Example:
+            >>> PruningReport(100, 40, 1000, 300).summary()
+            'params 100 -> 40 (40.0%), MACs 1,000 -> 300 (30.0%)'
+        """
+        return (
+            f"params {self.params_before:,} -> {self.params_after:,} "
+            f"({100 * self.params_ratio:.1f}%), MACs {self.flops_before:,} -> "
+            f"{self.flops_after:,} ({100 * self.flops_ratio:.1f}%)"
+        )
+
+    def format_table(self, *, only_narrowed: bool = False) -> str:
+        """A per-layer table: widths before/after, params and MACs, then the totals."""
+        header = ("layer", "in", "out", "params", "MACs", "density")
+        rows = [header]
+        for name, lp in self.layers.items():
+            if only_narrowed and not lp.narrowed:
+                continue
+            rows.append(
+                (
+                    name,
+                    f"{lp.in_channels}->{lp.in_idx.numel()}",
+                    f"{lp.out_channels}->{lp.out_idx.numel()}",
+                    f"{lp.params_before:,}->{lp.params_after:,}",
+                    f"{lp.flops_before:,}->{lp.flops_after:,}",
+                    f"{lp.density:.3f}",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(
+                zip(r, widths, strict=True)))
+            for r in rows
+        ]  # fmt: skip
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (lists instead of tensors), e.g. for JSON."""
+        return {
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "flops_before": self.flops_before,
+            "flops_after": self.flops_after,
+            "method": self.method,
+            "strategy": self.strategy,
+            "approximate": dict(self.approximate),
+            "layers": {
+                name: {
+                    "in_channels": lp.in_channels,
+                    "out_channels": lp.out_channels,
+                    "in_kept": int(lp.in_idx.numel()),
+                    "out_kept": int(lp.out_idx.numel()),
+                    "density": lp.density,
+                    "sensitivity": lp.sensitivity,
+                    "narrowed": lp.narrowed,
+                    "params_before": lp.params_before,
+                    "params_after": lp.params_after,
+                    "flops_before": lp.flops_before,
+                    "flops_after": lp.flops_after,
+                }
+                for name, lp in self.layers.items()
+            },
+        }
+
+
+def report(gm: torch.fx.GraphModule) -> PruningReport:
+    """The :class:`PruningReport` of a model returned by :func:`reconvene_fx.compile`.
+
+    Example:
+        >>> import reconvene_fx as rfx
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(16, 4, 1))
+        >>> gm = rfx.compile(net, budget=0.6, example_inputs=(torch.randn(1, 3, 8, 8),))
+        >>> rep = rfx.report(gm)
+        >>> rep.params_after <= 0.6 * rep.params_before
+        True
+    """
+    rep = getattr(gm, "meta", {}).get(REPORT)
+    if not isinstance(rep, PruningReport):
+        raise ReconveneError(
+            "this module carries no pruning report; pass a GraphModule returned by "
+            "reconvene_fx.compile"
+        )
+    return rep

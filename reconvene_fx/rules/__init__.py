@@ -1,0 +1,25 @@
+"""Channel-flow rules: how channel indices move through each op, and their registry.
+
+Importing this package registers the built-in rules in :data:`DEFAULT_RULES`.
+"""
+
+from . import concat, elementwise, layers, movement, norms, pooling
+from .context import RuleContext
+from .layout import Layout, Scrambled
+from .registry import DEFAULT_RULES, Rule, RuleRegistry, get_default_registry
+
+__all__ = [
+    "DEFAULT_RULES",
+    "Layout",
+    "Rule",
+    "RuleContext",
+    "RuleRegistry",
+    "Scrambled",
+    "concat",
+    "elementwise",
+    "get_default_registry",
+    "layers",
+    "movement",
+    "norms",
+    "pooling",
+]

@@ -1,0 +1,167 @@
+"""Rules for data-movement ops (view, reshape, flatten, permute, transpose, indexing, ...).
+
+These ops move elements without computing on them, so the rule runs the op itself on a
+tensor of channel ids and reads the result: if each index along one output dimension holds
+a single channel id, that dimension carries the channels (a flatten before a Linear maps
+each feature to its channel; a permute moves the channel dim); otherwise the output is
+:class:`Scrambled` (mid-way through a channel shuffle) until a later op tidies it up.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .context import NoValue, RuleContext
+from .layout import Layout, Scrambled
+from .registry import DEFAULT_RULES
+
+__all__ = ["channel_shuffle", "data_movement", "read_ids"]
+
+_SHAPE_METHODS = ("view", "reshape", "expand", "unflatten")
+_METHODS = (
+    *_SHAPE_METHODS, "flatten", "permute", "transpose", "squeeze", "unsqueeze",
+    "movedim", "narrow", "select", "t", "swapaxes", "swapdims",
+)  # fmt: skip
+_FUNCTIONS = (
+    torch.reshape, torch.flatten, torch.permute, torch.transpose, torch.squeeze,
+    torch.unsqueeze, torch.movedim, torch.narrow, torch.select, torch.swapaxes, torch.t,
+    torch.unflatten,
+)  # fmt: skip
+
+
+def read_ids(ctx: RuleContext, ids: torch.Tensor) -> Layout | Scrambled:
+    """Describe an output from its tensor of channel ids."""
+    for dim in _candidate_dims(ids):
+        rows = ids.movedim(dim, 0).reshape(ids.shape[dim], -1)
+        if bool((rows == rows[:, :1]).all()):
+            row = rows[:, 0]
+            space = int(ctx.graph.space_of(row[:1])[0]) if row.numel() else -1
+            if space >= 0 and torch.equal(row, ctx.graph.ids(space)):
+                return Layout(space, dim, row.numel())
+            out = ctx.new(row.numel(), dim)
+            ctx.tie_ids(ctx.ids(out), row)
+            return out
+    return Scrambled(ids)
+
+
+def _candidate_dims(ids: torch.Tensor) -> list[int]:
+    """Dims along which ids vary first (then dim 1, then the others)."""
+    varying = [d for d in range(ids.dim()) if ids.shape[d] > 1 and _varies(ids, d)]
+    if varying:
+        return varying
+    return sorted(range(ids.dim()), key=lambda d: (d != 1, d))
+
+
+def _varies(ids: torch.Tensor, dim: int) -> bool:
+    first = ids.narrow(dim, 0, 1)
+    return not bool((ids == first).all())
+
+
+def _literal_dims(ctx: RuleContext, out_ndim: int) -> list[int]:
+    """Output dims whose size is a literal int in the graph (not -1, not computed)."""
+    node = ctx.node
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name not in (*_SHAPE_METHODS, "reshape"):
+        return []
+    spec = node.args[1:]
+    if name == "unflatten":
+        dim, sizes = ctx.value(node.args[1]) % out_ndim, node.args[2]
+        return [dim + i for i, s in enumerate(sizes) if isinstance(s, int) and s > 1]
+    if len(spec) == 1 and isinstance(spec[0], (tuple, list)):
+        spec = spec[0]
+    return [i for i, s in enumerate(spec) if isinstance(s, int) and s > 1]
+
+
+@DEFAULT_RULES.function(*_FUNCTIONS)
+@DEFAULT_RULES.method(*_METHODS)
+@DEFAULT_RULES.module(nn.Flatten, nn.Unflatten)
+def data_movement(ctx: RuleContext) -> Any:
+    """Run the op on channel ids and describe the result (see the module docstring).
+
+    Two cases constrain pruning. A literal size on a dim that carries channels (the
+    ``groups`` of ``x.view(n, groups, c // groups, h, w)``) ties position ``j`` across that
+    dim, so the literal stays valid. An op that drops channels by position (``x[:, :16]``)
+    pins its input, because the position would not survive pruning.
+    """
+    node = ctx.node
+    source = node.args[0]
+    lay = ctx.layout(source)
+    in_shape = ctx.shape(source)
+    out_shape = ctx.out_shape
+    if lay is None:
+        return None
+    if not isinstance(lay, (Layout, Scrambled)) or in_shape is None or out_shape is None:
+        return ctx.boundary()
+    ids_in = ctx.id_tensor(lay, in_shape)
+    try:
+        ids = _apply(ctx, ids_in).contiguous()
+    except (NoValue, RuntimeError, TypeError, IndexError):
+        return ctx.boundary()
+    if tuple(ids.shape) != tuple(out_shape):
+        return ctx.boundary()
+    if ids.numel() and ids.unique().numel() != ids_in.unique().numel():
+        ctx.pin(lay)
+        return ctx.pinned_output() if ids.dim() else None
+    for dim in _literal_dims(ctx, ids.dim()):
+        if _varies(ids, dim):
+            across = ids.movedim(dim, -1).reshape(-1, ids.shape[dim])
+            ctx.tie_ids(across[:, :1].expand_as(across), across)
+    if ids.dim() == 0:
+        return None
+    return read_ids(ctx, ids)
+
+
+def _apply(ctx: RuleContext, ids_in: torch.Tensor) -> torch.Tensor:
+    node = ctx.node
+    args = [ids_in, *(_concrete(ctx, a) for a in node.args[1:])]
+    kwargs = {k: _concrete(ctx, v) for k, v in node.kwargs.items()}
+    if node.op == "call_module":
+        module = ctx.module
+        if isinstance(module, nn.Flatten):
+            return torch.flatten(ids_in, module.start_dim, module.end_dim)
+        assert isinstance(module, nn.Unflatten)
+        return ids_in.unflatten(module.dim, module.unflattened_size)
+    if node.op == "call_method":
+        return getattr(ids_in, str(node.target))(*args[1:], **kwargs)
+    if node.target is operator.getitem:
+        return ids_in[args[1]]
+    return node.target(*args, **kwargs)  # type: ignore[operator]
+
+
+def _concrete(ctx: RuleContext, arg: Any) -> Any:
+    """Concrete value of an argument; tensor-valued nodes become zeros of their shape."""
+
+    def one(n: torch.fx.Node) -> Any:
+        shape = ctx.shape(n)
+        if shape is not None:
+            return torch.zeros(shape, dtype=torch.long)
+        return ctx.value(n)
+
+    return torch.fx.node.map_aggregate(
+        arg, lambda a: one(a) if isinstance(a, torch.fx.Node) else a
+    )
+
+
+@DEFAULT_RULES.module(nn.ChannelShuffle)
+@DEFAULT_RULES.function(torch.channel_shuffle, torch.native_channel_shuffle)
+def channel_shuffle(ctx: RuleContext) -> Any:
+    """A permutation of the channels; position ``j`` is tied across the shuffle groups."""
+    x = ctx.layout(ctx.node.args[0])
+    if ctx.module is not None:
+        groups = ctx.module.groups
+    else:
+        try:
+            groups = ctx.value(ctx.arg(1, "groups"))
+        except NoValue:
+            return ctx.boundary()
+    if not isinstance(x, Layout) or x.dim != 1 or not isinstance(groups, int):
+        return ctx.boundary()
+    ids = ctx.ids(x).view(groups, x.size // groups)
+    ctx.tie_ids(ids[:1].expand_as(ids), ids)
+    out = ctx.new(x.size, 1)
+    ctx.tie_ids(ctx.ids(out), ids.t().reshape(-1))
+    return out

@@ -1,0 +1,97 @@
+"""The registry that maps an FX node to the rule describing its channel flow."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx
+
+if TYPE_CHECKING:
+    from .context import RuleContext
+
+__all__ = ["DEFAULT_RULES", "Rule", "RuleRegistry", "get_default_registry"]
+
+Rule = Callable[["RuleContext"], Any]
+
+
+class RuleRegistry:
+    """Rules keyed by module type, function object or method name.
+
+    A rule is ``rule(ctx) -> layout`` (see :class:`reconvene_fx.rules.RuleContext`). A module
+    subclass inherits its base class's rule only if it does not override ``forward``.
+
+    Example:
+        >>> registry = get_default_registry()
+        >>> @registry.module(torch.nn.Hardtanh)
+        ... def passthrough(ctx):
+        ...     return ctx.layout(ctx.node.args[0])
+        >>> torch.nn.Hardtanh in registry.modules
+        True
+    """
+
+    def __init__(self) -> None:
+        self.modules: dict[type, Rule] = {}
+        self.functions: dict[Callable[..., Any], Rule] = {}
+        self.methods: dict[str, Rule] = {}
+
+    def module(self, *types: type) -> Callable[[Rule], Rule]:
+        def register(rule: Rule) -> Rule:
+            for t in types:
+                self.modules[t] = rule
+            return rule
+
+        return register
+
+    def function(self, *functions: Callable[..., Any]) -> Callable[[Rule], Rule]:
+        def register(rule: Rule) -> Rule:
+            for f in functions:
+                self.functions[f] = rule
+            return rule
+
+        return register
+
+    def method(self, *names: str) -> Callable[[Rule], Rule]:
+        def register(rule: Rule) -> Rule:
+            for name in names:
+                self.methods[name] = rule
+            return rule
+
+        return register
+
+    def lookup(self, node: torch.fx.Node, gm: torch.fx.GraphModule) -> Rule | None:
+        """The rule for ``node``, or ``None`` when no rule is known (the node is a boundary)."""
+        if node.op == "call_module":
+            module_type = type(gm.get_submodule(str(node.target)))
+            for base in module_type.__mro__:
+                rule = self.modules.get(base)
+                if rule is not None:
+                    if base is module_type or module_type.forward is base.forward:
+                        return rule
+                    return None
+            return None
+        if node.op == "call_function":
+            try:
+                return self.functions.get(node.target)  # type: ignore[arg-type]
+            except TypeError:  # unhashable target
+                return None
+        if node.op == "call_method":
+            return self.methods.get(str(node.target))
+        return None
+
+    def copy(self) -> RuleRegistry:
+        other = RuleRegistry()
+        other.modules = copy.copy(self.modules)
+        other.functions = copy.copy(self.functions)
+        other.methods = copy.copy(self.methods)
+        return other
+
+
+DEFAULT_RULES = RuleRegistry()
+
+
+def get_default_registry() -> RuleRegistry:
+    """A copy of the built-in rules, safe to extend."""
+    return DEFAULT_RULES.copy()

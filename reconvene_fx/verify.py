@@ -1,0 +1,179 @@
+"""``verify``: the compact model equals the original with the pruned channels zeroed."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn as nn
+from torch.utils._pytree import tree_leaves
+
+from .costs import CONV_TYPES
+from .errors import ReconveneError, VerifyError
+from .report import PruningReport, report
+
+__all__ = ["VerifyResult", "verify", "zeroed_reference"]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``exact``: values were compared (False: approximate ops, shapes and finiteness only).
+    ``max_error``: the largest absolute difference of the outputs."""
+
+    exact: bool
+    max_error: float
+
+
+def zeroed_reference(model: nn.Module, rep: PruningReport) -> nn.Module:
+    """A copy of ``model`` where every conv/linear ignores the inputs the plan removed.
+
+    Removing channel set R is equivalent to zeroing, in every consumer that mixes channels,
+    the input slices R feeds (design §5).
+    """
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, lp in rep.layers.items():
+            if lp.in_idx.numel() == lp.in_channels:
+                continue
+            module = ref.get_submodule(name)
+            removed = torch.ones(lp.in_channels, dtype=torch.bool)
+            removed[lp.in_idx] = False
+            if isinstance(module, CONV_TYPES):
+                g = module.groups
+                w = module.weight.view(g, module.out_channels // g, module.in_channels // g, -1)
+                w.masked_fill_(removed.view(g, 1, -1, 1), 0.0)
+            elif isinstance(module, nn.Linear):
+                module.weight[:, removed] = 0.0
+    return ref
+
+
+def verify(
+    model: nn.Module,
+    gm: torch.fx.GraphModule,
+    example_inputs: tuple[Any, ...] | torch.Tensor,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> VerifyResult:
+    """Check that ``gm`` (from ``compile(..., reinit=False)``) is equivalent to ``model``.
+
+    Both run in eval mode on ``example_inputs`` (training flags are restored). The reference
+    is ``model`` with the inputs of removed channels zeroed in every conv/linear; outputs
+    must match within ``atol + rtol * max|reference|``. When the plan narrowed channels
+    through approximate ops (LayerNorm/GroupNorm statistics), only shapes and finiteness
+    are checked and ``exact`` is False.
+
+    Raises:
+        VerifyError: with the largest error and the first module (in execution order)
+            whose kept outputs differ.
+        ReconveneError: ``gm`` was compiled with ``reinit=True`` (weights were redrawn).
+
+    Example:
+        >>> import reconvene_fx as rfx
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(16, 4, 1))
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> gm = rfx.compile(net, budget=0.5, example_inputs=(x,), reinit=False)
+        >>> rfx.verify(net, gm, (x,)).exact
+        True
+    """
+    rep = report(gm)
+    if rep.reinit and any(lp.narrowed for lp in rep.layers.values()):
+        raise ReconveneError(
+            "verify needs the sliced original weights: compile with reinit=False "
+            "(this model was re-initialized)"
+        )
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    ref = zeroed_reference(model, rep)
+    ref_out, ref_acts = _run(ref, example_inputs, rep)
+    gm_out, gm_acts = _run(gm, example_inputs, rep)
+    ref_leaves, gm_leaves = tree_leaves(ref_out), tree_leaves(gm_out)
+    if len(ref_leaves) != len(gm_leaves):
+        raise VerifyError(
+            f"the models return {len(ref_leaves)} and {len(gm_leaves)} outputs",
+            max_error=float("inf"),
+            layer=None,
+        )
+    max_error = 0.0
+    mismatch = False
+    for r, c in zip(ref_leaves, gm_leaves, strict=True):
+        if not isinstance(r, torch.Tensor):
+            continue
+        if r.shape != c.shape:
+            raise VerifyError(
+                f"output shape changed: {tuple(r.shape)} -> {tuple(c.shape)}",
+                max_error=float("inf"),
+                layer=None,
+            )
+        if not bool(torch.isfinite(c).all()):
+            raise VerifyError("the compact model's output is not finite", max_error=float("inf"),
+                              layer=None)  # fmt: skip
+        err = float((r - c).abs().max()) if r.numel() else 0.0
+        max_error = max(max_error, err)
+        mismatch |= err > atol + rtol * float(r.abs().max())
+    if rep.approximate:
+        return VerifyResult(exact=False, max_error=max_error)
+    if mismatch:
+        layer = _first_divergence(ref, ref_acts, gm_acts, rep, rtol, atol)
+        where = f"; it first appears at module {layer!r}" if layer else ""
+        raise VerifyError(
+            f"the compact model differs from the zeroed reference: max error {max_error:.3g}"
+            f"{where}",
+            max_error=max_error,
+            layer=layer,
+        )
+    return VerifyResult(exact=True, max_error=max_error)
+
+
+def _run(
+    model: nn.Module, inputs: tuple[Any, ...], rep: PruningReport
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    acts: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in rep.layers:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            if isinstance(out, torch.Tensor) and name not in acts:
+                acts[name] = out.detach()
+
+        handles.append(module.register_forward_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+        for h in handles:
+            h.remove()
+    return out, acts
+
+
+def _first_divergence(
+    ref_model: nn.Module,
+    ref: dict[str, torch.Tensor],
+    got: dict[str, torch.Tensor],
+    rep: PruningReport,
+    rtol: float,
+    atol: float,
+) -> str | None:
+    for name, r in ref.items():  # insertion order = execution order
+        c = got.get(name)
+        if c is None:
+            continue
+        dim = 1 if isinstance(ref_model.get_submodule(name), CONV_TYPES) else r.dim() - 1
+        kept = r.index_select(dim, rep.layers[name].out_idx)
+        if kept.shape != c.shape:
+            return name
+        if float((kept - c).abs().max()) > atol + rtol * float(kept.abs().max()):
+            return name
+    return None
