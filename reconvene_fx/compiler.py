@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.infra.pass_manager import PassManager
+from torch.fx.passes.infra.pass_base import PassBase
 
 from .budget import Budget, as_budget
 from .config import CompileConfig
 from .costs import count_macs, count_params
+from .errors import ReconveneError
 from .meta import APPROXIMATE, KEEP, REPORT, ChannelKeep
 from .passes import ChannelGroupPass, PlanPass, ShapePass, ShrinkPass
 from .report import LayerPlan, PruningReport
@@ -73,21 +74,22 @@ def compile(
     gm = trace(work, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args)
     steps.done("trace")
     params_before = count_params(model)
-    analysis = PassManager(
-        passes=[
-            ShapePass(example_inputs),
-            ChannelGroupPass(config.rules),
-            PlanPass(budget, example_inputs=example_inputs, config=config),
-        ]
+    _run_passes(
+        gm,
+        ShapePass(example_inputs),
+        ChannelGroupPass(config.rules),
+        PlanPass(budget, example_inputs=example_inputs, config=config),
     )
-    analysis(gm)
     steps.done("analyse and plan")
     flops_before = count_macs(gm)
     layers_before = _layer_shapes(gm)
     keeps = _module_keeps(gm)
     approximate = _approximations(gm)
-    ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn)(gm)
-    ShapePass(example_inputs)(gm)
+    _run_passes(
+        gm,
+        ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn),
+        ShapePass(example_inputs),
+    )
     steps.done("shrink")
     rep = _build_report(gm, params_before, flops_before, layers_before, keeps, approximate)
     gm.meta[REPORT] = PruningReport(
@@ -95,6 +97,18 @@ def compile(
            "strategy": config.strategy, "reinit": config.reinit}
     )  # fmt: skip
     return gm
+
+
+def _run_passes(gm: torch.fx.GraphModule, *passes: PassBase) -> None:
+    """Run passes in order. Like torch.fx's PassManager, a failure names the pass; unlike
+    it, our own errors (and bad-argument errors) reach the caller with their type."""
+    for p in passes:
+        try:
+            p(gm)
+        except (ReconveneError, ValueError, TypeError, NotImplementedError):
+            raise
+        except Exception as exc:
+            raise ReconveneError(f"{type(p).__name__} failed: {exc}") from exc
 
 
 class _Progress:

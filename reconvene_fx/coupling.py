@@ -87,7 +87,7 @@ class ChannelGraph:
     def space_of(self, ids: torch.Tensor) -> torch.Tensor:
         """The space each global id belongs to."""
         bases = torch.tensor(self._bases)
-        return torch.searchsorted(bases, ids, right=True) - 1
+        return torch.searchsorted(bases, ids.contiguous(), right=True) - 1
 
     def tie(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Require ids ``a[i]`` and ``b[i]`` to be pruned together (shapes broadcast)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch.fx.node import _get_qualified_name
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..coupling import Atoms, ChannelGraph
@@ -128,10 +129,10 @@ def _describe_target(node: torch.fx.Node, module: torch.nn.Module | None) -> str
         return f"module {node.target} of type {type(module).__name__}"
     if node.op == "call_method":
         return f"method .{node.target}()"
-    target = node.target
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
-    mod = getattr(target, "__module__", None)
-    return f"function {mod}.{name}" if mod else f"function {name}"
+    try:
+        return f"function {_get_qualified_name(node.target)}"  # type: ignore[arg-type]
+    except Exception:
+        return f"function {node.target}"
 
 
 def _info(layout: Any, atoms: Atoms) -> Any:

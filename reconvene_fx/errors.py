@@ -1,0 +1,58 @@
+"""Exceptions raised by reconvene_fx. Every error is a :class:`ReconveneError`."""
+
+from __future__ import annotations
+
+__all__ = ["BudgetError", "ExportError", "ReconveneError", "TraceError", "VerifyError"]
+
+
+class ReconveneError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class TraceError(ReconveneError):
+    """The model could not be traced with ``torch.fx``.
+
+    The message names the module or operation that broke tracing and suggests a remedy
+    (mark the module as a leaf, or pass ``concrete_args``).
+    """
+
+
+class BudgetError(ReconveneError):
+    """The budget cannot be met: the layers that may not be pruned already exceed it.
+
+    ``smallest`` holds the smallest reachable fraction for the quantity that failed.
+    """
+
+    def __init__(self, message: str, *, quantity: str, smallest: float) -> None:
+        super().__init__(message)
+        self.quantity = quantity
+        self.smallest = smallest
+
+
+class VerifyError(ReconveneError):
+    """The compact model is not equivalent to the original with pruned channels zeroed.
+
+    ``max_error`` is the largest absolute difference seen; ``layer`` the first module
+    (in execution order) whose output differs.
+    """
+
+    def __init__(self, message: str, *, max_error: float, layer: str | None) -> None:
+        super().__init__(message)
+        self.max_error = max_error
+        self.layer = layer
+
+
+class ExportError(ReconveneError):
+    """The model could not be exported, or the exported file disagrees with PyTorch.
+
+    ``output_index`` is the index (in flattened output order) of the first output whose
+    values differ and ``max_error`` its largest absolute difference; both are ``None`` when
+    the export itself failed.
+    """
+
+    def __init__(
+        self, message: str, *, output_index: int | None = None, max_error: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.output_index = output_index
+        self.max_error = max_error

@@ -1,0 +1,205 @@
+"""End-to-end compile on hand-built graphs: equivalence, budgets, inputs, determinism."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+from models import HAND_BUILT, build
+
+import reconvene_fx as rfx
+from reconvene_fx.passes import UnknownOpWarning
+
+
+def _x(batch: int = 2, size: int = 16) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("budget", [0.8, 0.5, 0.25])
+@pytest.mark.parametrize("name", sorted(HAND_BUILT))
+def test_hand_built_models_are_equivalent_and_within_budget(name: str, budget: float) -> None:
+    model, x = build(name), _x()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownOpWarning)
+        gm = rfx.compile(model, budget=budget, example_inputs=(x,), reinit=False)
+    rep = rfx.report(gm)
+    assert rep.params_before == sum(p.numel() for p in model.parameters())
+    assert rep.params_after == sum(p.numel() for p in gm.parameters())
+    assert rep.params_after <= budget * rep.params_before
+    assert any(lp.narrowed for lp in rep.layers.values())
+    result = rfx.verify(model, gm, (x,))
+    assert result.exact
+    with torch.no_grad():
+        assert gm(x).shape == model(x).shape
+
+
+def test_verify_compares_numbers_not_only_shapes() -> None:
+    """A compact model that is wrong in one layer is caught, and the layer is named."""
+    model, x = build("residual"), _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=False)
+    with torch.no_grad():
+        gm.get_submodule("conv3.0").weight.mul_(1.5)
+    with pytest.raises(rfx.VerifyError) as info:
+        rfx.verify(model, gm, (x,))
+    assert info.value.layer == "conv3.0"
+    assert info.value.max_error > 0
+
+
+def test_compile_does_not_mutate_the_model() -> None:
+    model, x = build("residual"), _x()
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    rfx.compile(model, budget=0.5, example_inputs=(x,))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training and all(m.training for m in model.modules())
+    assert model.conv1[0].out_channels == 16
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_compile_is_deterministic_per_seed(method: str) -> None:
+    model, x = build("inception"), _x()
+    a = rfx.compile(model, budget=0.4, example_inputs=(x,), method=method, seed=3)
+    b = rfx.compile(model, budget=0.4, example_inputs=(x,), method=method, seed=3)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = rfx.compile(model, budget=0.4, example_inputs=(x,), method=method, seed=4)
+    assert any(
+        sa[k].shape != c.state_dict()[k].shape or not torch.equal(sa[k], c.state_dict()[k])
+        for k in sa
+    )
+
+
+def test_qualified_names_are_kept() -> None:
+    model, x = build("residual"), _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,))
+    original = {n for n, _ in model.named_modules()}
+    assert {"conv1.0", "conv3.0", "down", "fc"} <= {n for n, _ in gm.named_modules()}
+    assert set(rfx.report(gm).layers) <= original
+
+
+def test_reinit_redraws_narrowed_layers_only() -> None:
+    model, x = build("residual"), _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=True, seed=0)
+    rep = rfx.report(gm)
+    for name, lp in rep.layers.items():
+        w = gm.get_submodule(name).weight
+        sliced = model.get_submodule(name).weight[lp.out_idx][:, lp.in_idx]
+        assert torch.equal(w, sliced) != lp.narrowed, name
+    with pytest.raises(rfx.ReconveneError, match="reinit=False"):
+        rfx.verify(model, gm, (x,))
+
+
+def test_round_to_makes_kept_widths_multiples() -> None:
+    model, x = build("residual"), _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,), round_to=8, reinit=False)
+    for name in ("stem.0", "conv1.0", "conv3.0", "down"):
+        assert gm.get_submodule(name).out_channels % 8 == 0, name
+    assert rfx.report(gm).params_ratio <= 0.5
+    rfx.verify(model, gm, (x,))
+
+
+def test_flops_budget_holds_alone_and_with_params() -> None:
+    model, x = build("inception"), _x()
+    gm = rfx.compile(model, budget=rfx.Budget(flops=0.3), example_inputs=(x,), reinit=False)
+    rep = rfx.report(gm)
+    assert rep.flops_after <= 0.3 * rep.flops_before
+    both = rfx.Budget(params=0.6, flops=0.2)
+    rep2 = rfx.report(rfx.compile(model, budget=both, example_inputs=(x,)))
+    assert rep2.flops_ratio <= 0.2 and rep2.params_ratio <= 0.6
+
+
+def test_unreachable_budget_names_the_smallest_reachable_value() -> None:
+    model, x = build("conv_head"), _x()
+    protect = ["features.0.0"]
+    with pytest.raises(rfx.BudgetError) as info:
+        rfx.compile(model, budget=0.02, example_inputs=(x,), ignore=protect)
+    smallest = info.value.smallest
+    assert info.value.quantity == "params"
+    assert 0.02 < smallest < 0.5
+    assert f"{smallest:.4f}" in str(info.value)
+    gm = rfx.compile(model, budget=smallest, example_inputs=(x,), ignore=protect)
+    assert rfx.report(gm).params_ratio <= smallest
+
+
+def test_ignore_protects_named_modules() -> None:
+    model, x = build("residual"), _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,), ignore=["conv3.0"])
+    lp = rfx.report(gm).layers["conv3.0"]
+    assert not lp.narrowed
+    with pytest.raises(ValueError, match="no prunable module"):
+        rfx.compile(model, budget=0.5, example_inputs=(x,), ignore=["nope"])
+
+
+def test_unknown_op_warns_once_and_is_not_pruned_through() -> None:
+    model, x = build("unknown_op"), _x()
+    with pytest.warns(UnknownOpWarning, match="cumsum") as record:
+        gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=False)
+    assert len([w for w in record if issubclass(w.category, UnknownOpWarning)]) == 1
+    rep = rfx.report(gm)
+    assert rep.layers["b.0"].out_idx.numel() == 16  # feeds the cumsum
+    assert rep.layers["c.0"].in_idx.numel() == 16  # fed by the cumsum
+    assert rep.layers["a.0"].narrowed
+
+
+def test_graph_outputs_are_never_pruned() -> None:
+    model, x = build("conv_head"), _x()
+    gm = rfx.compile(model, budget=0.3, example_inputs=(x,))
+    assert gm.get_submodule("classifier.0").out_channels == 10
+
+
+def test_shared_module_keeps_one_set_of_channels() -> None:
+    model, x = build("shared"), _x()
+    gm = rfx.compile(model, budget=0.4, example_inputs=(x,), reinit=False)
+    shared = gm.get_submodule("shared")
+    assert shared.in_channels == shared.out_channels < 24
+    rfx.verify(model, gm, (x,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"budget": 0.0}, ValueError, r"\(0, 1\]"),
+        ({"budget": 1.5}, ValueError, r"\(0, 1\]"),
+        ({"budget": "half"}, TypeError, "budget"),
+        ({"budget": 0.5, "method": "nope"}, ValueError, "known methods"),
+        ({"budget": 0.5, "strategy": "nope"}, ValueError, "strategy"),
+        ({"budget": 0.5, "round_to": 0}, ValueError, "round_to"),
+        ({"budget": 0.5, "no_such_option": 1}, TypeError, "no_such_option"),
+        ({"budget": 0.5, "example_inputs": ()}, TypeError, "example_inputs"),
+    ],
+)
+def test_bad_input_is_rejected_clearly(kwargs: dict, error: type, match: str) -> None:
+    args = {"example_inputs": (_x(),), **kwargs}
+    with pytest.raises(error, match=match):
+        rfx.compile(build("se"), **args)
+
+
+def test_untraceable_model_raises_trace_error_naming_the_module() -> None:
+    class DataDependent(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2 if x.sum() > 0 else x
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.gate = DataDependent()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gate(self.conv(x))
+
+    with pytest.raises(rfx.TraceError, match=r"(?s)gate \(DataDependent\).*leaf_modules") as info:
+        rfx.compile(Net(), budget=0.5, example_inputs=(_x(),))
+    assert isinstance(info.value, rfx.ReconveneError)
+    # the suggested remedy works: the leaf is kept opaque and the channels it reads pinned
+    with pytest.warns(UnknownOpWarning, match="gate"):
+        gm = rfx.compile(Net(), budget=1.0, example_inputs=(_x(),), leaf_modules=["gate"])
+    assert gm.get_submodule("conv").out_channels == 8
+    with pytest.raises(rfx.BudgetError, match="smallest reachable params budget is 1.0000"):
+        rfx.compile(Net(), budget=0.9, example_inputs=(_x(),), leaf_modules=[DataDependent])
