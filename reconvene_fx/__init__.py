@@ -17,6 +17,7 @@ from . import passes, rules, scoring
 from .budget import Budget
 from .compiler import compile
 from .config import CompileConfig
+from .emit import export_onnx
 from .errors import BudgetError, ReconveneError, TraceError, VerifyError
 from .report import LayerPlan, PruningReport, report
 from .tracing import trace
@@ -36,6 +37,7 @@ __all__ = [
     "VerifyResult",
     "__version__",
     "compile",
+    "export_onnx",
     "passes",
     "report",
     "rules",

@@ -17,9 +17,14 @@ from ..scoring import get_scorer
 
 __all__ = ["PlanPass"]
 
+WEIGHTED = (*CONV_TYPES, torch.nn.Linear)
+
 
 class PlanPass(PassBase):
     """Scores channels, orders them for removal, and finds the most it must remove.
+
+    A channel's score is the sum, over every conv/linear that produces or consumes it, of
+    its weight-score mass in that layer relative to the layer's mean channel mass.
 
     Requires ChannelGroupPass. Channels are removed in *atoms* (coupled sets). Atoms that
     are pinned, belong to an ignored module, or are the best atom of their channel space
@@ -83,7 +88,9 @@ class PlanPass(PassBase):
     def _pin_ignored(self, costs: LayerCosts, pinned: torch.Tensor) -> None:
         unknown = [n for n in self.config.ignore if n not in costs.layers]
         if unknown:
-            known = ", ".join(list(costs.layers)[:8])
+            known = ", ".join(
+                [n for n, layer in costs.layers.items() if isinstance(layer.module, WEIGHTED)][:8]
+            )
             raise ValueError(
                 f"ignore= names no prunable module: {', '.join(unknown)} "
                 f"(prunable modules include: {known}, ...)"
@@ -106,7 +113,7 @@ class PlanPass(PassBase):
                 continue
             s = s.detach().double()
             if layer.out_info is not None:
-                atom_score.index_add_(0, layer.out_info.atoms, s.flatten(1).sum(1))
+                atom_score.index_add_(0, layer.out_info.atoms, _normalized(s.flatten(1).sum(1)))
             if layer.in_info is not None:
                 m = layer.module
                 if isinstance(m, CONV_TYPES):
@@ -115,7 +122,7 @@ class PlanPass(PassBase):
                     per_in = per_in.reshape(-1)
                 else:
                     per_in = s.sum(0)
-                atom_score.index_add_(0, layer.in_info.atoms, per_in)
+                atom_score.index_add_(0, layer.in_info.atoms, _normalized(per_in))
         return atom_score
 
     def _search(
@@ -162,6 +169,12 @@ class PlanPass(PassBase):
             else:
                 lo = mid + 1
         return removed_for(lo)
+
+
+def _normalized(channel_scores: torch.Tensor) -> torch.Tensor:
+    """Scores relative to the layer's mean, so layers of different fan-in compare fairly."""
+    mean = channel_scores.mean()
+    return channel_scores / mean if float(mean) > 0 else channel_scores
 
 
 def _rank_within_group(groups: torch.Tensor) -> torch.Tensor:

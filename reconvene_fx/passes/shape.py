@@ -7,9 +7,10 @@ from typing import Any
 import torch
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
-from ..meta import VALUE, ConcreteValue
+from ..errors import ReconveneError
+from ..meta import TENSOR_META, VALUE, ConcreteValue
 
 __all__ = ["ShapePass"]
 
@@ -23,8 +24,30 @@ def _is_small_value(value: Any) -> bool:
 
 
 class _ValueProp(ShapeProp):
+    """ShapeProp that also keeps small values, and fails with the real cause (ShapeProp
+    itself prints a traceback and raises an error that hides the message)."""
+
     def run_node(self, n: torch.fx.Node) -> Any:
-        result = super().run_node(n)
+        try:
+            result = torch.fx.Interpreter.run_node(self, n)
+        except Exception as exc:
+            raise ReconveneError(
+                f"running the model on example_inputs failed at node {n.format_node()}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        found_tensor = False
+
+        def extract(obj: Any) -> Any:
+            nonlocal found_tensor
+            if isinstance(obj, torch.Tensor):
+                found_tensor = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = torch.fx.node.map_aggregate(result, extract)
+        if found_tensor:
+            n.meta[TENSOR_META] = meta
+        n.meta["type"] = type(result)
         if _is_small_value(result):
             n.meta[VALUE] = ConcreteValue(result)
         return result

@@ -1,0 +1,335 @@
+"""The ``reconvene-fx`` command line: compile a model to a budget, report it, write it out.
+
+Usage::
+
+    reconvene-fx compile torchvision:resnet18 --budget 0.5 -o resnet18.onnx
+    reconvene-fx report torchvision:resnet18 --budget 0.5 --input-shape 1,3,64,64
+
+Exit status: 0 on success, 2 for bad command-line input (unknown model, malformed shape,
+budget outside (0, 1], unknown output suffix), 1 when compilation or export fails with a
+:class:`~reconvene_fx.errors.ReconveneError` (for instance an unreachable budget). Errors
+are one ``reconvene-fx: error: ...`` line on stderr; progress lines go to stderr too,
+unless ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from .errors import ReconveneError
+from .loading import ModelSpecError, default_input_shape, load_model, parse_input_shape
+
+__all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
+
+PROG = "reconvene-fx"
+OUTPUT_SUFFIXES = (".onnx", ".pt2", ".pt")
+_METHODS = ("magnitude", "random")  # used when the scorer registry cannot be read
+_STRATEGIES = ("uniform", "global")
+
+
+class _UsageError(Exception):
+    """Bad command-line input; reported as one error line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:  # argparse declares NoReturn
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if math.isnan(value) or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        return parse_input_shape(text)
+    except ModelSpecError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _output_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: the file name must end in {', '.join(OUTPUT_SUFFIXES)}"
+        )
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``reconvene-fx`` (its ``error`` raises instead of exiting).
+
+    Example:
+        >>> args = build_parser().parse_args(["report", "torchvision:resnet18", "--budget", "0.5"])
+        >>> args.command, args.budget, args.method
+        ('report', 0.5, 'magnitude')
+    """
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "model", metavar="MODEL", help="torchvision:NAME, timm:NAME or path/to/file.py:factory"
+    )
+    common.add_argument(
+        "--budget",
+        type=_fraction,
+        metavar="B",
+        help="fraction of parameters kept, in (0, 1]",
+    )
+    common.add_argument(
+        "--flops",
+        type=_fraction,
+        metavar="F",
+        help="fraction of conv/linear multiply-accumulates kept, in (0, 1]",
+    )
+    common.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        metavar="SHAPE",
+        help="shape of the random example input, e.g. 1,3,224,224 (default: the model's usual)",
+    )
+    common.add_argument(
+        "--method",
+        choices=_methods(),
+        default="magnitude",
+        help="how weights are scored at initialization (default: magnitude)",
+    )
+    common.add_argument(
+        "--strategy",
+        choices=_STRATEGIES,
+        default="uniform",
+        help="how channel widths are allocated (default: uniform)",
+    )
+    common.add_argument(
+        "--round-to",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="round kept channel counts to a multiple of N (default: 1)",
+    )
+    common.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the example input and of the scoring (default: 0)",
+    )
+    common.add_argument(
+        "--no-reinit",
+        dest="reinit",
+        action="store_false",
+        help="keep the sliced original weights of narrowed layers",
+    )
+    common.add_argument(
+        "--ignore",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="qualified module names whose channels are never pruned "
+        "(give MODEL before this option)",
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+    parser = _Parser(prog=PROG, description="Structured pruning at initialization (Reconvene).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    compile_cmd = commands.add_parser(
+        "compile",
+        parents=[common],
+        help="compile a model to a budget and write it out",
+        description="Compile MODEL to the budget, print the totals and write it with -o.",
+    )
+    compile_cmd.add_argument(
+        "-o",
+        "--output",
+        type=_output_path,
+        metavar="PATH",
+        help=f"write the compiled model here ({', '.join(OUTPUT_SUFFIXES)})",
+    )
+    compile_cmd.set_defaults(run=_run_compile)
+    report_cmd = commands.add_parser(
+        "report",
+        parents=[common],
+        help="print the per-layer plan for a budget",
+        description="Compile MODEL to the budget and print the per-layer table.",
+    )
+    report_cmd.set_defaults(run=_run_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``reconvene-fx`` with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Example:
+        >>> main(["report", "torchvision:resnet18", "--budget", "2"])
+        2
+    """
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            args = build_parser().parse_args(argv)
+            if args.budget is None and args.flops is None:
+                raise _UsageError("give --budget and/or --flops")
+            return int(args.run(args))
+        except SystemExit as stop:  # --help and --version
+            return stop.code if isinstance(stop.code, int) else 0
+        except (_UsageError, ModelSpecError) as err:
+            return _fail(err, status=2)
+        except ReconveneError as err:
+            return _fail(err, status=1)
+        except KeyboardInterrupt:
+            return _fail("interrupted", status=130)
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from . import report
+
+    gm, example = _compile(args)
+    print(report(gm).summary())
+    if args.output is not None:
+        from .emit import save
+
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with _step(f"writing {args.output}", args.quiet):
+            path = save(gm, args.output, example)
+        print(f"wrote {path}")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    gm, _ = _compile(args)
+    print(report(gm).format_table())
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torch.Tensor]]:
+    """Load ``args.model``, draw its example input and compile it to the budget."""
+    budget: Any = args.budget
+    if args.flops is not None:
+        from . import Budget
+
+        budget = Budget(params=args.budget, flops=args.flops)
+    shape = args.input_shape or default_input_shape(args.model)
+    generator = torch.Generator().manual_seed(args.seed)
+    example = (torch.randn(shape, generator=generator),)
+    with _step(f"loading {args.model}", args.quiet):
+        model = load_model(args.model).eval()
+        _check_runs(model, example, args.model)
+    from . import compile as compile_model
+
+    with _step(f"compiling to budget {_describe(budget)}", args.quiet):
+        try:
+            gm = compile_model(
+                model,
+                budget=budget,
+                example_inputs=example,
+                method=args.method,
+                strategy=args.strategy,
+                seed=args.seed,
+                round_to=args.round_to,
+                ignore=tuple(args.ignore),
+                reinit=args.reinit,
+            )
+        except ValueError as err:  # compile's argument checks, e.g. an unknown --ignore name
+            raise _UsageError(str(err)) from err
+    return gm, example
+
+
+def _check_runs(model: torch.nn.Module, example: tuple[torch.Tensor], spec: str) -> None:
+    """Run ``model`` once, so that an input shape it cannot take is a usage error."""
+    try:
+        with torch.no_grad():
+            model(*example)
+    except Exception as err:
+        shape = ",".join(str(d) for d in example[0].shape)
+        raise _UsageError(
+            f"{spec} cannot run on an input of shape {shape} ({type(err).__name__}: {err}); "
+            "give the shape it expects with --input-shape"
+        ) from err
+
+
+@contextlib.contextmanager
+def _step(what: str, quiet: bool, stream: TextIO | None = None) -> Iterator[None]:
+    """Print ``what`` when a long step starts and how long it took when it ends."""
+    out = sys.stderr if stream is None else stream
+    if not quiet:
+        print(f"{PROG}: {what} ...", file=out, flush=True)
+    start = time.perf_counter()
+    yield
+    if not quiet:
+        print(f"{PROG}: {what}: done in {time.perf_counter() - start:.1f} s", file=out, flush=True)
+
+
+def _describe(budget: Any) -> str:
+    if isinstance(budget, float):
+        return f"params {budget:g}"
+    parts = [f"{k} {v:g}" for k, v in budget.limits().items() if v is not None]
+    return ", ".join(parts)
+
+
+def _fail(err: object, *, status: int) -> int:
+    message = " ".join(str(err).split()) or type(err).__name__
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    text = " ".join(str(message).split())
+    print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
+
+
+def _methods() -> tuple[str, ...]:
+    """The registered scoring methods, so that ``--method`` follows the registry."""
+    try:
+        from .scoring import SCORERS
+    except ImportError:
+        return _METHODS
+    return tuple(sorted(SCORERS)) or _METHODS
+
+
+def _version() -> str:
+    try:
+        return metadata.version("reconvene-fx")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

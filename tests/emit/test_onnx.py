@@ -1,0 +1,306 @@
+"""Tests of reconvene_fx.emit.onnx: exported files must run in onnxruntime like PyTorch eval."""
+
+from __future__ import annotations
+
+import copy
+import doctest
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import reconvene_fx.emit._mode as emit_mode
+import reconvene_fx.emit.onnx as emit_onnx
+from reconvene_fx.emit import export_onnx
+from reconvene_fx.errors import ExportError, ReconveneError
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU stack with pooling, dropout and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+        )
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(self.drop(x))
+
+
+class Branchy(nn.Module):
+    """Residual add, concat, channel shuffle and nested outputs ``(logits, [feat, pooled])``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.left = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8))
+        self.right = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor):
+        s = self.stem(x)
+        a = torch.relu(self.left(s) + s)
+        y = torch.cat([a, self.right(s)], dim=1)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        pooled = y.mean(dim=(2, 3))
+        return self.fc(pooled), [y, pooled]
+
+
+class OddPool(nn.Module):
+    """Adaptive pooling to a size that does not divide the input: TorchScript export fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.conv(x))
+
+
+MODELS = {
+    "small_cnn": SmallCNN,
+    "branchy": Branchy,
+    "resnet18": lambda: torchvision.models.resnet18(weights=None),
+    "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(weights=None),
+    "shufflenet_v2_x0_5": lambda: torchvision.models.shufflenet_v2_x0_5(weights=None),
+    "squeezenet1_0": lambda: torchvision.models.squeezenet1_0(weights=None),
+}
+
+
+def traced(name: str) -> torch.fx.GraphModule:
+    """A traced model in train mode with one submodule frozen in eval mode.
+
+    BatchNorm running statistics and affine parameters are randomised so that eval mode
+    differs from train mode and from the identity.
+    """
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(MODELS[name]())
+    with torch.no_grad():
+        for m in gm.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.uniform_(-0.1, 0.1)
+    gm.train()
+    next(m for m in gm.modules() if m is not gm).eval()  # mixed flags must survive
+    return gm
+
+
+def flags(module: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in module.named_modules()}
+
+
+def flat(value) -> list[np.ndarray]:
+    """Flatten nested tuple/list outputs to numpy arrays (independent of the emitter)."""
+    if isinstance(value, torch.Tensor):
+        return [value.detach().numpy()]
+    return [a for v in value for a in flat(v)]
+
+
+def eval_outputs(gm: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    model = copy.deepcopy(gm).eval()
+    with torch.no_grad():
+        return flat(model(x))
+
+
+def ort_outputs(path, x: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})
+
+
+def assert_close(actual: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(actual) == len(expected)
+    for got, ref in zip(actual, expected, strict=True):
+        assert got.shape == ref.shape
+        scale = float(np.abs(ref).max())
+        assert scale > 1e-3, "reference too small to compare meaningfully"
+        assert float(np.abs(got - ref).max()) <= 1e-4 * scale + 1e-6
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_export_matches_pytorch_eval(tmp_path, name):
+    gm = traced(name)
+    before = flags(gm)
+    x = torch.randn(2, 3, 64, 64)
+
+    path = export_onnx(gm, tmp_path / "model.onnx", (x,))
+
+    assert path == tmp_path / "model.onnx"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # self-contained
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    assert flags(gm) == before
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+def test_exports_eval_not_train_behaviour(tmp_path):
+    gm = traced("small_cnn")
+    x = torch.randn(2, 3, 16, 16)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        train_out = gm(x).numpy()
+    got = ort_outputs(export_onnx(gm, tmp_path / "m.onnx", (x,)), x)[0]
+    assert not np.allclose(got, train_out, atol=1e-3)
+    assert_close([got], eval_outputs(gm, x))
+
+
+def test_graph_is_cleaned_and_sorted(tmp_path):
+    model = onnx.load(
+        str(export_onnx(traced("branchy"), tmp_path / "m.onnx", (torch.randn(1, 3, 8, 8),)))
+    )
+    produced = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # topological order: inputs exist before use
+        assert all(not i or i in produced for i in node.input), node.name
+        produced.update(node.output)
+    used = {i for node in model.graph.node for i in node.input}
+    assert all(t.name in used for t in model.graph.initializer)  # no dead weights
+
+
+def test_nested_outputs_flattened_in_order_with_default_names(tmp_path):
+    gm = traced("branchy")
+    x = torch.randn(2, 3, 8, 8)
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["output_0", "output_1", "output_2"]
+    placeholder = next(n.name for n in gm.graph.nodes if n.op == "placeholder")
+    assert [i.name for i in session.get_inputs()] == [placeholder]
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+def test_custom_names_and_opset(tmp_path):
+    gm = traced("small_cnn")
+    x = torch.randn(2, 3, 8, 8)
+    path = export_onnx(
+        gm, tmp_path / "m.onnx", (x,), opset=17, input_names=["images"], output_names=["logits"]
+    )
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+
+
+def perturb_run(monkeypatch, index: int, delta: float) -> None:
+    """Make onnxruntime return output ``index`` shifted by ``delta``."""
+    real_run = ort.InferenceSession.run
+
+    def run(self, output_names, feeds, run_options=None):
+        outs = real_run(self, output_names, feeds, run_options)
+        outs[index] = outs[index] + np.float32(delta)
+        return outs
+
+    monkeypatch.setattr(ort.InferenceSession, "run", run)
+
+
+@pytest.mark.parametrize("index", [0, 2])
+def test_mismatch_raises_export_error(tmp_path, monkeypatch, index):
+    gm = traced("branchy")
+    before = flags(gm)
+    perturb_run(monkeypatch, index, 0.5)
+    with pytest.raises(ExportError, match=rf"output {index} .*max abs error 0\.5") as info:
+        export_onnx(gm, tmp_path / "m.onnx", (torch.randn(2, 3, 8, 8),))
+    assert isinstance(info.value, ReconveneError)
+    assert info.value.output_index == index
+    assert info.value.max_error == pytest.approx(0.5, rel=1e-3)
+    assert flags(gm) == before
+
+
+def test_tolerances_are_respected(tmp_path, monkeypatch):
+    gm = traced("small_cnn")
+    x = torch.randn(2, 3, 8, 8)
+    perturb_run(monkeypatch, 0, 1e-6)
+    export_onnx(gm, tmp_path / "a.onnx", (x,))  # within atol=1e-4
+    with pytest.raises(ExportError, match="output 0"):
+        export_onnx(gm, tmp_path / "b.onnx", (x,), atol=1e-8, rtol=0.0)
+
+
+def test_check_false_skips_onnxruntime(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("onnxruntime must not run with check=False")
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    path = export_onnx(
+        traced("small_cnn"), tmp_path / "m.onnx", (torch.randn(1, 3, 8, 8),), check=False
+    )
+    onnx.checker.check_model(str(path))
+
+
+def fail_exporter(monkeypatch, failing: set[bool]) -> list[bool]:
+    """Make torch.onnx.export raise for the exporters in ``failing``; record the calls."""
+    real_export = torch.onnx.export
+    calls: list[bool] = []
+
+    def export(*args, dynamo=True, **kwargs):
+        calls.append(dynamo)
+        if dynamo in failing:
+            raise RuntimeError(f"simulated failure (dynamo={dynamo})\nsecond line")
+        return real_export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    return calls
+
+
+def test_torchscript_first_then_dynamo_fallback(tmp_path, monkeypatch):
+    gm = traced("branchy")
+    x = torch.randn(2, 3, 8, 8)
+    calls = fail_exporter(monkeypatch, {False})
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,))
+    assert calls == [False, True]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+def test_real_fallback_to_dynamo_keeps_stderr_clean(tmp_path, capfd):
+    gm = torch.fx.symbolic_trace(OddPool())
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(Exception, match="adaptive_avg_pool2d"):  # precondition
+        torch.onnx.export(gm, (x,), str(tmp_path / "ts.onnx"), dynamo=False)
+    assert "Torch IR graph" in capfd.readouterr().out  # what the fallback must hold back
+
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,))
+
+    captured = capfd.readouterr()
+    assert "Torch IR graph" not in captured.out + captured.err
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+def test_every_exporter_failing_raises_and_restores_flags(tmp_path, monkeypatch):
+    gm = traced("small_cnn")
+    before = flags(gm)
+    fail_exporter(monkeypatch, {False, True})
+    with pytest.raises(ExportError, match=r"torchscript: RuntimeError.*; dynamo: RuntimeError"):
+        export_onnx(gm, tmp_path / "m.onnx", (torch.randn(1, 3, 8, 8),))
+    assert flags(gm) == before
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_model_over_size_limit_gets_external_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(emit_onnx, "_MAX_PROTO_BYTES", 1000)
+    gm = traced("small_cnn")
+    x = torch.randn(2, 3, 8, 8)
+    path = export_onnx(gm, tmp_path / "big.onnx", (x,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+@pytest.mark.parametrize("module", [emit_onnx, emit_mode])
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0

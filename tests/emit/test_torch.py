@@ -1,0 +1,164 @@
+"""Tests of reconvene_fx.emit.torch: .pt2 / .pt / .onnx files reproduce the module's outputs."""
+
+from __future__ import annotations
+
+import copy
+import doctest
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils import parametrize
+
+import reconvene_fx.emit.torch as emit_torch
+from reconvene_fx.emit import load, save
+from reconvene_fx.errors import ExportError
+
+
+class TinyNet(nn.Module):
+    """Conv-BN-ReLU, a residual add and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.conv2(y) + y)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+class Mask(nn.Module):
+    """A fixed unstructured mask, as composite pruning would register it."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+MODELS = {
+    "tiny": TinyNet,
+    "resnet18": lambda: torchvision.models.resnet18(weights=None),
+    "shufflenet_v2_x0_5": lambda: torchvision.models.shufflenet_v2_x0_5(weights=None),
+}
+
+
+def traced(name: str) -> torch.fx.GraphModule:
+    """A traced model in train mode, one submodule frozen in eval, random BN statistics."""
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(MODELS[name]())
+    with torch.no_grad():
+        for m in gm.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    gm.train()
+    next(m for m in gm.modules() if m is not gm).eval()
+    return gm
+
+
+def flags(module: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in module.named_modules()}
+
+
+def eval_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model = copy.deepcopy(module).eval()
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_pt2_round_trip(tmp_path, name):
+    gm = traced(name)
+    before = flags(gm)
+    x = torch.randn(2, 3, 64, 64)
+
+    path = save(gm, tmp_path / "model.pt2", (x,))
+
+    assert path == tmp_path / "model.pt2" and path.is_file()
+    assert flags(gm) == before
+    loaded = load(path)
+    with torch.no_grad():
+        got = loaded(x)
+    torch.testing.assert_close(got, eval_output(gm, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny", "shufflenet_v2_x0_5"])
+def test_pt_round_trip_keeps_module_and_flags(tmp_path, name):
+    gm = traced(name)
+    before = flags(gm)
+    x = torch.randn(2, 3, 64, 64)
+
+    path = save(gm, tmp_path / "sub" / "model.pt", (x,))
+
+    assert path.is_file()
+    loaded = load(path)
+    assert isinstance(loaded, torch.fx.GraphModule)
+    assert flags(loaded) == before == flags(gm)
+    assert loaded.code == gm.code
+    torch.testing.assert_close(eval_output(loaded, x), eval_output(gm, x), rtol=0, atol=0)
+
+
+def test_pt_needs_weights_only_false(tmp_path):
+    path = save(traced("tiny"), tmp_path / "m.pt", ())
+    with pytest.raises(Exception, match="weights_only"):
+        torch.load(path)  # the default weights_only=True refuses a pickled GraphModule
+
+
+def test_onnx_suffix_uses_export_onnx(tmp_path):
+    gm = traced("tiny")
+    before = flags(gm)
+    x = torch.randn(2, 3, 16, 16)
+    path = save(gm, tmp_path / "model.onnx", (x,))
+    assert flags(gm) == before
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, eval_output(gm, x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_suffix_is_case_insensitive(tmp_path):
+    gm = traced("tiny")
+    x = torch.randn(1, 3, 8, 8)
+    loaded = load(save(gm, tmp_path / "MODEL.PT2", (x,)))
+    torch.testing.assert_close(loaded(x), eval_output(gm, x))
+
+
+@pytest.mark.parametrize("filename", ["model.h5", "model", "model.pth.tar"])
+def test_bad_suffix_raises_value_error(tmp_path, filename):
+    with pytest.raises(ValueError, match=r"unsupported suffix.*'\.pt2', '\.pt', '\.onnx'") as info:
+        save(traced("tiny"), tmp_path / filename, (torch.randn(1, 3, 8, 8),))
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_refuses_onnx(tmp_path):
+    with pytest.raises(ValueError, match=r"unsupported suffix '\.onnx'.*'\.pt2', '\.pt'"):
+        load(tmp_path / "model.onnx")
+
+
+def test_parametrized_module(tmp_path):
+    gm = traced("tiny")
+    mask = (torch.rand_like(gm.conv2.weight) > 0.5).float()
+    parametrize.register_parametrization(gm.conv2, "weight", Mask(mask))
+    x = torch.randn(2, 3, 16, 16)
+
+    with pytest.raises(ExportError, match=r"parametrizations.*\.pt2"):
+        save(gm, tmp_path / "m.pt", (x,))
+    loaded = load(save(gm, tmp_path / "m.pt2", (x,)))  # the mask is baked into the program
+    torch.testing.assert_close(loaded(x), eval_output(gm, x))
+    assert parametrize.is_parametrized(gm.conv2)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(emit_torch)
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -1,0 +1,32 @@
+"""ShapePass: shapes and small values recorded; the model's state left alone."""
+
+from __future__ import annotations
+
+import torch
+from models import build
+
+from reconvene_fx.meta import TENSOR_META, VALUE
+from reconvene_fx.passes import ShapePass
+
+
+def test_records_shapes_and_sizes_without_touching_state() -> None:
+    model = build("flatten").train()
+    gm = torch.fx.symbolic_trace(model)
+    stats = gm.get_submodule("features.0.1").running_mean.clone()
+    result = ShapePass((torch.randn(4, 3, 16, 16),))(gm)
+    assert not result.modified
+    nodes = {n.name: n for n in gm.graph.nodes}
+    assert tuple(nodes["features_3"].meta[TENSOR_META].shape) == (4, 24, 4, 4)
+    assert nodes["size"].meta[VALUE].value == 4  # x.size(0)
+    assert torch.equal(gm.get_submodule("features.0.1").running_mean, stats)
+    assert gm.training and gm.get_submodule("features.0.1").training
+
+
+def test_a_bad_example_input_names_the_node_and_the_cause() -> None:
+    import pytest
+
+    import reconvene_fx as rfx
+
+    gm = torch.fx.symbolic_trace(build("se"))
+    with pytest.raises(rfx.ReconveneError, match=r"conv_0.*channels"):
+        ShapePass((torch.randn(1, 5, 16, 16),))(gm)

@@ -1,0 +1,62 @@
+"""ShrinkPass: slices match the plan, groups stay valid, norms keep their statistics."""
+
+from __future__ import annotations
+
+import torch
+from models import build
+
+import reconvene_fx as rfx
+
+X = torch.randn(2, 3, 16, 16)
+
+
+def test_grouped_conv_keeps_groups_and_slices_weights_by_position() -> None:
+    model = build("grouped")
+    gm = rfx.compile(model, budget=0.5, example_inputs=(X,), reinit=False)
+    conv, orig = gm.get_submodule("grouped.0"), model.get_submodule("grouped.0")
+    lp = rfx.report(gm).layers["grouped.0"]
+    assert conv.groups == 4 and conv.in_channels % 4 == 0 and conv.out_channels % 4 == 0
+    positions = lp.in_idx[: conv.in_channels // 4]
+    assert torch.equal(conv.weight, orig.weight[lp.out_idx][:, positions])
+
+
+def test_depthwise_conv_drops_whole_groups() -> None:
+    model = build("depthwise")
+    gm = rfx.compile(model, budget=0.4, example_inputs=(X,), reinit=False)
+    dw, dw2 = gm.get_submodule("dw.0"), gm.get_submodule("dw2")
+    assert dw.groups == dw.in_channels == dw.out_channels < 32
+    assert dw2.groups == dw2.in_channels and dw2.out_channels == 2 * dw2.in_channels
+
+
+def test_batchnorm_parameters_and_statistics_are_sliced() -> None:
+    model = build("residual")
+    gm = rfx.compile(model, budget=0.5, example_inputs=(X,), reinit=False)
+    keep = rfx.report(gm).layers["conv3.0"].out_idx
+    bn, orig = gm.get_submodule("conv3.1"), model.get_submodule("conv3.1")
+    assert bn.num_features == keep.numel()
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        assert torch.equal(getattr(bn, name), getattr(orig, name)[keep]), name
+
+
+def test_reinit_resets_narrowed_norms_and_is_seeded() -> None:
+    model = build("residual")
+    a = rfx.compile(model, budget=0.5, example_inputs=(X,), seed=1)
+    bn = a.get_submodule("conv3.1")
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    b = rfx.compile(model, budget=0.5, example_inputs=(X,), seed=2)
+    assert not torch.equal(a.get_submodule("conv3.0").weight, b.get_submodule("conv3.0").weight)
+
+
+def test_user_init_fn_is_called_on_narrowed_layers_only() -> None:
+    seen: list[str] = []
+
+    def init_fn(module: torch.nn.Module, generator: torch.Generator) -> None:
+        seen.append(type(module).__name__)
+        torch.nn.init.zeros_(module.weight)
+
+    gm = rfx.compile(build("residual"), budget=0.5, example_inputs=(X,), init_fn=init_fn)
+    narrowed = [n for n, lp in rfx.report(gm).layers.items() if lp.narrowed]
+    assert narrowed and all(float(gm.get_submodule(n).weight.detach().abs().sum()) == 0 for n in narrowed)
+    assert "Linear" not in seen or not torch.equal(gm.get_submodule("fc").weight, build(
+        "residual").fc.weight)  # fmt: skip

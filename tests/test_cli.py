@@ -1,0 +1,245 @@
+"""Tests of the ``reconvene-fx`` command line, run in-process through ``main``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import reconvene_fx
+import reconvene_fx.cli as cli
+from reconvene_fx.cli import main
+from reconvene_fx.errors import BudgetError
+
+RESNET = ["torchvision:resnet18", "--input-shape", "1,3,64,64", "--quiet"]
+
+SMALL_NET = """
+import torch
+
+def make():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
+    )
+"""
+
+
+@pytest.fixture
+def small_net(tmp_path: Path) -> str:
+    path = tmp_path / "small_net.py"
+    path.write_text(SMALL_NET)
+    return f"{path}:make"
+
+
+def _params(summary: str) -> tuple[int, int]:
+    found = re.search(r"params ([\d,]+) -> ([\d,]+)", summary)
+    assert found, summary
+    before, after = (int(g.replace(",", "")) for g in found.groups())
+    return before, after
+
+
+def _assert_one_error_line(err: str) -> None:
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("reconvene-fx: error: ")]
+    assert len(errors) == 1, err
+    assert err.rstrip().endswith(errors[0])  # the error is the last thing printed
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["compile", "torchvision:not_a_model", "--budget", "0.5"], "unknown torchvision model"),
+        (["compile", "keras:resnet18", "--budget", "0.5"], "cannot read model spec"),
+        (["compile", *RESNET, "--budget", "0.5", "--input-shape", "1,3,x"], "input shape"),
+        (["compile", *RESNET, "--budget", "0.5", "--input-shape", "1,0,8,8"], "not positive"),
+        (["compile", *RESNET, "--budget", "0.5", "--input-shape", "8"], "at least"),
+        (["compile", *RESNET, "--budget", "0"], r"--budget: must be in \(0, 1\]"),
+        (["compile", *RESNET, "--budget", "1.5"], r"--budget: must be in \(0, 1\]"),
+        (["compile", *RESNET, "--budget", "-0.2"], r"--budget: must be in \(0, 1\]"),
+        (["compile", *RESNET, "--budget", "nan"], r"--budget: must be in \(0, 1\]"),
+        (["compile", *RESNET, "--budget", "half"], "expected a number"),
+        (["report", *RESNET, "--budget", "0.5", "--flops", "2"], r"--flops: must be in"),
+        (["compile", *RESNET, "--budget", "0.5", "-o", "out.txt"], "must end in .onnx"),
+        (["compile", *RESNET, "--budget", "0.5", "--round-to", "0"], "positive integer"),
+        (["compile", *RESNET, "--budget", "0.5", "--method", "oracle"], "invalid choice"),
+        (["compile", *RESNET], "--budget and/or --flops"),
+        (["frobnicate", *RESNET], "invalid choice"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_bad_input_is_one_error_line_with_status_2(
+    args: list[str], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    _assert_one_error_line(captured.err)
+    assert re.search(match, captured.err), captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("budget", ["0", "1.5", "nan"])
+def test_budget_is_checked_before_the_model_is_loaded(
+    budget: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(spec: str) -> None:
+        raise AssertionError("the model was loaded before the budget was checked")
+
+    monkeypatch.setattr(cli, "load_model", fail)
+    assert main(["compile", "torchvision:resnet18", "--budget", budget]) == 2
+    _assert_one_error_line(capsys.readouterr().err)
+
+
+def test_reconvene_error_gives_status_1(
+    small_net: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def compile_fails(*args: object, **kwargs: object) -> None:
+        raise BudgetError(
+            "budget 0.1 is unreachable;\nsmallest is 0.3", quantity="params", smallest=0.3
+        )
+
+    monkeypatch.setattr(reconvene_fx, "compile", compile_fails, raising=False)
+    assert main(["compile", small_net, "--budget", "0.1", "--input-shape", "1,3,8,8"]) == 1
+    err = capsys.readouterr().err
+    _assert_one_error_line(err)
+    assert "reconvene-fx: error: budget 0.1 is unreachable; smallest is 0.3" in err
+
+
+def test_unreachable_budget_gives_status_1(
+    small_net: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The classifier's 10 outputs are protected: its 330 parameters alone exceed 1%.
+    assert main(["compile", small_net, "--budget", "0.01", "--input-shape", "1,3,8,8"]) == 1
+    _assert_one_error_line(capsys.readouterr().err)
+
+
+def test_compile_calls_the_api_with_the_options(
+    small_net: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: dict[str, object] = {}
+    real_compile = reconvene_fx.compile
+
+    def spy(model: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(reconvene_fx, "compile", spy)
+    args = ["--budget", "0.9", "--flops", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
+    args += ["--method", "random", "--strategy", "global", "--round-to", "2", "--no-reinit"]
+    assert main(["compile", small_net, *args, "--ignore", "7", "-q"]) == 0
+    (x,) = seen.pop("example_inputs")  # type: ignore[misc]
+    assert tuple(x.shape) == (2, 3, 8, 8)
+    assert seen == {
+        "budget": reconvene_fx.Budget(params=0.9, flops=0.8),
+        "method": "random",
+        "strategy": "global",
+        "seed": 3,
+        "round_to": 2,
+        "ignore": ("7",),
+        "reinit": False,
+    }
+    captured = capsys.readouterr()
+    assert captured.err == ""  # --quiet
+    before, after = _params(captured.out)
+    assert after <= 0.9 * before
+
+
+def test_file_factory_spec_works(small_net: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", small_net, "--budget", "0.5", "--input-shape", "1,3,16,16"]) == 0
+    captured = capsys.readouterr()
+    assert "small_net.py:make" in captured.err  # progress lines
+    for name in ("0", "3", "7"):
+        assert re.search(rf"^{name}\s", captured.out, re.MULTILINE), captured.out
+
+
+def test_compile_resnet18_to_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sub" / "x.onnx"
+    assert (
+        main(
+            [
+                "compile",
+                "torchvision:resnet18",
+                "--budget",
+                "0.5",
+                "--input-shape",
+                "1,3,64,64",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert out.is_file() and out.stat().st_size > 0
+    before, after = _params(captured.out)
+    assert after <= before / 2
+    assert str(out) in captured.out
+    for step in ("loading", "compiling", "writing"):
+        assert f"reconvene-fx: {step}" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_report_resnet18_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", *RESNET, "--budget", "0.5"]) == 0
+    table = capsys.readouterr().out
+    names = {line.split()[0] for line in table.splitlines() if line.strip()}
+    assert {"conv1", "layer1.0.conv1", "fc"} <= names
+    before, after = _params(table.splitlines()[-1])
+    assert after <= before / 2
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--input-shape", "1,1,8,8"], "cannot run on an input of shape 1,1,8,8"),
+        (["--input-shape", "1,3", "-q"], "cannot run on an input of shape 1,3"),
+        (["--ignore", "not_a_module"], "not_a_module"),
+    ],
+)
+def test_input_the_model_rejects_is_a_usage_error(
+    small_net: str, args: list[str], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", small_net, "--budget", "0.5", *args]) == 2
+    err = capsys.readouterr().err
+    _assert_one_error_line(err)
+    assert match in err
+
+
+def test_ignore_takes_several_names() -> None:
+    argv = ["report", "m.py:f", "--budget", "1", "--ignore", "a", "b", "--ignore", "c"]
+    assert cli.build_parser().parse_args(argv).ignore == ["a", "b", "c"]
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "compile" in capsys.readouterr().out
+    assert main(["compile", "--help"]) == 0
+    assert "--budget" in capsys.readouterr().out
+
+
+def _console_script() -> str:
+    found = shutil.which("reconvene-fx") or str(Path(sys.executable).with_name("reconvene-fx"))
+    if not Path(found).is_file():
+        pytest.skip("the reconvene-fx console script is not installed")
+    return found
+
+
+def test_console_script_reports_errors_without_traceback() -> None:
+    result = subprocess.run(
+        [_console_script(), "compile", "torchvision:not_a_model", "--budget", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    _assert_one_error_line(result.stderr)
+    assert "unknown torchvision model 'not_a_model'" in result.stderr
