@@ -19,7 +19,10 @@ for p in (ShapePass((x,)), ChannelGroupPass(), PlanPass(0.5, example_inputs=(x,)
 
 node = next(n for n in gm.graph.nodes if n.target == "features.2.conv.0.0")
 info, keep = node.meta[CHANNELS], node.meta[KEEP]
-print(f"{node.target}: {info.size} channels, coupled group {info.group}, keeps {keep.index.numel()}")
+print(
+    f"{node.target}: {info.size} channels in coupled group {info.group},",
+    f"{keep.index.numel()} kept",
+)
 
 before = sum(p.numel() for p in gm.parameters())
 ShrinkPass(reinit=True, seed=0)(gm)  # the one pass that rewrites modules

@@ -187,14 +187,14 @@ def _norm_channels(m: nn.Module) -> int:
     return int(m.num_features)
 
 
-def _norm_is_variable(
-    m: nn.Module, info: ChannelInfo | None, shape: torch.Size | None
-) -> bool:
+def _norm_is_variable(m: nn.Module, info: ChannelInfo | None, shape: torch.Size | None) -> bool:
     if info is None or not any(True for _ in m.parameters(recurse=False)):
         return False
     if isinstance(m, nn.LayerNorm):
-        return len(m.normalized_shape) == 1 and m.normalized_shape[0] == info.size and (
-            info.dim == len(shape) - 1 if shape is not None else False
+        return (
+            len(m.normalized_shape) == 1
+            and m.normalized_shape[0] == info.size
+            and (info.dim == len(shape) - 1 if shape is not None else False)
         )
     return True
 

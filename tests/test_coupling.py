@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import networkx as nx
 import torch
 from hypothesis import given, settings
@@ -45,7 +47,7 @@ def test_atoms_are_the_connected_components_of_the_ties(sizes: list[int], data) 
 def test_long_chains_resolve_to_one_atom() -> None:
     g = ChannelGraph()
     spaces = [g.new_space(4) for _ in range(500)]
-    for a, b in zip(spaces, spaces[1:], strict=False):
+    for a, b in itertools.pairwise(spaces):
         g.tie(g.ids(b), g.ids(a))
     atoms = g.resolve()
     assert atoms.num_atoms == 4

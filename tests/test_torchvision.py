@@ -57,7 +57,8 @@ def test_torchvision_model(name: str, budget: float, tmp_path) -> None:
     if name not in SHAPE_ONLY:
         assert rfx.verify(model, gm, (x,)).exact
 
-    path = export_onnx(gm, tmp_path / f"{name}.onnx", (x,))
+    scale = float(out.abs().max())
+    path = export_onnx(gm, tmp_path / f"{name}.onnx", (x,), atol=1e-4 * scale)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    np.testing.assert_allclose(got, out.numpy(), rtol=1e-3, atol=1e-4 * float(out.abs().max()))
+    np.testing.assert_allclose(got, out.numpy(), rtol=1e-3, atol=1e-4 * scale)

@@ -1,10 +1,15 @@
 """ONNX emitter: export, clean with onnx-graphsurgeon, check with onnx and onnxruntime.
 
 The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) is tried first: on
-the torchvision CNNs we cover it is 3-10x faster than the ``torch.export``-based (dynamo)
-exporter and gives the same numbers. If it raises (an op it cannot translate, or a future
-PyTorch without it) the dynamo exporter is tried. Either way the result is one self-contained
-``.onnx`` file; only a model over protobuf's 2 GiB limit gets a ``<name>.onnx.data`` beside it.
+torchvision CNNs it is up to ~10x faster than the ``torch.export``-based (dynamo) exporter
+(about equal on weight-heavy models such as alexnet) and gives the same numbers. If it raises
+(an op it cannot translate, such as adaptive pooling to a size that does not divide the input,
+or a future PyTorch without it) the dynamo exporter is tried. Either way the result is one
+self-contained ``.onnx`` file; only a model over protobuf's 2 GiB limit gets a
+``<name>.onnx.data`` file beside it.
+
+Note that ``torch.fx`` freezes control flow at trace time: a branch on ``self.training``
+(torchvision's auxiliary heads) is exported as it was traced, whatever the mode at export.
 """
 
 from __future__ import annotations
@@ -160,7 +165,9 @@ def _export_raw(
                 continue
             for held, stream in ((out, sys.stdout), (err, sys.stderr)):
                 held.seek(0)
-                stream.write(held.read().decode(errors="replace"))
+                text = held.read().decode(errors="replace")
+                if text and stream is not None:
+                    stream.write(text)
         return target
     raise ExportError(
         "torch.onnx.export failed with every exporter (" + "; ".join(failures) + "). "
@@ -171,17 +178,27 @@ def _export_raw(
 @contextmanager
 def _fd_to(fd: int, file) -> Iterator[None]:
     """Redirect file descriptor ``fd`` (so C++ output too) into ``file`` for the duration."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    saved = os.dup(fd)
+    _flush_std_streams()
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no such descriptor (e.g. a detached process): nothing to hold back
+        saved = None
+    if saved is None:
+        yield
+        return
     try:
         os.dup2(file.fileno(), fd)
         yield
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        _flush_std_streams()
         os.dup2(saved, fd)
         os.close(saved)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
 
 
 def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -152,9 +152,7 @@ def _shrink_conv(m: nn.Module, in_keep: ChannelKeep | None, out_keep: ChannelKee
     return True
 
 
-def _shrink_linear(
-    m: nn.Linear, in_keep: ChannelKeep | None, out_keep: ChannelKeep | None
-) -> bool:
+def _shrink_linear(m: nn.Linear, in_keep: ChannelKeep | None, out_keep: ChannelKeep | None) -> bool:
     if in_keep is not None and in_keep.size != m.in_features:
         in_keep = None
     if out_keep is not None and out_keep.size != m.out_features:

@@ -29,9 +29,10 @@ def cat(ctx: RuleContext) -> Any:
         return ctx.boundary()
     dim %= len(out_shape)
     layouts = [ctx.layout(t) for t in tensors]
-    if not all(isinstance(lay, Layout) for lay in layouts) or len(
-        {lay.dim for lay in layouts}
-    ) != 1:
+    if (
+        not all(isinstance(lay, Layout) for lay in layouts)
+        or len({lay.dim for lay in layouts}) != 1
+    ):
         return ctx.boundary()
     if layouts[0].dim == dim:
         out = ctx.new(out_shape[dim], dim)

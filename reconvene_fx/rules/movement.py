@@ -141,9 +141,7 @@ def _concrete(ctx: RuleContext, arg: Any) -> Any:
             return torch.zeros(shape, dtype=torch.long)
         return ctx.value(n)
 
-    return torch.fx.node.map_aggregate(
-        arg, lambda a: one(a) if isinstance(a, torch.fx.Node) else a
-    )
+    return torch.fx.node.map_aggregate(arg, lambda a: one(a) if isinstance(a, torch.fx.Node) else a)
 
 
 @DEFAULT_RULES.module(nn.ChannelShuffle)

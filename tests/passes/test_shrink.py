@@ -57,6 +57,5 @@ def test_user_init_fn_is_called_on_narrowed_layers_only() -> None:
 
     gm = rfx.compile(build("residual"), budget=0.5, example_inputs=(X,), init_fn=init_fn)
     narrowed = [n for n, lp in rfx.report(gm).layers.items() if lp.narrowed]
-    assert narrowed and all(float(gm.get_submodule(n).weight.detach().abs().sum()) == 0 for n in narrowed)
-    assert "Linear" not in seen or not torch.equal(gm.get_submodule("fc").weight, build(
-        "residual").fc.weight)  # fmt: skip
+    assert narrowed and len([k for k in seen if "Norm" not in k]) == len(narrowed)
+    assert all(float(gm.get_submodule(n).weight.detach().abs().sum()) == 0 for n in narrowed)
