@@ -61,8 +61,9 @@ def _varies(ids: torch.Tensor, dim: int) -> bool:
     return not bool((ids == first).all())
 
 
-def _literal_dims(ctx: RuleContext, out_ndim: int) -> list[int]:
-    """Output dims whose size is a literal int in the graph (not -1, not computed)."""
+def _fixed_dims(ctx: RuleContext, out_ndim: int) -> list[tuple[int, list[torch.fx.Node]]]:
+    """Output dims whose size is fixed in the graph: a literal int (not -1), or a value
+    computed from anything but the reshaped tensor's own sizes (with the tensors read)."""
     node = ctx.node
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     if name not in (*_SHAPE_METHODS, "reshape"):
@@ -70,10 +71,52 @@ def _literal_dims(ctx: RuleContext, out_ndim: int) -> list[int]:
     spec = node.args[1:]
     if name == "unflatten":
         dim, sizes = ctx.value(node.args[1]) % out_ndim, node.args[2]
-        return [dim + i for i, s in enumerate(sizes) if isinstance(s, int) and s > 1]
+        return [(dim + i, []) for i, s in enumerate(sizes) if isinstance(s, int) and s > 1]
     if len(spec) == 1 and isinstance(spec[0], (tuple, list)):
         spec = spec[0]
-    return [i for i, s in enumerate(spec) if isinstance(s, int) and s > 1]
+    source = node.args[0]
+    sizes = [ctx.value(s) if isinstance(s, torch.fx.Node) else s for s in spec]
+    fixed = []
+    for i, (s, size) in enumerate(zip(spec, sizes, strict=True)):
+        if isinstance(size, int) and size > 1:
+            follows, foreign = _follows_source(s, source)
+            if not follows:
+                fixed.append((i, foreign))
+    return fixed
+
+
+_SIZE_ARITHMETIC = (
+    operator.getitem, operator.floordiv, operator.mul, operator.add, operator.sub,
+    operator.truediv, getattr,
+)  # fmt: skip
+
+
+def _follows_source(arg: Any, source: Any) -> tuple[bool, list[torch.fx.Node]]:
+    """Whether a shape argument is computed from the sizes of the reshaped tensor itself
+    (``c // groups`` with ``c = x.size(1)``), so it follows the pruned channel count. A
+    literal, or a size read off another tensor, does not; the other tensors whose sizes
+    it reads are returned too."""
+    if not isinstance(arg, torch.fx.Node):
+        return False, []
+    stack, seen, foreign = [arg], set(), []
+    follows = True
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        reads_size = (n.op == "call_method" and n.target == "size") or (
+            n.op == "call_function" and n.target is getattr and n.args[1:] == ("shape",)
+        )
+        if reads_size:
+            if n.args[0] is not source:
+                follows = False
+                foreign.append(n.args[0])
+        elif n.op == "call_function" and n.target in _SIZE_ARITHMETIC:
+            stack.extend(n.all_input_nodes)
+        else:
+            follows = False
+    return follows, foreign
 
 
 @DEFAULT_RULES.function(*_FUNCTIONS)
@@ -82,10 +125,11 @@ def _literal_dims(ctx: RuleContext, out_ndim: int) -> list[int]:
 def data_movement(ctx: RuleContext) -> Any:
     """Run the op on channel ids and describe the result (see the module docstring).
 
-    Two cases constrain pruning. A literal size on a dim that carries channels (the
-    ``groups`` of ``x.view(n, groups, c // groups, h, w)``) ties position ``j`` across that
-    dim, so the literal stays valid. An op that drops channels by position (``x[:, :16]``)
-    pins its input, because the position would not survive pruning.
+    Two cases constrain pruning. A fixed size on a dim that carries channels (the literal
+    ``groups`` of ``x.view(n, groups, c // groups, h, w)``, or a size read off another
+    tensor, whose channels are then pinned) ties position ``j`` across that dim, so the size
+    stays valid. An op that drops channels by position (``x[:, :16]``) pins its input,
+    because the position would not survive pruning.
     """
     node = ctx.node
     source = node.args[0]
@@ -106,10 +150,11 @@ def data_movement(ctx: RuleContext) -> Any:
     if ids.numel() and ids.unique().numel() != ids_in.unique().numel():
         ctx.pin(lay)
         return ctx.pinned_output() if ids.dim() else None
-    for dim in _literal_dims(ctx, ids.dim()):
+    for dim, foreign in _fixed_dims(ctx, ids.dim()):
         if _varies(ids, dim):
             across = ids.movedim(dim, -1).reshape(-1, ids.shape[dim])
             ctx.tie_ids(across[:, :1].expand_as(across), across)
+            ctx.pin(*[ctx.layout(n) for n in foreign])  # their sizes must not change
     if ids.dim() == 0:
         return None
     return read_ids(ctx, ids)

@@ -160,3 +160,27 @@ def test_subclass_overriding_forward_gets_no_inherited_rule() -> None:
     for cls, pinned in ((Weird, True), (Plain, False)):
         info = analyse(_Ops(cls()), X)
         assert bool(info["conv"].pinned.all()) == pinned, cls.__name__
+
+
+def test_a_size_read_off_another_tensor_is_fixed_for_the_reshape() -> None:
+    import reconvene_fx as rfx
+
+    class OtherSizes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+            self.head_a, self.head_b = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.a(x), self.b(x)
+            n, c, h, w = b.shape
+            a = a.flatten(2).view(n, c, h, w)  # c is b's channel count
+            return self.head_a(a) + self.head_b(b)
+
+    model = OtherSizes().eval()
+    info = analyse(model, X)
+    atoms = info["a"].atoms
+    assert bool((atoms == atoms[0]).all())  # a's channels move as one
+    assert bool(info["b"].pinned.all())  # b's channel count is read for the reshape
+    with pytest.raises(rfx.BudgetError):
+        rfx.compile(model, budget=0.9, example_inputs=(X,))
