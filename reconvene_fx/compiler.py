@@ -76,7 +76,7 @@ def compile(
     params_before = count_params(model)
     _run_passes(
         gm,
-        ShapePass(example_inputs),
+        ShapePass(example_inputs, fake=True),
         ChannelGroupPass(config.rules),
         PlanPass(budget, example_inputs=example_inputs, config=config),
     )
@@ -88,7 +88,7 @@ def compile(
     _run_passes(
         gm,
         ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn),
-        ShapePass(example_inputs),
+        ShapePass(example_inputs, fake=True),
     )
     steps.done("shrink")
     rep = _build_report(gm, params_before, flops_before, layers_before, keeps, approximate)

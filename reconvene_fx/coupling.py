@@ -63,7 +63,6 @@ class ChannelGraph:
         self._bases: list[int] = []
         self._ties: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pins: list[torch.Tensor] = []
-        self._space_edges: set[tuple[int, int]] = set()
 
     @property
     def num_spaces(self) -> int:
@@ -94,12 +93,7 @@ class ChannelGraph:
         a, b = torch.broadcast_tensors(a.reshape(-1) if a.dim() else a, b.reshape(-1))
         if a.numel() == 0:
             return
-        a, b = a.reshape(-1).long(), b.reshape(-1).long()
-        self._ties.append((a, b))
-        pairs = torch.stack([self.space_of(a), self.space_of(b)], 1).unique(dim=0)
-        for sa, sb in pairs.tolist():
-            if sa != sb:
-                self._space_edges.add((min(sa, sb), max(sa, sb)))
+        self._ties.append((a.reshape(-1).long(), b.reshape(-1).long()))
 
     def pin(self, ids: torch.Tensor) -> None:
         """Forbid pruning the given ids (and everything tied to them)."""
@@ -120,21 +114,30 @@ class ChannelGraph:
         if self._pins:
             pinned[atom_of[torch.cat(self._pins)]] = True
 
-        coarse = nx.Graph()
-        coarse.add_nodes_from(range(self.num_spaces))
-        coarse.add_edges_from(self._space_edges)
-        group_of_space = torch.empty(self.num_spaces, dtype=torch.long)
-        components = sorted(nx.connected_components(coarse), key=min)
-        for gid, members in enumerate(components):
-            group_of_space[list(members)] = gid
+        space_of_id = torch.repeat_interleave(
+            torch.arange(self.num_spaces), torch.tensor(self._sizes, dtype=torch.long)
+        )
+        group_of_space = self._groups(atom_of, space_of_id)
         bases = torch.tensor([*self._bases, n], dtype=torch.long)
         group_of_atom = torch.zeros(num_atoms, dtype=torch.long)
-        if n:
-            space_of_id = torch.repeat_interleave(
-                torch.arange(self.num_spaces), torch.tensor(self._sizes, dtype=torch.long)
-            )
-            group_of_atom[atom_of] = group_of_space[space_of_id]
+        group_of_atom[atom_of] = group_of_space[space_of_id]
         return Atoms(atom_of, pinned, group_of_space, group_of_atom, bases)
+
+    def _groups(self, atom_of: torch.Tensor, space_of_id: torch.Tensor) -> torch.Tensor:
+        """Connected components of the coarse graph whose nodes are spaces and whose edges
+        join spaces that share an atom."""
+        spaces = self.num_spaces
+        pairs = torch.unique(atom_of * spaces + space_of_id)  # sorted by atom
+        atom, space = pairs // spaces, pairs % spaces
+        same_atom = atom[1:] == atom[:-1]
+        edges = torch.stack([space[:-1][same_atom], space[1:][same_atom]], 1)
+        coarse = nx.Graph()
+        coarse.add_nodes_from(range(spaces))
+        coarse.add_edges_from(torch.unique(edges, dim=0).tolist() if edges.numel() else [])
+        group_of_space = torch.empty(spaces, dtype=torch.long)
+        for gid, members in enumerate(sorted(nx.connected_components(coarse), key=min)):
+            group_of_space[list(members)] = gid
+        return group_of_space
 
 
 def _connected_labels(parent: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -111,9 +111,10 @@ class PlanPass(PassBase):
             s = weight_scores.get(f"{name}.weight")
             if s is None:
                 continue
-            s = s.detach().double()
+            s = s.detach()
             if layer.out_info is not None:
-                atom_score.index_add_(0, layer.out_info.atoms, _normalized(s.flatten(1).sum(1)))
+                per_out = s.flatten(1).sum(1).double()
+                atom_score.index_add_(0, layer.out_info.atoms, _normalized(per_out))
             if layer.in_info is not None:
                 m = layer.module
                 if isinstance(m, CONV_TYPES):
@@ -122,7 +123,7 @@ class PlanPass(PassBase):
                     per_in = per_in.reshape(-1)
                 else:
                     per_in = s.sum(0)
-                atom_score.index_add_(0, layer.in_info.atoms, _normalized(per_in))
+                atom_score.index_add_(0, layer.in_info.atoms, _normalized(per_in.double()))
         return atom_score
 
     def _search(

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
@@ -58,7 +59,9 @@ class ShapePass(PassBase):
 
     Writes ``node.meta["tensor_meta"]`` (as torch.fx ShapeProp does) and, for nodes whose
     result is a plain value (``x.size(0)``, ``c // 2``), ``node.meta[VALUE]``. The graph runs
-    in eval mode (BatchNorm statistics are left alone); training flags are restored.
+    in eval mode (BatchNorm statistics are left alone); training flags are restored. With
+    ``fake=True`` it runs on fake tensors (shapes without arithmetic: the cost no longer
+    grows with the input size) and falls back to a real run if an op does not support them.
 
     Example:
         >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
@@ -67,9 +70,10 @@ class ShapePass(PassBase):
         [(1, 8, 6, 6)]
     """
 
-    def __init__(self, example_inputs: tuple[Any, ...]) -> None:
+    def __init__(self, example_inputs: tuple[Any, ...], *, fake: bool = False) -> None:
         super().__init__()
         self.example_inputs = tuple(example_inputs)
+        self.fake = fake
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         # eval mode: the run must not update BatchNorm statistics or draw dropout masks
@@ -77,8 +81,24 @@ class ShapePass(PassBase):
         graph_module.eval()
         try:
             with torch.no_grad():
-                _ValueProp(graph_module).propagate(*self.example_inputs)
+                if self.fake and _run_fake(graph_module, self.example_inputs):
+                    return PassResult(graph_module, False)
+                _ValueProp(graph_module).run(*self.example_inputs)
         finally:
             for module, training in modes.items():
                 module.training = training
         return PassResult(graph_module, False)
+
+
+def _run_fake(gm: torch.fx.GraphModule, example_inputs: tuple[Any, ...]) -> bool:
+    """Propagate with fake tensors (shapes only, no arithmetic); False if an op refuses."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    prop = _ValueProp(gm)  # built outside the mode: it would deep-copy the model to fake
+    try:
+        with mode:
+            inputs = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x
+                      for x in example_inputs]  # fmt: skip
+            prop.run(*inputs)
+    except Exception:
+        return False
+    return True

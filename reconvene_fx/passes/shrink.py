@@ -120,7 +120,8 @@ def _norms_channel_dim(module: nn.Module, node: torch.fx.Node) -> bool:
 
 
 def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
-    return nn.Parameter(t.detach().clone().contiguous(), requires_grad=like.requires_grad)
+    """A parameter from a sliced tensor (advanced indexing has already copied it)."""
+    return nn.Parameter(t.detach().contiguous(), requires_grad=like.requires_grad)
 
 
 def _shrink_conv(m: nn.Module, in_keep: ChannelKeep | None, out_keep: ChannelKeep | None) -> bool:

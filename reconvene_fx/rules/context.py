@@ -104,7 +104,7 @@ class RuleContext:
     def id_tensor(self, layout: Layout | Scrambled, shape: torch.Size) -> torch.Tensor:
         """A tensor of ``shape`` holding each element's global channel id."""
         if isinstance(layout, Scrambled):
-            return layout.ids
+            return layout.ids.contiguous()
         view = [1] * len(shape)
         view[layout.dim] = layout.size
         return self.ids(layout).view(view).expand(shape).contiguous()
@@ -131,7 +131,7 @@ class RuleContext:
             if isinstance(layout, Layout):
                 self.graph.pin(self.ids(layout))
             elif isinstance(layout, Scrambled):
-                self.graph.pin(layout.ids.unique())
+                self.graph.pin(layout.small)
             elif isinstance(layout, (tuple, list)):
                 self.pin(*layout)
 

@@ -72,7 +72,7 @@ def elementwise(ctx: RuleContext) -> Any:
     layouts = [ctx.layout(t) for t in tensors]
     scrambled = [lay for lay in layouts if isinstance(lay, Scrambled)]
     if scrambled:
-        only = len(tensors) == 1 and tuple(scrambled[0].ids.shape) == tuple(out_shape)
+        only = len(tensors) == 1 and tuple(scrambled[0].shape) == tuple(out_shape)
         return scrambled[0] if only else ctx.boundary()
     aligned: list[tuple[Layout, int]] = []
     constants: list[torch.Size] = []

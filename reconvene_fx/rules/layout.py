@@ -21,7 +21,14 @@ class Layout:
 @dataclass(frozen=True, eq=False)
 class Scrambled:
     """A tensor whose channels are spread over several dimensions (mid-way through a channel
-    shuffle, say). ``ids`` has the tensor's shape and holds the global channel id of each
-    element. Only data-movement ops may consume it; anything else pins it."""
+    shuffle, say). ``small`` holds the global channel id of each element, with every
+    dimension along which the ids do not vary narrowed to size 1; ``shape`` is the
+    tensor's shape. Only data-movement ops may consume it; anything else pins it."""
 
-    ids: torch.Tensor
+    small: torch.Tensor
+    shape: tuple[int, ...]
+
+    @property
+    def ids(self) -> torch.Tensor:
+        """The ids at full shape (a broadcast view; no copy)."""
+        return self.small.expand(self.shape)

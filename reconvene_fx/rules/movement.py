@@ -35,30 +35,57 @@ _FUNCTIONS = (
 
 def read_ids(ctx: RuleContext, ids: torch.Tensor) -> Layout | Scrambled:
     """Describe an output from its tensor of channel ids."""
-    for dim in _candidate_dims(ids):
-        rows = ids.movedim(dim, 0).reshape(ids.shape[dim], -1)
-        if bool((rows == rows[:, :1]).all()):
-            row = rows[:, 0]
-            space = int(ctx.graph.space_of(row[:1])[0]) if row.numel() else -1
-            if space >= 0 and torch.equal(row, ctx.graph.ids(space)):
-                return Layout(space, dim, row.numel())
-            out = ctx.new(row.numel(), dim)
-            ctx.tie_ids(ctx.ids(out), row)
-            return out
-    return Scrambled(ids)
+    small, varying = _shrink(ids)
+    return _describe(ctx, small, varying, tuple(ids.shape))
 
 
-def _candidate_dims(ids: torch.Tensor) -> list[int]:
-    """Dims along which ids vary first (then dim 1, then the others)."""
-    varying = [d for d in range(ids.dim()) if ids.shape[d] > 1 and _varies(ids, d)]
+def _shrink(ids: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Narrow every dim along which the ids do not vary to size 1; return the varying dims.
+
+    Largest dims are tried first, so each check runs on an already smaller tensor.
+    """
+    small, varying = ids, []
+    for dim in sorted(range(ids.dim()), key=lambda d: -ids.shape[d]):
+        if small.shape[dim] <= 1:
+            continue
+        first = small.narrow(dim, 0, 1)
+        if bool((small == first).all()):
+            small = first
+        else:
+            varying.append(dim)
+    return small, sorted(varying)
+
+
+def _describe(
+    ctx: RuleContext, small: torch.Tensor, varying: list[int], shape: tuple[int, ...]
+) -> Layout | Scrambled:
+    """Ids varying along one dim only: that dim carries the channels. Along several: the
+    channels are spread out (Scrambled)."""
+    if len(varying) > 1:
+        return Scrambled(small, shape)
     if varying:
-        return varying
-    return sorted(range(ids.dim()), key=lambda d: (d != 1, d))
+        dim = varying[0]
+        row = small.reshape(-1)
+    else:  # one id everywhere: any dim of the right size will do, dim 1 first
+        dim = min(range(len(shape)), key=lambda d: (d != 1, d))
+        row = small.reshape(-1)[:1].expand(shape[dim])
+    space = int(ctx.graph.space_of(row[:1])[0]) if row.numel() else -1
+    if space >= 0 and torch.equal(row, ctx.graph.ids(space)):
+        return Layout(space, dim, row.numel())
+    out = ctx.new(row.numel(), dim)
+    ctx.tie_ids(ctx.ids(out), row)
+    return out
 
 
-def _varies(ids: torch.Tensor, dim: int) -> bool:
-    first = ids.narrow(dim, 0, 1)
-    return not bool((ids == first).all())
+def _distinct(ids: torch.Tensor) -> int:
+    """How many different ids ``ids`` holds (a presence map; no sort)."""
+    flat = ids.reshape(-1)
+    if flat.numel() == 0:
+        return 0
+    low = int(flat.min())
+    present = torch.zeros(int(flat.max()) - low + 1, dtype=torch.bool)
+    present[flat - low] = True
+    return int(present.sum())
 
 
 def _fixed_dims(ctx: RuleContext, out_ndim: int) -> list[tuple[int, list[torch.fx.Node]]]:
@@ -142,22 +169,24 @@ def data_movement(ctx: RuleContext) -> Any:
         return ctx.boundary()
     ids_in = ctx.id_tensor(lay, in_shape)
     try:
-        ids = _apply(ctx, ids_in).contiguous()
+        ids = _apply(ctx, ids_in)
     except (NoValue, RuntimeError, TypeError, IndexError):
         return ctx.boundary()
     if tuple(ids.shape) != tuple(out_shape):
         return ctx.boundary()
-    if ids.numel() and ids.unique().numel() != ids_in.unique().numel():
+    small, varying = _shrink(ids)
+    had = lay.size if isinstance(lay, Layout) else _distinct(lay.small)
+    if ids.numel() and _distinct(small) != had:
         ctx.pin(lay)
         return ctx.pinned_output() if ids.dim() else None
     for dim, foreign in _fixed_dims(ctx, ids.dim()):
-        if _varies(ids, dim):
-            across = ids.movedim(dim, -1).reshape(-1, ids.shape[dim])
+        if dim in varying:
+            across = small.movedim(dim, -1).reshape(-1, small.shape[dim])
             ctx.tie_ids(across[:, :1].expand_as(across), across)
             ctx.pin(*[ctx.layout(n) for n in foreign])  # their sizes must not change
     if ids.dim() == 0:
         return None
-    return read_ids(ctx, ids)
+    return _describe(ctx, small, varying, tuple(ids.shape))
 
 
 def _apply(ctx: RuleContext, ids_in: torch.Tensor) -> torch.Tensor:

@@ -30,3 +30,17 @@ def test_a_bad_example_input_names_the_node_and_the_cause() -> None:
     gm = torch.fx.symbolic_trace(build("se"))
     with pytest.raises(rfx.ReconveneError, match=r"conv_0.*channels"):
         ShapePass((torch.randn(1, 5, 16, 16),))(gm)
+
+
+def test_fake_propagation_records_the_same_shapes_and_values_as_a_real_run() -> None:
+    x = torch.randn(2, 3, 16, 16)
+    real = torch.fx.symbolic_trace(build("shufflenet"))
+    fake = torch.fx.symbolic_trace(build("shufflenet"))
+    ShapePass((x,))(real)
+    ShapePass((x,), fake=True)(fake)
+    for a, b in zip(real.graph.nodes, fake.graph.nodes, strict=True):
+        meta_a, meta_b = a.meta.get(TENSOR_META), b.meta.get(TENSOR_META)
+        if hasattr(meta_a, "shape"):
+            assert meta_a.shape == meta_b.shape, a.name
+        if VALUE in a.meta:
+            assert a.meta[VALUE].value == b.meta[VALUE].value, a.name
