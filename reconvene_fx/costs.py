@@ -108,75 +108,93 @@ class LayerCosts:
                 atoms.append(info.atoms)
             return space_index[info.space]
 
-        # per unique module: parameter formula terms
-        p_rows = []
-        for layer in self.layers.values():
-            m = layer.module
-            p_rows.append(_param_row(m, slot(layer.in_info), slot(layer.out_info)))
-        m_rows = []
-        for name, in_info, out_info, unit in calls:
-            m = self.layers[name].module
-            row = _param_row(m, slot(in_info), slot(out_info))
-            m_rows.append((*row[:5], unit))
+        # parameters: one row per module; MACs: one row per call (shared modules repeat)
+        self._params = _Terms.stack(
+            [_param_row(lay.module, slot(lay.in_info), slot(lay.out_info), 0)
+             for lay in self.layers.values()]
+        )  # fmt: skip
+        self._macs = _Terms.stack(
+            [_param_row(self.layers[name].module, slot(i), slot(o), unit)
+             for name, i, o, unit in calls]
+        )  # fmt: skip
         self._atoms = torch.cat(atoms) if atoms else torch.zeros(0, dtype=torch.long)
         sizes = torch.tensor([a.numel() for a in atoms], dtype=torch.long)
         self._segment = torch.repeat_interleave(torch.arange(len(atoms)), sizes)
         self._num_slots = len(atoms)
-        self._full_counts = sizes
-        cols = list(zip(*p_rows, strict=True)) if p_rows else [()] * 7
-        self._p = [torch.tensor(c, dtype=torch.long) for c in cols]
-        mcols = list(zip(*m_rows, strict=True)) if m_rows else [()] * 6
-        self._m = [torch.tensor(c, dtype=torch.long) for c in mcols]
-        self._params_variable_full = int(self._param_terms(self._full_counts).sum())
-        self.params_fixed = self.params_full - self._params_variable_full
+        variable_full = int(self._params.params(sizes).sum())
+        self.params_fixed = self.params_full - variable_full
 
     def _kept_counts(self, removed: torch.Tensor) -> torch.Tensor:
         kept = ~removed[self._atoms]
         return torch.bincount(self._segment[kept], minlength=self._num_slots)
 
-    def _param_terms(self, counts: torch.Tensor) -> torch.Tensor:
-        in_slot, out_slot, in_full, out_full, groups, kernel, extra = self._p
-        if in_slot.numel() == 0:
-            return torch.zeros(0, dtype=torch.long)
-        kin = _take(counts, in_slot, in_full)
-        kout = _take(counts, out_slot, out_full)
-        per_in = in_full // groups
-        kept_per_in = torch.where(per_in > 1, kin // groups, per_in)
-        # kind encoded in `extra`: >= 0 weighted layer with `extra` bias terms per output;
-        # -1 norm layer with `kernel` params per channel
-        weighted = kout * kept_per_in * kernel + kout * extra.clamp(min=0)
-        norm = kout * kernel
-        return torch.where(extra >= 0, weighted, norm)
-
     def evaluate(self, removed: torch.Tensor) -> tuple[int, int]:
         """``(params, macs)`` of the model with the atoms in ``removed`` taken out."""
         counts = self._kept_counts(removed)
-        params = self.params_fixed + int(self._param_terms(counts).sum())
-        if self._m[0].numel() == 0:
-            return params, 0
-        in_slot, out_slot, in_full, out_full, groups, unit = self._m
-        kin = _take(counts, in_slot, in_full)
-        kout = _take(counts, out_slot, out_full)
-        per_in = in_full // groups
-        kept_per_in = torch.where(per_in > 1, kin // groups, per_in)
-        return params, int((kout * kept_per_in * unit).sum())
+        params = self.params_fixed + int(self._params.params(counts).sum())
+        return params, int(self._macs.macs(counts).sum())
 
 
-def _take(counts: torch.Tensor, slot: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    return torch.where(slot >= 0, counts[slot.clamp(min=0)], full)
+@dataclass(frozen=True)
+class _Row:
+    in_slot: int  # index of the consumed channel space, -1 if fixed
+    out_slot: int  # index of the produced (or normalised) channel space, -1 if fixed
+    in_full: int
+    out_full: int
+    groups: int
+    per_weight: int  # kernel size (weighted layers) or parameters per channel (norms)
+    bias: int  # 1 if a bias per output channel
+    is_norm: bool
+    unit: int  # MACs per (output channel x input channel per group), for call rows
 
 
-def _param_row(m: nn.Module, in_slot: int, out_slot: int) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class _Terms:
+    """Columns of :class:`_Row` as tensors, to count many layers at once."""
+
+    cols: dict[str, torch.Tensor]
+
+    @staticmethod
+    def stack(rows: list[_Row]) -> _Terms:
+        names = list(_Row.__dataclass_fields__)
+        return _Terms({n: torch.tensor([getattr(r, n) for r in rows], dtype=torch.long)
+                       for n in names})  # fmt: skip
+
+    def kept(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept output channels and kept input channels per group, per row."""
+        c = self.cols
+        kin = torch.where(c["in_slot"] >= 0, counts[c["in_slot"].clamp(min=0)], c["in_full"])
+        kout = torch.where(c["out_slot"] >= 0, counts[c["out_slot"].clamp(min=0)], c["out_full"])
+        per_in = c["in_full"] // c["groups"]
+        # grouped convs keep their groups (positions tied); depthwise ones keep 1 per group
+        return kout, torch.where(per_in > 1, kin // c["groups"], per_in)
+
+    def params(self, counts: torch.Tensor) -> torch.Tensor:
+        c = self.cols
+        if c["in_slot"].numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        kout, kept_per_in = self.kept(counts)
+        weighted = kout * kept_per_in * c["per_weight"] + kout * c["bias"]
+        return torch.where(c["is_norm"] > 0, kout * c["per_weight"], weighted)
+
+    def macs(self, counts: torch.Tensor) -> torch.Tensor:
+        if self.cols["in_slot"].numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        kout, kept_per_in = self.kept(counts)
+        return kout * kept_per_in * self.cols["unit"]
+
+
+def _param_row(m: nn.Module, in_slot: int, out_slot: int, unit: int) -> _Row:
+    bias = 1 if getattr(m, "bias", None) is not None else 0
     if isinstance(m, CONV_TYPES):
         kernel = int(torch.tensor(m.kernel_size).prod())
-        bias = 1 if m.bias is not None else 0
-        return (in_slot, out_slot, m.in_channels, m.out_channels, m.groups, kernel, bias)
+        return _Row(in_slot, out_slot, m.in_channels, m.out_channels, m.groups, kernel, bias,
+                    False, unit)  # fmt: skip
     if isinstance(m, nn.Linear):
-        bias = 1 if m.bias is not None else 0
-        return (in_slot, out_slot, m.in_features, m.out_features, 1, 1, bias)
+        return _Row(in_slot, out_slot, m.in_features, m.out_features, 1, 1, bias, False, unit)
     per_channel = sum(p.numel() for p in m.parameters(recurse=False))
     channels = _norm_channels(m)
-    return (-1, out_slot, channels, channels, 1, per_channel // max(channels, 1), -1)
+    return _Row(-1, out_slot, channels, channels, 1, per_channel // max(channels, 1), 0, True, 0)
 
 
 def _norm_channels(m: nn.Module) -> int:
