@@ -13,9 +13,9 @@ from torch.fx.passes.infra.pass_base import PassBase
 
 from .budget import Budget, as_budget
 from .config import CompileConfig
-from .costs import count_macs, count_params
+from .costs import CONV_TYPES, count_macs, count_params, layer_macs
 from .errors import ReconveneError
-from .meta import APPROXIMATE, KEEP, REPORT, ChannelKeep
+from .meta import APPROXIMATE, KEEP, REPORT, TENSOR_META, ChannelKeep
 from .passes import ChannelGroupPass, PlanPass, ShapePass, ShrinkPass
 from .report import LayerPlan, PruningReport
 from .scoring import get_scorer
@@ -91,11 +91,9 @@ def compile(
         ShapePass(example_inputs, fake=True),
     )
     steps.done("shrink")
-    rep = _build_report(gm, params_before, flops_before, layers_before, keeps, approximate)
-    gm.meta[REPORT] = PruningReport(
-        **{**rep.__dict__, "budget": budget, "method": config.method,
-           "strategy": config.strategy, "reinit": config.reinit}
-    )  # fmt: skip
+    gm.meta[REPORT] = _build_report(
+        gm, params_before, flops_before, layers_before, keeps, approximate, budget, config
+    )
     return gm
 
 
@@ -123,10 +121,7 @@ class _Progress:
 
 
 def _layer_shapes(gm: torch.fx.GraphModule) -> dict[str, tuple[int, int, int, int]]:
-    """(in, out, params, MACs) of every conv/linear module before shrinking."""
-    from .costs import CONV_TYPES, layer_macs
-    from .meta import TENSOR_META
-
+    """(in, out, params, MACs) of every conv/linear module."""
     shapes: dict[str, tuple[int, int, int, int]] = {}
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -170,6 +165,8 @@ def _build_report(
     before: dict[str, tuple[int, int, int, int]],
     keeps: dict[str, tuple[ChannelKeep | None, ...]],
     approximate: dict[str, str],
+    budget: Budget,
+    config: CompileConfig,
 ) -> PruningReport:
     after = _layer_shapes(gm)
     params_after = count_params(gm)
@@ -203,6 +200,10 @@ def _build_report(
         flops_after=count_macs(gm),
         layers=layers,
         approximate=approximate,
+        budget=budget,
+        method=config.method,
+        strategy=config.strategy,
+        reinit=config.reinit,
     )
 
 
