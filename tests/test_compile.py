@@ -203,3 +203,19 @@ def test_untraceable_model_raises_trace_error_naming_the_module() -> None:
     assert gm.get_submodule("conv").out_channels == 8
     with pytest.raises(rfx.BudgetError, match=r"smallest reachable params budget is 1\.0000"):
         rfx.compile(Net(), budget=0.9, example_inputs=(_x(),), leaf_modules=[DataDependent])
+
+
+def test_groupnorm_is_pruned_through_and_reported_approximate() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(),
+        nn.Conv2d(32, 16, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+    x = _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=False)
+    rep = rfx.report(gm)
+    norm = gm.get_submodule("1")
+    assert norm.num_groups == 4 and norm.num_channels % 4 == 0 and norm.num_channels < 32
+    assert norm.weight.shape == (norm.num_channels,)
+    assert rep.approximate and "GroupNorm" in next(iter(rep.approximate.values()))
+    result = rfx.verify(model, gm, (x,))
+    assert not result.exact

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -12,7 +12,7 @@ __all__ = ["SCORERS", "Scorer", "get_scorer", "prunable_weights", "register_scor
 
 
 class Scorer(Protocol):
-    """``score(gm, example_inputs, targets, *, seed) -> {param_name: scores}``.
+    """``score(gm, example_inputs, targets, *, seed) -> {param_name: scores}`` (any mapping).
 
     Scores have the shape of the weight; higher means more important. Only the weights
     of Conv and Linear modules (see :func:`prunable_weights`) are scored.
@@ -25,7 +25,7 @@ class Scorer(Protocol):
         targets: torch.Tensor | None,
         *,
         seed: int,
-    ) -> dict[str, torch.Tensor]: ...
+    ) -> Mapping[str, torch.Tensor]: ...
 
 
 SCORERS: dict[str, Scorer] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import torch.fx
 
 from .base import prunable_weights, register_scorer
 
-__all__ = ["magnitude"]
+__all__ = ["LazyScores", "magnitude"]
 
 
 @register_scorer("magnitude")
@@ -19,7 +20,7 @@ def magnitude(
     targets: torch.Tensor | None = None,
     *,
     seed: int = 0,
-) -> dict[str, torch.Tensor]:
+) -> Mapping[str, torch.Tensor]:
     """Score each prunable weight by its absolute value; needs no data.
 
     Example:
@@ -28,4 +29,24 @@ def magnitude(
         >>> torch.equal(s["0.weight"], net.get_submodule("0").weight.abs())
         True
     """
-    return {name: w.detach().abs() for name, w in prunable_weights(gm)}
+    return LazyScores({name: w for name, w in prunable_weights(gm)}, torch.abs)
+
+
+class LazyScores(Mapping[str, torch.Tensor]):
+    """``{param_name: fn(weight)}``, computed when read, so scoring a large model does not
+    hold a second copy of every weight at once."""
+
+    def __init__(
+        self, weights: dict[str, torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor]
+    ):
+        self._weights = weights
+        self._fn = fn
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._fn(self._weights[name].detach())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
