@@ -1,0 +1,281 @@
+"""Coverage: compile, verify and export every torchvision classification model.
+
+For each model (``weights=None``, eval mode, seed 0; input 1x3x224x224, 299 for
+inception_v3, or ``--size``; vit/swin/maxvit always 224):
+
+1. ``rfx.compile(model, budget, method="magnitude", reinit=False)``
+2. ``rfx.verify(model, gm, (x,))``: the compact model equals the original with the removed
+   channels zeroed (``exact`` False: approximate ops, shapes/finiteness only)
+3. ``reconvene_fx.emit.export_onnx(gm, ...)`` into a temp dir, which checks the file with
+   ``onnx.checker`` and compares onnxruntime's output with PyTorch's
+
+Status per model:
+    ok       all three passed and the achieved params ratio is within the budget
+    refused  compile raised a ReconveneError (TraceError, BudgetError, ...) while tracing,
+             analysing or planning: the library declined the model
+    failed   anything else: another exception; a ReconveneError raised after the plan was
+             made (the shrunk model no longer runs, a bug rather than a refusal); verify or
+             ONNX failure; budget not met; timeout or crash (each model runs in its own
+             subprocess)
+
+Usage:
+    .venv/bin/python benchmarks/coverage.py                      # all models
+    .venv/bin/python benchmarks/coverage.py --models resnet18,vgg16 --update
+    .venv/bin/python benchmarks/coverage.py --size 128 --budget 0.25
+
+Writes benchmarks/results/coverage.json and coverage.md (after every model, so an
+interrupted run keeps what it measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as C
+
+__all__ = ["main", "run_one"]
+
+_SCRIPT = str(Path(__file__).resolve())
+
+
+def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
+    """Compile, verify and export one model in this process; return its record."""
+    import contextlib
+    import io
+    import tempfile
+    import warnings
+
+    import reconvene_fx as rfx
+    from reconvene_fx.emit import export_onnx
+
+    model, inputs = C.build(name, size)
+    x = inputs[0]
+    rec: dict[str, Any] = {
+        "model": name,
+        "input": list(x.shape),
+        "status": "failed",
+        "reason": "",
+        "stage": "compile",
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        progress = io.StringIO()
+        t0 = time.perf_counter()
+        try:
+            with contextlib.redirect_stderr(progress):
+                gm = rfx.compile(model, budget=budget, example_inputs=inputs,
+                                 method="magnitude", reinit=False, progress=True)  # fmt: skip
+        except rfx.ReconveneError as exc:
+            planned = "analyse and plan" in progress.getvalue()
+            rec["compile_stage"] = "shrink" if planned else "trace/analyse/plan"
+            cause = exc.__cause__
+            rec["cause"] = None if cause is None else C.first_line(cause)
+            if planned:
+                # The plan was made and shrinking broke the model: not a refusal of the input.
+                rec["reason"] = f"compile (during shrink): {C.first_line(exc)}"
+            else:
+                rec.update(status="refused", reason=C.first_line(exc))
+            return rec
+        except Exception as exc:
+            rec["reason"] = f"compile: {C.first_line(exc)}"
+            return rec
+        finally:
+            rec["compile_s"] = round(time.perf_counter() - t0, 3)
+    # Only our own warnings (unknown ops made boundaries, ...), not torch's or torchvision's.
+    ours = [str(w.message) for w in caught if "reconvene_fx" in w.category.__module__]
+    rec["warnings"] = len(ours)
+    rec["warning_examples"] = sorted({C.first_line(m, 200) for m in ours})[:3]
+
+    rep = rfx.report(gm)
+    rec.update(
+        params_before=rep.params_before,
+        params_after=rep.params_after,
+        params_ratio=round(rep.params_ratio, 4),
+        flops_before=rep.flops_before,
+        flops_after=rep.flops_after,
+        flops_ratio=round(rep.flops_ratio, 4),
+        layers=len(rep.layers),
+        layers_narrowed=sum(1 for lp in rep.layers.values() if lp.narrowed),
+        approximate=len(rep.approximate),
+    )
+
+    rec["stage"] = "verify"
+    t0 = time.perf_counter()
+    try:
+        res = rfx.verify(model, gm, inputs)
+        rec.update(verify_exact=bool(res.exact), verify_max_error=float(res.max_error))
+        rec.update(_relative_error(gm, inputs, float(res.max_error)))
+    except Exception as exc:
+        rec["verify_max_error"] = getattr(exc, "max_error", None)
+        rec["reason"] = f"verify: {C.first_line(exc)}"
+        return rec
+    finally:
+        rec["verify_s"] = round(time.perf_counter() - t0, 3)
+
+    rec["stage"] = "onnx"
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rfx_cov_") as tmp:
+            path = export_onnx(gm, Path(tmp) / f"{name}.onnx", inputs)
+            rec["onnx_mb"] = round(sum(p.stat().st_size for p in path.parent.iterdir()) / 2**20, 2)
+    except Exception as exc:
+        rec["reason"] = f"onnx: {C.first_line(exc)}"
+        return rec
+    finally:
+        rec["onnx_s"] = round(time.perf_counter() - t0, 3)
+
+    rec["stage"] = "done"
+    if rep.params_ratio > budget + 1e-9:
+        rec["reason"] = f"budget not met: params ratio {rep.params_ratio:.4f} > {budget}"
+        return rec
+    rec["status"] = "ok"
+    rec["reason"] = "exact" if rec["verify_exact"] else "approximate (verify checked shapes only)"
+    return rec
+
+
+def _relative_error(gm: Any, inputs: tuple, max_error: float) -> dict[str, float]:
+    """verify's tolerance is ``atol + rtol * max|ref|`` with atol=1e-5, which any error
+    passes when a model's outputs at initialization are tiny (efficientnet: ~1e-14). So also
+    record the output scale and the error relative to it."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    with torch.no_grad():
+        outs = [t for t in tree_leaves(gm(*inputs)) if isinstance(t, torch.Tensor)]
+    scale = max((float(t.abs().max()) for t in outs if t.numel()), default=0.0)
+    rel = max_error / scale if scale > 0 else (0.0 if max_error == 0 else float("inf"))
+    return {"output_scale": scale, "verify_rel_error": rel}
+
+
+def _line(rec: dict[str, Any]) -> str:
+    status = rec["status"]
+    if status == "ok":
+        detail = (f"params {rec['params_ratio']:.3f} flops {rec['flops_ratio']:.3f} "
+                  f"narrowed {rec['layers_narrowed']}/{rec['layers']} "
+                  f"verify {'exact' if rec['verify_exact'] else 'approx'} "
+                  f"err {rec['verify_max_error']:.1e}")  # fmt: skip
+    else:
+        detail = rec["reason"]
+    secs = rec.get("compile_s")
+    timing = f"compile {secs:7.2f}s" if isinstance(secs, (int, float)) else "compile     n/a"
+    return f"{rec['model']:<20} {status:<8} {timing}  wall {rec.get('wall_s', 0):6.1f}s  {detail}"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def write_markdown(path: Path, data: dict[str, Any]) -> None:
+    recs = data["results"]
+    counts = {s: sum(1 for r in recs if r["status"] == s) for s in ("ok", "refused", "failed")}
+    exact = sum(1 for r in recs if r["status"] == "ok" and r.get("verify_exact"))
+    cfg = data["config"]
+    side = f"1x3x{cfg['size']}x{cfg['size']}" if cfg["size"] else "1x3x224x224 (inception_v3 299)"
+    lines = [
+        "# Coverage: torchvision classification models",
+        "",
+        f"compile(budget={cfg['budget']}, method=magnitude, reinit=False) -> verify -> "
+        f"export_onnx (onnxruntime check); input {side} "
+        "(vit/swin/maxvit always 224); "
+        f"per-model timeout {cfg['timeout_s']} s.",
+        "",
+        f"Machine: {data['machine'].get('cpu', '?')}, {data['machine']['cpu_count']} cores, "
+        f"torch {data['machine']['torch']}, torchvision {data['machine']['torchvision']}, "
+        f"{C.library_label(data['machine'])}. "
+        f"Run: {data['started']}.",
+        "",
+        f"**{counts['ok']} ok, {counts['refused']} refused, {counts['failed']} failed of "
+        f"{len(recs)}** ({exact} of the ok models verified exactly).",
+        "",
+        "max error = rfx.verify's largest absolute difference; out scale = max |output| of "
+        "the compact model; rel error = their ratio. verify's tolerance is "
+        "1e-5 + 1e-4 * max|reference|, so on models whose outputs at initialization are tiny "
+        "(efficientnet, mobilenet_v3) only the rel error column shows the check has teeth.",
+        "",
+        "| model | status | params ratio | flops ratio | compile s | narrowed | verify | "
+        "max error | out scale | rel error | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in recs:
+        verify = {True: "exact", False: "approx"}.get(r.get("verify_exact"), "-")
+        narrowed = f"{r['layers_narrowed']}/{r['layers']}" if "layers" in r else "-"
+        reason = "" if r["status"] == "ok" else r["reason"].replace("|", "\\|")
+        lines.append(
+            f"| {r['model']} | {r['status']} | {_fmt(r.get('params_ratio'), '.3f')} | "
+            f"{_fmt(r.get('flops_ratio'), '.3f')} | {_fmt(r.get('compile_s'), '.2f')} | "
+            f"{narrowed} | {verify} | {_fmt(r.get('verify_max_error'), '.1e')} | "
+            f"{_fmt(r.get('output_scale'), '.1e')} | {_fmt(r.get('verify_rel_error'), '.1e')} | "
+            f"{reason} |"
+        )
+    lines += ["", f"Totals: {counts['ok']} ok, {counts['refused']} refused, "
+              f"{counts['failed']} failed of {len(recs)}", ""]  # fmt: skip
+    path.write_text("\n".join(lines))
+
+
+def _child(args: argparse.Namespace) -> int:
+    rec = run_one(args.models, args.budget, args.size)
+    Path(args.child_out).write_text(json.dumps(rec))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", help="comma-separated names (default: every classification model)")
+    p.add_argument("--budget", type=float, default=0.5, help="fraction of params kept (0.5)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="input side (default 224, 299 for inception_v3; vit/swin/maxvit: 224)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per model (300)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the existing coverage.json instead of replacing it",
+    )
+    p.add_argument("--out", type=Path, default=C.RESULTS / "coverage.json")
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child_out:
+        return _child(args)
+
+    names = C.parse_models(args.models, C.classification_models())
+    config = {"budget": args.budget, "size": args.size, "timeout_s": args.timeout,
+              "method": "magnitude", "reinit": False}  # fmt: skip
+    previous: list[dict[str, Any]] = []
+    if args.update and args.out.exists():
+        old = json.loads(args.out.read_text())
+        previous = [r for r in old.get("results", []) if r["model"] not in names]
+    data = {"config": config, "machine": C.machine(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "results": []}  # fmt: skip
+    results: list[dict[str, Any]] = []
+    print(f"coverage of {len(names)} models, budget {args.budget}", flush=True)
+    for name in names:
+        child_args = ["--models", name, "--budget", str(args.budget)]
+        if args.size is not None:
+            child_args += ["--size", str(args.size)]
+        t0 = time.perf_counter()
+        out = C.run_child(_SCRIPT, child_args, args.timeout)
+        wall = round(time.perf_counter() - t0, 1)
+        rec = out.result or {"model": name, "status": "failed", "reason": C.crash_reason(out)}
+        rec["wall_s"] = wall
+        results.append(rec)
+        print(_line(rec), flush=True)
+        data["results"] = sorted(previous + results, key=lambda r: r["model"])
+        C.write_json(args.out, data)
+        write_markdown(args.out.with_suffix(".md"), data)
+    recs = data["results"]
+    counts = {s: sum(1 for r in recs if r["status"] == s) for s in ("ok", "refused", "failed")}
+    print(f"{counts['ok']} ok, {counts['refused']} refused, {counts['failed']} failed "
+          f"of {len(recs)}", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
