@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
+from torch.nn.utils.stateless import _reparametrize_module
 
 from ..errors import ReconveneError
 from ..meta import TENSOR_META, VALUE, ConcreteValue
@@ -60,7 +60,7 @@ class ShapePass(PassBase):
     Writes ``node.meta["tensor_meta"]`` (as torch.fx ShapeProp does) and, for nodes whose
     result is a plain value (``x.size(0)``, ``c // 2``), ``node.meta[VALUE]``. The graph runs
     in eval mode (BatchNorm statistics are left alone); training flags are restored. With
-    ``fake=True`` it runs on fake tensors (shapes without arithmetic: the cost no longer
+    ``fake=True`` it runs on meta tensors (shapes without arithmetic: the cost no longer
     grows with the input size) and falls back to a real run if an op does not support them.
 
     Example:
@@ -91,14 +91,16 @@ class ShapePass(PassBase):
 
 
 def _run_fake(gm: torch.fx.GraphModule, example_inputs: tuple[Any, ...]) -> bool:
-    """Propagate with fake tensors (shapes only, no arithmetic); False if an op refuses."""
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    prop = _ValueProp(gm)  # built outside the mode: it would deep-copy the model to fake
+    """Propagate on the meta device (shapes without arithmetic, nothing copied): parameters
+    and buffers are swapped for meta tensors for the run. False if an op refuses."""
+    state = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in (*gm.named_parameters(), *gm.named_buffers())
+    }
+    inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs]
     try:
-        with mode:
-            inputs = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x
-                      for x in example_inputs]  # fmt: skip
-            prop.run(*inputs)
+        with _reparametrize_module(gm, state):
+            _ValueProp(gm).run(*inputs)
     except Exception:
         return False
     return True

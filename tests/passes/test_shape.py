@@ -7,6 +7,7 @@ from models import build
 
 from reconvene_fx.meta import TENSOR_META, VALUE
 from reconvene_fx.passes import ShapePass
+from reconvene_fx.passes.shape import _run_fake
 
 
 def test_records_shapes_and_sizes_without_touching_state() -> None:
@@ -37,6 +38,7 @@ def test_fake_propagation_records_the_same_shapes_and_values_as_a_real_run() -> 
     real = torch.fx.symbolic_trace(build("shufflenet"))
     fake = torch.fx.symbolic_trace(build("shufflenet"))
     ShapePass((x,))(real)
+    assert _run_fake(fake, (x,))  # the shape-only run itself works (no silent fallback)
     ShapePass((x,), fake=True)(fake)
     for a, b in zip(real.graph.nodes, fake.graph.nodes, strict=True):
         meta_a, meta_b = a.meta.get(TENSOR_META), b.meta.get(TENSOR_META)
