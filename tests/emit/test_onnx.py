@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torchvision
+from models import randomize_norms
 from torch import nn
 
 import reconvene_fx.emit._mode as emit_mode
@@ -85,20 +86,10 @@ MODELS = {
 
 
 def traced(name: str) -> torch.fx.GraphModule:
-    """A traced model in train mode with one submodule frozen in eval mode.
-
-    BatchNorm running statistics and affine parameters are randomised so that eval mode
-    differs from train mode and from the identity.
-    """
+    """A traced model in train mode with one submodule frozen in eval mode; norm statistics
+    are randomised so that eval mode differs from train mode and from the identity."""
     torch.manual_seed(0)
-    gm = torch.fx.symbolic_trace(MODELS[name]())
-    with torch.no_grad():
-        for m in gm.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.8, 1.2)
-                m.bias.uniform_(-0.1, 0.1)
+    gm = torch.fx.symbolic_trace(randomize_norms(MODELS[name]()))
     gm.train()
     next(m for m in gm.modules() if m is not gm).eval()  # mixed flags must survive
     return gm

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torchvision
+from models import randomize_norms
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -53,14 +54,10 @@ MODELS = {
 
 
 def traced(name: str) -> torch.fx.GraphModule:
-    """A traced model in train mode, one submodule frozen in eval, random BN statistics."""
+    """A traced model in train mode with one submodule frozen in eval mode; norm statistics
+    are randomised so that eval mode differs from train mode and from the identity."""
     torch.manual_seed(0)
-    gm = torch.fx.symbolic_trace(MODELS[name]())
-    with torch.no_grad():
-        for m in gm.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
+    gm = torch.fx.symbolic_trace(randomize_norms(MODELS[name]()))
     gm.train()
     next(m for m in gm.modules() if m is not gm).eval()
     return gm
