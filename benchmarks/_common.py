@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "input_size",
     "library_label",
     "machine",
+    "memory_watchdog",
     "parse_models",
     "run_child",
     "write_json",
@@ -153,6 +155,40 @@ def crash_reason(outcome: SubprocessOutcome) -> str:
     else:
         how = f"exit code {rc}"
     return f"crashed: {how}" + (f"; last output: {last[:200]}" if last else "")
+
+
+def memory_watchdog(
+    out: str | Path, extra: dict[str, Any] | None = None, fraction: float = 0.75,
+    period: float = 0.5,
+) -> None:  # fmt: skip
+    """In a child: exit at once (code 3), leaving ``extra`` plus an error as JSON in ``out``,
+    when this process's RSS passes ``fraction`` of the machine's RAM. A run of many models
+    must not push the shared machine into swap or the OOM killer."""
+    import threading
+
+    try:
+        with open("/proc/meminfo") as fh:
+            total = int(fh.readline().split()[1]) * 1024
+        page = os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return
+    limit = fraction * total
+
+    def watch() -> None:
+        while True:
+            try:
+                with open("/proc/self/statm") as fh:
+                    rss = int(fh.read().split()[1]) * page
+            except (OSError, ValueError, IndexError):
+                return
+            if rss > limit:
+                msg = f"memory limit: RSS {rss / 2**30:.1f} GiB > {limit / 2**30:.1f} GiB"
+                result = {**(extra or {}), "error": msg, "memory_limit": True}
+                Path(out).write_text(json.dumps(result))
+                os._exit(3)
+            time.sleep(period)
+
+    threading.Thread(target=watch, daemon=True, name="memory-watchdog").start()
 
 
 def machine() -> dict[str, Any]:

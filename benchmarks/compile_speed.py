@@ -207,7 +207,7 @@ def time_child(name: str, repeats: int, tp_timeout: float) -> dict[str, Any]:
     widths0 = _out_channels(base)
     rec: dict[str, Any] = {"model": name, "params": params0, "ours_s": [], "ours05_s": [],
                            "tp_s": [], "ours_cpu_s": [], "tp_cpu_s": [], "tp_error": None,
-                           "ours_error": None}  # fmt: skip
+                           "ours_error": None, "ours05_error": None}  # fmt: skip
 
     def fresh() -> Any:
         m = copy.deepcopy(base)
@@ -248,13 +248,13 @@ def time_child(name: str, repeats: int, tp_timeout: float) -> dict[str, Any]:
             except Exception as exc:
                 rec["tp_error"] = C.first_line(exc)
             del m
-        if rec["ours_error"] is None:
+        if rec["ours05_error"] is None:
             m = fresh()
             try:
                 secs, _, _ = _timed(lambda m=m: _ours(m, inputs, OURS_BUDGET_ALT))
                 rec["ours05_s"].append(secs)
             except Exception as exc:
-                rec["ours_error"] = C.first_line(exc)
+                rec["ours05_error"] = C.first_line(exc)
             del m
     return rec
 
@@ -265,14 +265,14 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def mem_child(name: str, mode: str) -> dict[str, Any]:
+def mem_child(name: str, mode: str, tp_timeout: float) -> dict[str, Any]:
     """Peak RSS before the model, after building it, and after the measured work."""
     import warnings
 
     import torch
     import torch_pruning  # noqa: F401  (imported for an equal baseline in every mode)
 
-    import reconvene_fx  # noqa: F401
+    import reconvene_fx
 
     warnings.filterwarnings("ignore")
     b = _maxrss_mib()
@@ -282,9 +282,15 @@ def mem_child(name: str, mode: str) -> dict[str, Any]:
         with torch.no_grad():
             model(*inputs)
     elif mode == "ours":
-        _ours(model, inputs, OURS_BUDGET)
+        try:
+            _ours(model, inputs, OURS_BUDGET)
+        except reconvene_fx.ReconveneError as exc:
+            return {"model": name, "error": C.first_line(exc)}
     elif mode == "tp":
-        _tp(model, inputs)
+        try:
+            _timed(lambda: _tp(model, inputs), tp_timeout)
+        except _Timeout:
+            return {"model": name, "error": f"timeout (> {tp_timeout:g} s)"}
     else:
         raise ValueError(mode)
     return {"base_mib": b, "model_mib": m, "peak_mib": _maxrss_mib()}
@@ -317,7 +323,11 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return rec
     mem: dict[str, Any] = {}
     for mode in ("infer", "ours", "tp"):
-        o = C.run_child(_SCRIPT, ["--models", name, "--mode", f"mem-{mode}"], args.timeout)
+        if mode == "tp" and rec.get("tp_error"):
+            mem[mode] = {"error": f"skipped: TP failed when timed ({rec['tp_error']})"}
+            continue
+        mem_args = ["--models", name, "--mode", f"mem-{mode}", "--tp-timeout", str(args.tp_timeout)]
+        o = C.run_child(_SCRIPT, mem_args, args.timeout)
         mem[mode] = o.result if o.result is not None else {"error": C.crash_reason(o)}
     rec["memory"] = mem
     inf, ours = mem["infer"], mem["ours"]
@@ -421,6 +431,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     ]
     for r in recs:
         notes = [x for x in (r.get("error"), r.get("ours_error") and f"ours: {r['ours_error']}",
+                             r.get("ours05_error") and f"ours@0.5: {r['ours05_error']}",
                              r.get("tp_error") and f"TP: {r['tp_error']}",
                              r.get("tp_model_runs") is False and "TP model fails forward: "
                              + r.get("tp_forward_error", "")) if x]  # fmt: skip
@@ -454,10 +465,11 @@ def _default_models(which: str) -> list[str]:
 
 
 def _child(args: argparse.Namespace) -> int:
+    C.memory_watchdog(args.child_out, {"model": args.models})
     if args.mode == "time":
         rec = time_child(args.models, args.repeats, args.tp_timeout)
     else:
-        rec = mem_child(args.models, args.mode.removeprefix("mem-"))
+        rec = mem_child(args.models, args.mode.removeprefix("mem-"), args.tp_timeout)
     Path(args.child_out).write_text(json.dumps(rec))
     return 0
 
