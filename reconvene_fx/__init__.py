@@ -14,8 +14,10 @@ Example:
 """
 
 from . import passes, rules, scoring
+from .analysis import SensitivityTable, analyze
 from .budget import Budget
 from .compiler import compile
+from .composite import bake_masks
 from .config import CompileConfig
 from .emit import export_onnx
 from .errors import BudgetError, ReconveneError, TraceError, VerifyError
@@ -34,8 +36,11 @@ __all__ = [
     "ReconveneError",
     "TraceError",
     "VerifyError",
+    "SensitivityTable",
     "VerifyResult",
     "__version__",
+    "analyze",
+    "bake_masks",
     "compile",
     "export_onnx",
     "passes",

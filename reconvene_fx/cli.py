@@ -4,6 +4,7 @@ Usage::
 
     reconvene-fx compile torchvision:resnet18 --budget 0.5 -o resnet18.onnx
     reconvene-fx report torchvision:resnet18 --budget 0.5 --input-shape 1,3,64,64
+    reconvene-fx analyze torchvision:resnet18 --budget 0.1 --method snip
 
 Exit status: 0 on success, 2 for bad command-line input (unknown model, malformed shape,
 budget outside (0, 1], unknown output suffix), 1 when compilation or export fails with a
@@ -35,7 +36,7 @@ __all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
 PROG = "reconvene-fx"
 OUTPUT_SUFFIXES = (".onnx", ".pt2", ".pt")
 _METHODS = ("magnitude", "random")  # used when the scorer registry cannot be read
-_STRATEGIES = ("uniform", "global")
+_STRATEGIES = ("reconvene", "uniform", "global")
 
 
 class _UsageError(Exception):
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of conv/linear multiply-accumulates kept, in (0, 1]",
     )
     common.add_argument(
+        "--latency",
+        type=_fraction,
+        metavar="L",
+        help="fraction of the forward-pass time (measured on this machine) kept, in (0, 1]",
+    )
+    common.add_argument(
         "--input-shape",
         type=_input_shape,
         metavar="SHAPE",
@@ -122,10 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="how weights are scored at initialization (default: magnitude)",
     )
     common.add_argument(
+        "--iterations",
+        type=_positive_int,
+        metavar="N",
+        help="rounds of iterative scoring for synflow (default: 100)",
+    )
+    common.add_argument(
         "--strategy",
         choices=_STRATEGIES,
-        default="uniform",
-        help="how channel widths are allocated (default: uniform)",
+        default="reconvene",
+        help="how channel widths are allocated (default: reconvene)",
+    )
+    common.add_argument(
+        "--composite",
+        action="store_true",
+        help="keep the unstructured PaI mask on layers that were not narrowed "
+        "(the budget then bounds nonzero parameters)",
     )
     common.add_argument(
         "--round-to",
@@ -182,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile MODEL to the budget and print the per-layer table.",
     )
     report_cmd.set_defaults(run=_run_report)
+    analyze_cmd = commands.add_parser(
+        "analyze",
+        parents=[common],
+        help="print the per-layer PaI sensitivity table (nothing is pruned)",
+        description="Score MODEL with --method and print each layer's density under the "
+        "global unstructured mask at the budget, its sensitivity and whether it is selected.",
+    )
+    analyze_cmd.set_defaults(run=_run_analyze)
     return parser
 
 
@@ -196,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             args = build_parser().parse_args(argv)
-            if args.budget is None and args.flops is None:
-                raise _UsageError("give --budget and/or --flops")
+            if args.budget is None and args.flops is None and args.latency is None:
+                raise _UsageError("give --budget and/or --flops and/or --latency")
+            if args.iterations is not None and args.method != "synflow":
+                raise _UsageError("--iterations applies to --method synflow only")
             return int(args.run(args))
         except SystemExit as stop:  # --help and --version
             return stop.code if isinstance(stop.code, int) else 0
@@ -232,19 +261,53 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torch.Tensor]]:
-    """Load ``args.model``, draw its example input and compile it to the budget."""
-    budget: Any = args.budget
-    if args.flops is not None:
-        from . import Budget
+def _run_analyze(args: argparse.Namespace) -> int:
+    from . import analyze
 
-        budget = Budget(params=args.budget, flops=args.flops)
+    model, example = _load(args)
+    with _step(f"scoring with {args.method}", args.quiet):
+        try:
+            table = analyze(
+                model,
+                _budget(args),
+                example,
+                method=args.method,
+                seed=args.seed,
+                progress=not args.quiet,
+                method_options=_method_options(args),
+            )
+        except ValueError as err:
+            raise _UsageError(str(err)) from err
+    print(table.format_table())
+    return 0
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    if args.flops is None and args.latency is None:
+        return args.budget
+    from . import Budget
+
+    return Budget(params=args.budget, flops=args.flops, latency=args.latency)
+
+
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"iterations": args.iterations} if args.iterations is not None else {}
+
+
+def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[torch.Tensor]]:
     shape = args.input_shape or default_input_shape(args.model)
     generator = torch.Generator().manual_seed(args.seed)
     example = (torch.randn(shape, generator=generator),)
     with _step(f"loading {args.model}", args.quiet):
         model = load_model(args.model).eval()
         _check_runs(model, example, args.model)
+    return model, example
+
+
+def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torch.Tensor]]:
+    """Load ``args.model``, draw its example input and compile it to the budget."""
+    budget = _budget(args)
+    model, example = _load(args)
     from . import compile as compile_model
 
     with _step(f"compiling to budget {_describe(budget)}", args.quiet):
@@ -254,7 +317,10 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
                 budget=budget,
                 example_inputs=example,
                 method=args.method,
+                method_options=_method_options(args),
                 strategy=args.strategy,
+                composite=args.composite,
+                progress=not args.quiet,
                 seed=args.seed,
                 round_to=args.round_to,
                 ignore=tuple(args.ignore),

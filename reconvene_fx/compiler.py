@@ -12,16 +12,26 @@ import torch.fx
 from torch.fx.passes.infra.pass_base import PassBase
 
 from .budget import Budget, as_budget
+from .composite import apply_masks, masked_weights, masks_of
 from .config import CompileConfig
 from .costs import CONV_TYPES, count_macs, count_params, layer_macs
 from .errors import ReconveneError
-from .meta import APPROXIMATE, KEEP, REPORT, TENSOR_META, ChannelKeep
-from .passes import ChannelGroupPass, PlanPass, ShapePass, ShrinkPass
+from .meta import (
+    APPROXIMATE,
+    KEEP,
+    PLAN,
+    REPORT,
+    SENSITIVITY_TABLE,
+    TENSOR_META,
+    ChannelKeep,
+    PlanSummary,
+)
+from .passes import ChannelGroupPass, PlanPass, SensitivityPass, ShapePass, ShrinkPass
 from .report import LayerPlan, PruningReport
 from .scoring import get_scorer
 from .tracing import trace
 
-__all__ = ["compile"]
+__all__ = ["check_inputs", "compile"]
 
 
 def compile(
@@ -42,9 +52,17 @@ def compile(
         model: an ``nn.Module`` that ``torch.fx`` can trace.
         budget: fraction of parameters kept, in (0, 1], or a :class:`Budget`.
         example_inputs: a tuple of inputs (or one tensor) to run the model on.
-        progress: print one line per step to stderr.
+        progress: print one line per step to stderr (and SynFlow's progress bar).
         **options: fields of :class:`~reconvene_fx.config.CompileConfig` (``method``,
-            ``strategy``, ``seed``, ``round_to``, ``ignore``, ``reinit``, ...).
+            ``strategy``, ``composite``, ``seed``, ``round_to``, ``ignore``, ``reinit``,
+            ``targets``, ``method_options``, ...).
+
+    The steps: trace; ShapePass and ChannelGroupPass (which channels are coupled);
+    SensitivityPass (score every conv/linear weight with ``method``, global top-k mask at
+    the budget, per-layer density and sensitivity); PlanPass (``strategy``, default
+    ``reconvene``: narrow the least sensitive layers first); ShrinkPass (slice, and with
+    ``reinit=True`` re-initialize what was narrowed: RLR); with ``composite=True`` the
+    untouched layers keep their masks.
 
     Raises:
         TraceError: the model cannot be traced.
@@ -61,40 +79,64 @@ def compile(
     budget = as_budget(budget)
     config = CompileConfig(**options)
     get_scorer(config.method)  # fail fast on an unknown method
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
-        raise TypeError("example_inputs must be a non-empty tuple of inputs, e.g. (x,)")
-    example_inputs = tuple(example_inputs)
+    example_inputs = check_inputs(model, example_inputs)
 
     steps = _Progress(progress)
     work = copy.deepcopy(model)
     gm = trace(work, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args)
     steps.done("trace")
     params_before = count_params(model)
+    _run_passes(gm, ShapePass(example_inputs, fake=True), ChannelGroupPass(config.rules))
+    steps.done("channel groups")
     _run_passes(
         gm,
-        ShapePass(example_inputs, fake=True),
-        ChannelGroupPass(config.rules),
-        PlanPass(budget, example_inputs=example_inputs, config=config),
+        SensitivityPass(
+            budget,
+            example_inputs=example_inputs,
+            method=config.method,
+            targets=config.targets,
+            seed=config.seed,
+            progress=progress,
+            options=config.method_options,
+        ),
     )
-    steps.done("analyse and plan")
+    steps.done(f"scores ({config.method})")
+    _run_passes(gm, PlanPass(budget, example_inputs=example_inputs, config=config))
+    steps.done(f"plan ({config.strategy})")
     flops_before = count_macs(gm)
     layers_before = _layer_shapes(gm)
     keeps = _module_keeps(gm)
     approximate = _approximations(gm)
+    table = gm.meta[SENSITIVITY_TABLE]
     _run_passes(
         gm,
         ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn),
         ShapePass(example_inputs, fake=True),
     )
+    if config.composite:
+        after = _layer_shapes(gm)
+        apply_masks(gm, {
+            name: lay.mask for name, lay in table.layers.items()
+            if name in after and after[name][:2] == layers_before[name][:2]
+        })  # fmt: skip
     steps.done("shrink")
     gm.meta[REPORT] = _build_report(
         gm, params_before, flops_before, layers_before, keeps, approximate, budget, config
     )
     return gm
+
+
+def check_inputs(
+    model: torch.nn.Module, example_inputs: tuple[Any, ...] | torch.Tensor
+) -> tuple[Any, ...]:
+    """``example_inputs`` as a tuple, after checking ``model`` and the inputs' form."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise TypeError("example_inputs must be a non-empty tuple of inputs, e.g. (x,)")
+    return tuple(example_inputs)
 
 
 def _run_passes(gm: torch.fx.GraphModule, *passes: PassBase) -> None:
@@ -169,30 +211,35 @@ def _build_report(
     config: CompileConfig,
 ) -> PruningReport:
     after = _layer_shapes(gm)
-    params_after = count_params(gm)
-    weights_before = sum(b[2] for b in before.values()) or 1
-    weights_after = sum(after[n][2] for n in before if n in after)
-    global_density = weights_after / weights_before
+    table = gm.meta[SENSITIVITY_TABLE]
+    plan = gm.meta.get(PLAN)
+    masked = masked_weights(gm)
+    masks = masks_of(gm)
     layers = {}
     for name, (in_ch, out_ch, p_before, f_before) in before.items():
         in_a, out_a, p_after, f_after = after.get(name, (in_ch, out_ch, p_before, f_before))
         in_keep, out_keep = keeps.get(name, (None, None))
         in_idx = _index(in_keep, in_ch, in_a)
         out_idx = _index(out_keep, out_ch, out_a)
-        density = p_after / max(p_before, 1)
+        sens = table.layers.get(name)
+        mask = masks.get(name)
         layers[name] = LayerPlan(
             in_idx=in_idx,
             out_idx=out_idx,
             in_channels=in_ch,
             out_channels=out_ch,
-            density=density,
-            sensitivity=density / global_density if global_density else 0.0,
+            density=sens.density if sens is not None else 1.0,
+            sensitivity=sens.sensitivity if sens is not None else 1.0,
             narrowed=(in_idx.numel() < in_ch) or (out_idx.numel() < out_ch),
             params_before=p_before,
             params_after=p_after,
             flops_before=f_before,
             flops_after=f_after,
+            selected=bool(sens.selected) if sens is not None else False,
+            masked=mask is not None,
+            nonzero_after=p_after - (int((~mask).sum()) if mask is not None else 0),
         )
+    params_after = count_params(gm)
     return PruningReport(
         params_before=params_before,
         params_after=params_after,
@@ -204,6 +251,11 @@ def _build_report(
         method=config.method,
         strategy=config.strategy,
         reinit=config.reinit,
+        composite=config.composite,
+        nonzero_after=params_after - masked,
+        global_density=table.global_density,
+        latency_before=plan.latency_before if isinstance(plan, PlanSummary) else None,
+        latency_after=plan.latency_after if isinstance(plan, PlanSummary) else None,
     )
 
 

@@ -134,6 +134,15 @@ class LayerCosts:
         params = self.params_fixed + int(self._params.params(counts).sum())
         return params, int(self._macs.macs(counts).sum())
 
+    def untouched(self, removed: torch.Tensor) -> torch.Tensor:
+        """Bool per entry of ``layers`` (in order): the layer keeps all its channels."""
+        counts = self._kept_counts(removed)
+        c = self._params.cols
+        if c["in_slot"].numel() == 0:
+            return torch.zeros(0, dtype=torch.bool)
+        kout, kept_per_in = self._params.kept(counts)
+        return (kout == c["out_full"]) & (kept_per_in == c["in_full"] // c["groups"])
+
 
 @dataclass(frozen=True)
 class _Row:

@@ -16,11 +16,16 @@ __all__ = [
     "CHANNELS",
     "KEEP",
     "REPORT",
+    "SENSITIVITY",
+    "SENSITIVITY_TABLE",
     "TENSOR_META",
     "VALUE",
     "ChannelInfo",
     "ChannelKeep",
     "ConcreteValue",
+    "LayerSensitivity",
+    "PLAN",
+    "PlanSummary",
 ]
 
 TENSOR_META = "tensor_meta"  # torch.fx ShapeProp's own key
@@ -29,6 +34,9 @@ CHANNELS = "reconvene.channels"  # ChannelInfo, or a tuple of them for tuple-val
 APPROXIMATE = "reconvene.approximate"  # str: why pruning through this node is not exact
 KEEP = "reconvene.keep"  # ChannelKeep, or a tuple of them for tuple-valued nodes
 REPORT = "reconvene.report"  # gm.meta: PruningReport
+SENSITIVITY = "reconvene.sensitivity"  # LayerSensitivity, on conv/linear call_module nodes
+SENSITIVITY_TABLE = "reconvene.sensitivity_table"  # gm.meta: analysis.SensitivityTable
+PLAN = "reconvene.plan"  # gm.meta: PlanSummary
 
 
 @dataclass(frozen=True)
@@ -71,3 +79,56 @@ class ChannelKeep:
     @property
     def narrowed(self) -> bool:
         return int(self.index.numel()) < self.size
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSensitivity:
+    """What the PaI scores say about one conv or linear module (written by SensitivityPass).
+
+    Attributes:
+        name: the module's qualified name.
+        density: fraction of the module's weights inside the global top-k unstructured mask.
+        sensitivity: ``density`` relative to the global density (PSE); below 1 means the
+            PaI method pruned this layer harder than the model as a whole.
+        selected: ``sensitivity < 1``: the Pruning Sensitivity Evaluator picks this layer to
+            be narrowed structurally.
+        kept: weights inside the mask.
+        total: weights of the module.
+        mask: bool, the weight's shape: the unstructured mask of this module.
+        out_mass: float64 ``[out_channels]``: summed scores per output channel.
+        in_mass: float64 ``[in_channels]`` (input features of a Linear): summed scores per
+            input channel, over all groups of a grouped conv.
+    """
+
+    name: str
+    density: float
+    sensitivity: float
+    selected: bool
+    kept: int
+    total: int
+    mask: torch.Tensor
+    out_mass: torch.Tensor
+    in_mass: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What PlanPass decided, model-wide (``gm.meta[PLAN]``).
+
+    Attributes:
+        strategy: the width-allocation strategy used.
+        composite: whether the params budget counted masked weights of untouched layers
+            as removed.
+        removed_atoms: coupled channel sets removed.
+        removable_atoms: coupled channel sets that could have been removed.
+        latency_before, latency_after: the latency cost of the model before and of the
+            chosen plan (seconds, or the unit of a user ``latency_fn``); None unless the
+            budget limits latency.
+    """
+
+    strategy: str
+    composite: bool
+    removed_atoms: int
+    removable_atoms: int
+    latency_before: float | None = None
+    latency_after: float | None = None

@@ -24,11 +24,15 @@ class LayerPlan:
         out_idx: sorted int64 indices of the kept output channels.
         in_channels: the original module's input channels (features).
         out_channels: the original module's output channels (features).
-        density: fraction of the module's weights kept.
-        sensitivity: ``density`` relative to the model-wide fraction of weights kept.
+        density: fraction of the module's weights inside the global unstructured PaI
+            mask at the budget (SensitivityPass).
+        sensitivity: ``density`` relative to the global density (Reconvene's PSE).
         narrowed: whether any input or output channel was removed.
         params_before, params_after: parameters of the module (weight and bias).
         flops_before, flops_after: multiply-accumulates on the example inputs.
+        selected: the PSE selected the layer (``sensitivity < 1``).
+        masked: the layer keeps its unstructured mask (``composite=True``).
+        nonzero_after: ``params_after`` less the weights its mask holds at zero.
     """
 
     in_idx: torch.Tensor
@@ -42,6 +46,18 @@ class LayerPlan:
     params_after: int
     flops_before: int
     flops_after: int
+    selected: bool = False
+    masked: bool = False
+    nonzero_after: int = -1
+
+    def __post_init__(self) -> None:
+        if self.nonzero_after < 0:
+            object.__setattr__(self, "nonzero_after", self.params_after)
+
+    @property
+    def kept(self) -> float:
+        """Fraction of the module's parameters physically kept."""
+        return self.params_after / max(self.params_before, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,8 +68,12 @@ class PruningReport:
     multiply-accumulates of conv and linear layers on the example inputs. ``layers`` is keyed
     by the qualified module name in the original model. ``approximate`` names the nodes
     where pruning changes values (LayerNorm/GroupNorm statistics) instead of only removing
-    them; ``verify`` can then check shapes only. ``budget``, ``method``, ``strategy`` and
-    ``reinit`` are what compile was asked for.
+    them; ``verify`` can then check shapes only. ``budget``, ``method``, ``strategy``,
+    ``reinit`` and ``composite`` are what compile was asked for. ``nonzero_after`` is
+    ``params_after`` less the weights composite masks hold at zero (equal without masks);
+    with ``composite=True`` the params budget bounds it. ``global_density`` is the fraction
+    of conv/linear weights inside the PaI mask. ``latency_before``/``latency_after`` are the
+    planner's measurements (only for latency budgets).
     """
 
     params_before: int
@@ -66,10 +86,34 @@ class PruningReport:
     method: str = ""
     strategy: str = ""
     reinit: bool = False
+    composite: bool = False
+    nonzero_after: int = -1
+    global_density: float = 1.0
+    latency_before: float | None = None
+    latency_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.nonzero_after < 0:
+            object.__setattr__(self, "nonzero_after", self.params_after)
 
     @property
     def params_ratio(self) -> float:
         return self.params_after / max(self.params_before, 1)
+
+    @property
+    def nonzero_ratio(self) -> float:
+        return self.nonzero_after / max(self.params_before, 1)
+
+    @property
+    def latency_ratio(self) -> float | None:
+        if self.latency_before is None or self.latency_after is None:
+            return None
+        return self.latency_after / self.latency_before
+
+    @property
+    def selected(self) -> list[str]:
+        """Layers the Pruning Sensitivity Evaluator selected (density below global)."""
+        return [name for name, lp in self.layers.items() if lp.selected]
 
     @property
     def flops_ratio(self) -> float:
@@ -82,15 +126,21 @@ class PruningReport:
             >>> PruningReport(100, 40, 1000, 300).summary()
             'params 100 -> 40 (40.0%), MACs 1,000 -> 300 (30.0%)'
         """
-        return (
+        text = (
             f"params {self.params_before:,} -> {self.params_after:,} "
             f"({100 * self.params_ratio:.1f}%), MACs {self.flops_before:,} -> "
             f"{self.flops_after:,} ({100 * self.flops_ratio:.1f}%)"
         )
+        if self.nonzero_after != self.params_after:
+            text += f", nonzero {self.nonzero_after:,} ({100 * self.nonzero_ratio:.1f}%)"
+        if self.latency_ratio is not None:
+            text += f", latency {100 * self.latency_ratio:.1f}%"
+        return text
 
     def format_table(self, *, only_narrowed: bool = False) -> str:
-        """A per-layer table: widths before/after, params and MACs, then the totals."""
-        header = ("layer", "in", "out", "params", "MACs", "density")
+        """A per-layer table: widths before/after, params, MACs, the PaI density and
+        sensitivity, ``PSE`` (selected), ``mask`` (composite), then the totals."""
+        header = ("layer", "in", "out", "params", "MACs", "density", "sens", "PSE", "mask")
         rows = [header]
         for name, lp in self.layers.items():
             if only_narrowed and not lp.narrowed:
@@ -103,6 +153,9 @@ class PruningReport:
                     f"{lp.params_before:,}->{lp.params_after:,}",
                     f"{lp.flops_before:,}->{lp.flops_after:,}",
                     f"{lp.density:.3f}",
+                    f"{lp.sensitivity:.2f}",
+                    "yes" if lp.selected else "",
+                    "yes" if lp.masked else "",
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -122,8 +175,14 @@ class PruningReport:
             "params_after": self.params_after,
             "flops_before": self.flops_before,
             "flops_after": self.flops_after,
+            "nonzero_after": self.nonzero_after,
+            "latency_before": self.latency_before,
+            "latency_after": self.latency_after,
+            "global_density": self.global_density,
             "method": self.method,
             "strategy": self.strategy,
+            "composite": self.composite,
+            "reinit": self.reinit,
             "approximate": dict(self.approximate),
             "layers": {
                 name: {
@@ -134,6 +193,9 @@ class PruningReport:
                     "density": lp.density,
                     "sensitivity": lp.sensitivity,
                     "narrowed": lp.narrowed,
+                    "selected": lp.selected,
+                    "masked": lp.masked,
+                    "nonzero_after": lp.nonzero_after,
                     "params_before": lp.params_before,
                     "params_after": lp.params_after,
                     "flops_before": lp.flops_before,

@@ -73,6 +73,8 @@ def _assert_one_error_line(err: str) -> None:
         (["compile", *RESNET, "--budget", "0.5", "--round-to", "0"], "positive integer"),
         (["compile", *RESNET, "--budget", "0.5", "--method", "oracle"], "invalid choice"),
         (["compile", *RESNET], "--budget and/or --flops"),
+        (["compile", *RESNET, "--budget", "0.5", "--iterations", "5"], "synflow only"),
+        (["analyze", *RESNET, "--budget", "0.5", "--latency", "0"], r"--latency: must be in"),
         (["frobnicate", *RESNET], "invalid choice"),
         ([], "required: COMMAND"),
     ],
@@ -135,13 +137,16 @@ def test_compile_calls_the_api_with_the_options(
     monkeypatch.setattr(reconvene_fx, "compile", spy)
     args = ["--budget", "0.9", "--flops", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
     args += ["--method", "random", "--strategy", "global", "--round-to", "2", "--no-reinit"]
-    assert main(["compile", small_net, *args, "--ignore", "7", "-q"]) == 0
+    assert main(["compile", small_net, *args, "--ignore", "7", "--composite", "-q"]) == 0
     (x,) = seen.pop("example_inputs")  # type: ignore[misc]
     assert tuple(x.shape) == (2, 3, 8, 8)
     assert seen == {
         "budget": reconvene_fx.Budget(params=0.9, flops=0.8),
         "method": "random",
+        "method_options": {},
         "strategy": "global",
+        "composite": True,
+        "progress": False,
         "seed": 3,
         "round_to": 2,
         "ignore": ("7",),
@@ -194,6 +199,30 @@ def test_report_resnet18_table(capsys: pytest.CaptureFixture[str]) -> None:
     names = {line.split()[0] for line in table.splitlines() if line.strip()}
     assert {"conv1", "layer1.0.conv1", "fc"} <= names
     before, after = _params(table.splitlines()[-1])
+    assert after <= before / 2
+
+
+def test_analyze_prints_the_sensitivity_table(
+    small_net: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", small_net, "--budget", "0.3", "--method", "snip", "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out[2:-1]}
+    assert set(rows) == {"0", "3", "7"}  # the conv and linear modules of SMALL_NET
+    kept, total = (sum(int(r[1].split("/")[i].replace(",", "")) for r in rows.values())
+                   for i in (0, 1))  # fmt: skip
+    assert abs(kept / total - 0.3) < 0.01
+    assert out[-1].startswith("method snip, global density 0.3")
+
+
+def test_synflow_iterations_and_progress_reach_stderr(
+    small_net: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compile", small_net, "--budget", "0.5", "--method", "synflow", "--iterations", "7"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "synflow (float32) 7/7" in captured.err
+    before, after = _params(captured.out)
     assert after <= before / 2
 
 

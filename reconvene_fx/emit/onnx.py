@@ -27,7 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import torch
 
-from reconvene_fx.emit._mode import eval_mode, flatten_tensors
+from reconvene_fx._mode import eval_mode, flatten_tensors
 from reconvene_fx.errors import ExportError
 
 __all__ = ["export_onnx"]

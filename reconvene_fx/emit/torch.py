@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils import parametrize
 
-from reconvene_fx.emit._mode import eval_mode
+from reconvene_fx._mode import eval_mode
 from reconvene_fx.emit.onnx import export_onnx
 from reconvene_fx.errors import ExportError
 

@@ -2,12 +2,14 @@
 
 from .channels import ChannelGroupPass, UnknownOpWarning
 from .plan import PlanPass
+from .sensitivity import SensitivityPass
 from .shape import ShapePass
 from .shrink import ShrinkPass, default_init
 
 __all__ = [
     "ChannelGroupPass",
     "PlanPass",
+    "SensitivityPass",
     "ShapePass",
     "ShrinkPass",
     "UnknownOpWarning",

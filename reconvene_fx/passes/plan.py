@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,8 +14,18 @@ from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..costs import CONV_TYPES, LayerCosts
 from ..errors import BudgetError
-from ..meta import CHANNELS, KEEP, ChannelInfo, ChannelKeep
-from ..scoring import get_scorer
+from ..latency import measure_latency
+from ..meta import (
+    CHANNELS,
+    KEEP,
+    PLAN,
+    SENSITIVITY,
+    ChannelInfo,
+    ChannelKeep,
+    LayerSensitivity,
+    PlanSummary,
+)
+from .sensitivity import SensitivityPass
 
 __all__ = ["PlanPass"]
 
@@ -21,17 +33,35 @@ WEIGHTED = (*CONV_TYPES, torch.nn.Linear)
 
 
 class PlanPass(PassBase):
-    """Scores channels, orders them for removal, and finds the most it must remove.
+    """Orders channels for removal and finds the fewest removals that meet the budget.
 
-    A channel's score is the sum, over every conv/linear that produces or consumes it, of
-    its weight-score mass in that layer relative to the layer's mean channel mass.
+    Reads the :class:`~reconvene_fx.meta.LayerSensitivity` of SensitivityPass (runs it
+    first when the graph has none) and the channel info of ChannelGroupPass. Channels go in
+    *atoms* (coupled sets); a channel's score is the sum, over every conv/linear that
+    produces or consumes it, of its score mass in that layer relative to the layer's mean
+    channel mass. Atoms that are pinned, belong to an ignored module, or are the best atom
+    of their channel space (no tensor may lose all channels) stay.
 
-    Requires ChannelGroupPass. Channels are removed in *atoms* (coupled sets). Atoms that
-    are pinned, belong to an ignored module, or are the best atom of their channel space
-    (no tensor may lose all channels) stay. The others are ordered by the strategy; a binary
-    search finds the shortest prefix of that order whose removal meets every limit of the
-    budget, with each group's kept width rounded up to ``round_to``. Writes
-    ``node.meta[KEEP]`` (a :class:`ChannelKeep`) on every node with channel info.
+    Strategies order the other atoms:
+
+    - ``reconvene``: each coupled group g gets ``rho_g``, the largest sensitivity (layer
+      density / global density) among the conv/linear layers that produce or consume it (its
+      width must serve every member). At scale ``s`` a group keeps the fraction
+      ``min(1, s * rho_g)`` of its atoms, its weakest going first. At ``s = 1`` exactly the
+      groups whose layers all lie below the global density (PSE-selected) are narrowed,
+      to widths that follow their densities; lowering ``s`` narrows further, the least
+      sensitive groups most, until the budget holds. With ``composite=True`` the plan never
+      stops before ``s = 1``.
+    - ``uniform``: every group loses the same fraction.
+    - ``global``: channels ranked model-wide by score relative to their group's mean.
+
+    A binary search finds the shortest prefix of that order whose removal meets every
+    limit, each group's kept width rounded up to ``round_to``. Latency limits are measured
+    on shrunk candidates (``latency_fn`` or :func:`~reconvene_fx.latency.measure_latency`).
+    With ``composite=True`` the params limit bounds the nonzero parameters: untouched
+    conv/linear layers count only their masked-in weights. Writes ``node.meta[KEEP]``
+    (a :class:`ChannelKeep`) on every node with channel info and a
+    :class:`~reconvene_fx.meta.PlanSummary` to ``gm.meta[PLAN]``.
 
     Raises:
         BudgetError: when even removing every removable atom does not meet the budget; the
@@ -56,17 +86,16 @@ class PlanPass(PassBase):
         *,
         example_inputs: tuple[Any, ...],
         config: CompileConfig | None = None,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         self.budget = as_budget(budget)
         self.example_inputs = tuple(example_inputs)
         self.config = config or CompileConfig()
-        if self.budget.latency is not None:
-            raise NotImplementedError(
-                "latency budgets are not supported yet; use Budget(params=..., flops=...)"
-            )
+        self.progress = progress
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        sens = self._sensitivities(graph_module)
         infos = _all_infos(graph_module)
         num_atoms = 1 + max((int(i.atoms.max()) for i in infos.values() if i.size), default=-1)
         pinned = torch.zeros(num_atoms, dtype=torch.bool)
@@ -76,13 +105,41 @@ class PlanPass(PassBase):
             group[info.atoms] = info.group
         costs = LayerCosts(graph_module)
         self._pin_ignored(costs, pinned)
-        scores = self._atom_scores(graph_module, costs, num_atoms)
+        scores = _atom_scores(costs, sens, num_atoms)
         protected = _best_atom_per_space(infos, scores, pinned)
         removable = (~pinned & ~protected).nonzero().flatten()
-        order = _order(removable, scores, group, self.config.strategy)
-        removed = self._search(costs, order, group, num_atoms)
+        rho = _group_sensitivity(costs, sens, group)
+        order, key = _order(removable, scores, group, self.config.strategy, rho)
+        # reconvene + composite: never stop before the PSE point (scale s = 1)
+        start = int((key <= -1.0 + 1e-12).sum()) if (
+            self.config.composite and self.config.strategy == "reconvene") else 0  # fmt: skip
+        search = _Search(self, graph_module, costs, group, num_atoms, sens)
+        removed = search.run(order, start)
         _write_keep(graph_module, removed)
+        graph_module.meta[PLAN] = PlanSummary(
+            strategy=self.config.strategy,
+            composite=self.config.composite,
+            removed_atoms=int(removed.sum()),
+            removable_atoms=int(removable.numel()),
+            latency_before=search.latency_before,
+            latency_after=search.latency_after,
+        )
         return PassResult(graph_module, False)
+
+    def _sensitivities(self, gm: torch.fx.GraphModule) -> dict[str, LayerSensitivity]:
+        found = _sensitivity_meta(gm)
+        if not found:
+            SensitivityPass(
+                self.budget,
+                example_inputs=self.example_inputs,
+                method=self.config.method,
+                targets=self.config.targets,
+                seed=self.config.seed,
+                progress=self.progress,
+                options=self.config.method_options,
+            )(gm)
+            found = _sensitivity_meta(gm)
+        return found
 
     # -- steps -----------------------------------------------------------------------------
     def _pin_ignored(self, costs: LayerCosts, pinned: torch.Tensor) -> None:
@@ -101,81 +158,184 @@ class PlanPass(PassBase):
                 if info is not None:
                     pinned[info.atoms] = True
 
-    def _atom_scores(
-        self, gm: torch.fx.GraphModule, costs: LayerCosts, num_atoms: int
-    ) -> torch.Tensor:
-        scorer = get_scorer(self.config.method)
-        weight_scores = scorer(gm, self.example_inputs, self.config.targets, seed=self.config.seed)
-        atom_score = torch.zeros(num_atoms, dtype=torch.float64)
-        for name, layer in costs.layers.items():
-            s = weight_scores.get(f"{name}.weight")
-            if s is None:
-                continue
-            s = s.detach()
-            if layer.out_info is not None:
-                per_out = s.flatten(1).sum(1).double()
-                atom_score.index_add_(0, layer.out_info.atoms, _normalized(per_out))
-            if layer.in_info is not None:
-                m = layer.module
-                if isinstance(m, CONV_TYPES):
-                    g = m.groups
-                    per_in = s.view(g, m.out_channels // g, m.in_channels // g, -1).sum((1, 3))
-                    per_in = per_in.reshape(-1)
-                else:
-                    per_in = s.sum(0)
-                atom_score.index_add_(0, layer.in_info.atoms, _normalized(per_in.double()))
-        return atom_score
 
-    def _search(
-        self, costs: LayerCosts, order: torch.Tensor, group: torch.Tensor, num_atoms: int
-    ) -> torch.Tensor:
-        limits = {k: v for k, v in self.budget.limits().items() if v is not None}
-        full = {"params": costs.params_full, "flops": costs.macs_full}
-        group_size = torch.bincount(group, minlength=int(group.max()) + 1 if num_atoms else 0)
-        rank = _rank_within_group(group[order])
-        r = self.config.round_to
+class _Search:
+    """The binary searches over prefixes of the removal order."""
+
+    def __init__(
+        self,
+        plan: PlanPass,
+        gm: torch.fx.GraphModule,
+        costs: LayerCosts,
+        group: torch.Tensor,
+        num_atoms: int,
+        sens: dict[str, LayerSensitivity],
+    ) -> None:
+        self.plan, self.gm, self.costs = plan, gm, costs
+        self.group, self.num_atoms = group, num_atoms
+        self.limits = {k: v for k, v in plan.budget.limits().items() if v is not None}
+        self.full = {"params": costs.params_full, "flops": costs.macs_full}
+        self.savings = _mask_savings(costs, sens) if plan.config.composite else None
+        self.latency_before: float | None = None
+        self.latency_after: float | None = None
+
+    def run(self, order: torch.Tensor, start: int) -> torch.Tensor:
+        group_size = torch.bincount(
+            self.group, minlength=int(self.group.max()) + 1 if self.num_atoms else 0
+        )
+        rank = _rank_within_group(self.group[order])
+        r = self.plan.config.round_to
 
         def removed_for(k: int) -> torch.Tensor:
             prefix = order[:k]
-            removed_count = torch.bincount(group[prefix], minlength=group_size.numel())
+            removed_count = torch.bincount(self.group[prefix], minlength=group_size.numel())
             kept = group_size - removed_count
             rounded = torch.minimum(group_size, (kept + r - 1) // r * r)
             allowed = group_size - rounded
-            take = rank[:k] < allowed[group[prefix]]
-            removed = torch.zeros(num_atoms, dtype=torch.bool)
+            take = rank[:k] < allowed[self.group[prefix]]
+            removed = torch.zeros(self.num_atoms, dtype=torch.bool)
             removed[prefix[take]] = True
             return removed
 
-        def fits(k: int) -> tuple[bool, dict[str, float]]:
-            params, macs = costs.evaluate(removed_for(k))
-            got = {"params": params / max(full["params"], 1), "flops": macs / max(full["flops"], 1)}
-            return all(got[q] <= limit + 1e-12 for q, limit in limits.items()), got
-
-        ok, got = fits(order.numel())
+        n = order.numel()
+        ok, got = self._fits(removed_for(n))
         if not ok:
-            failing = [q for q, limit in limits.items() if got[q] > limit + 1e-12]
+            failing = [q for q, limit in self.limits.items() if q in got and got[q] > limit + 1e-12]
             q = failing[0]
             raise BudgetError(
-                f"budget {q}={limits[q]:g} cannot be met: the layers that may not be pruned "
-                f"keep {got[q]:.4f} of the {q}; the smallest reachable {q} budget is "
+                f"budget {q}={self.limits[q]:g} cannot be met: the layers that may not be "
+                f"pruned keep {got[q]:.4f} of the {q}; the smallest reachable {q} budget is "
                 f"{got[q]:.4f}",
                 quantity=q,
                 smallest=got[q],
             )
-        lo, hi = 0, order.numel()
-        while lo < hi:
+        k = _first_true(lambda k: self._fits(removed_for(k))[0], min(start, n), n)
+        if "latency" in self.limits:
+            k = self._latency_search(removed_for, k, n)
+        return removed_for(k)
+
+    def _fits(self, removed: torch.Tensor) -> tuple[bool, dict[str, float]]:
+        params, macs = self.costs.evaluate(removed)
+        if self.savings is not None:
+            untouched = self.costs.untouched(removed)
+            params -= int((self.savings * untouched).sum())
+        got = {
+            "params": params / max(self.full["params"], 1),
+            "flops": macs / max(self.full["flops"], 1),
+        }
+        ok = all(got[q] <= limit + 1e-12 for q, limit in self.limits.items() if q in got)
+        return ok, got
+
+    def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
+        """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""
+        limit = self.limits["latency"]
+        measure = self.plan.config.latency_fn or measure_latency
+        inputs = self.plan.example_inputs
+        before = float(measure(self.gm, inputs))
+        if not before > 0:
+            raise ValueError(f"the latency of the unpruned model measured {before}; need > 0")
+        measured: dict[int, float] = {}
+
+        def ratio(k: int) -> float:
+            if k not in measured:
+                measured[k] = float(measure(_shrunk_copy(self.gm, removed_for(k)), inputs))
+            return measured[k] / before
+
+        if ratio(hi) > limit:
+            raise BudgetError(
+                f"budget latency={limit:g} cannot be met: with every removable channel "
+                f"gone the model measures {ratio(hi):.4f} of its latency",
+                quantity="latency",
+                smallest=ratio(hi),
+            )
+        # measurements are noisy: stop at a resolution of 1/128 of the removable atoms
+        step = max(1, (hi - lo) // 128)
+        while hi - lo > step:
             mid = (lo + hi) // 2
-            if fits(mid)[0]:
+            if ratio(mid) <= limit:
                 hi = mid
             else:
                 lo = mid + 1
-        return removed_for(lo)
+        k = lo if lo in measured and ratio(lo) <= limit else hi
+        self.latency_before, self.latency_after = before, measured[k]
+        return k
+
+
+def _first_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:
+    """Smallest k in [lo, hi] with pred(k), given pred monotone and pred(hi) true."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _shrunk_copy(gm: torch.fx.GraphModule, removed: torch.Tensor) -> torch.fx.GraphModule:
+    from .shrink import ShrinkPass
+
+    candidate = copy.deepcopy(gm)
+    _write_keep(candidate, removed)
+    ShrinkPass(reinit=False)(candidate)
+    return candidate
+
+
+def _sensitivity_meta(gm: torch.fx.GraphModule) -> dict[str, LayerSensitivity]:
+    found: dict[str, LayerSensitivity] = {}
+    for node in gm.graph.nodes:
+        lay = node.meta.get(SENSITIVITY)
+        if isinstance(lay, LayerSensitivity):
+            found.setdefault(str(node.target), lay)
+    return found
+
+
+def _atom_scores(
+    costs: LayerCosts, sens: dict[str, LayerSensitivity], num_atoms: int
+) -> torch.Tensor:
+    atom_score = torch.zeros(num_atoms, dtype=torch.float64)
+    for name, layer in costs.layers.items():
+        lay = sens.get(name)
+        if lay is None:
+            continue
+        if layer.out_info is not None and lay.out_mass.numel() == layer.out_info.size:
+            atom_score.index_add_(0, layer.out_info.atoms, _normalized(lay.out_mass))
+        if layer.in_info is not None and lay.in_mass.numel() == layer.in_info.size:
+            atom_score.index_add_(0, layer.in_info.atoms, _normalized(lay.in_mass))
+    return atom_score
+
+
+def _group_sensitivity(
+    costs: LayerCosts, sens: dict[str, LayerSensitivity], group: torch.Tensor
+) -> torch.Tensor:
+    """Per coupled group: the largest sensitivity of the conv/linear layers touching it
+    (1 where no scored layer touches it)."""
+    num_groups = int(group.max()) + 1 if group.numel() else 0
+    rho = torch.full((num_groups,), -1.0, dtype=torch.float64)
+    for name, layer in costs.layers.items():
+        lay = sens.get(name)
+        if lay is None:
+            continue
+        for info in (layer.in_info, layer.out_info):
+            if info is not None and 0 <= info.group < num_groups:
+                rho[info.group] = max(float(rho[info.group]), lay.sensitivity)
+    rho[rho < 0] = 1.0
+    return rho.clamp(min=1e-6)
+
+
+def _mask_savings(costs: LayerCosts, sens: dict[str, LayerSensitivity]) -> torch.Tensor:
+    """Per entry of ``costs.layers``: weights the unstructured mask removes."""
+    return torch.tensor(
+        [(sens[n].total - sens[n].kept) if n in sens else 0 for n in costs.layers],
+        dtype=torch.long,
+    )
 
 
 def _normalized(channel_scores: torch.Tensor) -> torch.Tensor:
-    """Scores relative to the layer's mean, so layers of different fan-in compare fairly."""
-    mean = channel_scores.mean()
-    return channel_scores / mean if float(mean) > 0 else channel_scores
+    """Scores relative to the layer's mean magnitude, so layers of different fan-in compare
+    fairly (GraSP's scores are signed)."""
+    scale = channel_scores.abs().mean()
+    return channel_scores / scale if float(scale) > 0 else channel_scores
 
 
 def _rank_within_group(groups: torch.Tensor) -> torch.Tensor:
@@ -213,11 +373,15 @@ def _best_atom_per_space(
 
 
 def _order(
-    removable: torch.Tensor, scores: torch.Tensor, group: torch.Tensor, strategy: str
-) -> torch.Tensor:
-    """Removable atoms, least important first."""
+    removable: torch.Tensor,
+    scores: torch.Tensor,
+    group: torch.Tensor,
+    strategy: str,
+    rho: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Removable atoms, least important first, and the sort key of each (in that order)."""
     if removable.numel() == 0:
-        return removable
+        return removable, torch.zeros(0, dtype=torch.float64)
     s = scores[removable]
     g = group[removable]
     if strategy == "global":
@@ -227,20 +391,21 @@ def _order(
         mean = total / count.clamp(min=1)
         key = torch.where(mean[g] > 0, s / mean[g], s)
     else:
-        # uniform: the i-th weakest of n atoms in a group has key (i + 1) / n
+        # the i-th weakest of n atoms in a group goes at fraction (i + 1) / n
         by_score = torch.argsort(s, stable=True)
         by_group = by_score[torch.argsort(g[by_score], stable=True)]
         counts = torch.bincount(g)
         starts = torch.cumsum(counts, 0) - counts
         position = torch.empty_like(by_group)
         position[by_group] = torch.arange(by_group.numel())
-        within = position - starts[g]
-        key = (within + 1).double() / counts[g].double()
+        fraction = (position - starts[g] + 1).double() / counts[g].double()
+        # reconvene: removed once the scale s <= (1 - fraction) / rho; ascending key = -that
+        key = (fraction - 1.0) / rho[g] if strategy == "reconvene" else fraction
     # ties broken by score, then by atom id, for determinism
     idx = torch.argsort(removable, stable=True)
     idx = idx[torch.argsort(s[idx], stable=True)]
     idx = idx[torch.argsort(key[idx], stable=True)]
-    return removable[idx]
+    return removable[idx], key[idx]
 
 
 def _write_keep(gm: torch.fx.GraphModule, removed: torch.Tensor) -> None:

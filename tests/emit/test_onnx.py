@@ -14,7 +14,7 @@ import torchvision
 from models import randomize_norms
 from torch import nn
 
-import reconvene_fx.emit._mode as emit_mode
+import reconvene_fx._mode as emit_mode
 import reconvene_fx.emit.onnx as emit_onnx
 from reconvene_fx.emit import export_onnx
 from reconvene_fx.errors import ExportError, ReconveneError

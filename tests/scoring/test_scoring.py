@@ -7,7 +7,14 @@ import torch
 from models import build
 
 import reconvene_fx as rfx
-from reconvene_fx.scoring import SCORERS, get_scorer, prunable_weights, register_scorer
+from reconvene_fx.scoring import (
+    SCORERS,
+    get_scorer,
+    kth_largest,
+    prunable_weights,
+    register_scorer,
+    run_scorer,
+)
 
 
 def test_magnitude_is_absolute_weight_of_conv_and_linear_only() -> None:
@@ -49,3 +56,53 @@ def test_a_registered_scorer_drives_the_plan() -> None:
 def test_unknown_method_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="magnitude, random"):
         get_scorer("snap")
+
+
+def test_run_scorer_passes_only_the_keywords_a_scorer_takes() -> None:
+    seen = {}
+
+    def minimal(gm, example_inputs, targets, *, seed):
+        seen["seed"] = seed
+        return {n: w.detach().abs() for n, w in prunable_weights(gm)}
+
+    def with_option(gm, example_inputs, targets, *, density, power=1):
+        seen.update(density=density, power=power)
+        return {n: w.detach().abs() ** power for n, w in prunable_weights(gm)}
+
+    gm = torch.fx.symbolic_trace(build("residual"))
+    run_scorer(minimal, gm, (), seed=4, density=0.3, progress=True)
+    run_scorer(with_option, gm, (), density=0.3, options={"power": 2})
+    assert seen == {"seed": 4, "density": 0.3, "power": 2}
+    with pytest.raises(TypeError, match=r"takes no option.*colour"):
+        run_scorer(with_option, gm, (), options={"colour": 1})
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda w: w[:1], "of shape"),
+        (lambda w: w * float("nan"), "non-finite"),
+        (None, "no score for"),
+    ],
+)
+def test_run_scorer_checks_what_a_scorer_returns(bad, match: str) -> None:
+    def scorer(gm, example_inputs, targets, *, seed):
+        return {n: bad(w.detach()) for n, w in prunable_weights(gm)} if bad else {}
+
+    with pytest.raises(ValueError, match=match):
+        run_scorer(scorer, torch.fx.symbolic_trace(build("residual")), ())
+
+
+@pytest.mark.parametrize("n", [10, 70_000, 300_000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_kth_largest_equals_a_full_sort(n: int, ties: bool) -> None:
+    g = torch.Generator().manual_seed(n)
+    if ties:
+        values = torch.randint(0, 50, (n,), generator=g).double()
+    else:
+        values = torch.rand(n, generator=g)
+    ordered = values.sort(descending=True).values
+    for k in {1, 2, n // 3, n // 2 + 1, n - 1, n}:
+        assert kth_largest(values, k) == float(ordered[k - 1])
+    with pytest.raises(ValueError):
+        kth_largest(values, 0)

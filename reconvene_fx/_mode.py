@@ -1,4 +1,4 @@
-"""Helpers shared by the emitters: temporary eval mode and output flattening."""
+"""Temporary eval mode and output flattening, shared by scorers, verify and emitters."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
     Example:
         >>> import torch
-        >>> from reconvene_fx.emit._mode import eval_mode
+        >>> from reconvene_fx._mode import eval_mode
         >>> m = torch.nn.Sequential(torch.nn.BatchNorm1d(2), torch.nn.ReLU())
         >>> with eval_mode(m):
         ...     print(m.training, m[0].training)
@@ -44,7 +44,7 @@ def flatten_tensors(value: Any) -> list[torch.Tensor]:
 
     Example:
         >>> import torch
-        >>> from reconvene_fx.emit._mode import flatten_tensors
+        >>> from reconvene_fx._mode import flatten_tensors
         >>> a, b, c = torch.zeros(1), torch.ones(1), torch.full((1,), 2.0)
         >>> [t.item() for t in flatten_tensors((a, [b, None], {"c": c}))]
         [0.0, 1.0, 2.0]

@@ -1,0 +1,87 @@
+"""Composite pruning: unstructured PaI masks kept on the layers that were not narrowed.
+
+A mask is a ``torch.nn.utils.parametrize`` parametrization of the module's ``weight``:
+``module.weight`` is ``original * mask`` on every access, so masked weights stay zero
+through any number of optimizer steps, and ``module.parametrizations.weight.original``
+holds the trainable values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+__all__ = ["WeightMask", "apply_masks", "bake_masks", "masks_of", "masked_weights"]
+
+
+class WeightMask(nn.Module):
+    """Parametrization ``weight -> weight * mask`` with a fixed bool mask (a buffer).
+
+    Example:
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> mask = torch.tensor([[True, False], [False, True]])
+        >>> _ = torch.nn.utils.parametrize.register_parametrization(lin, "weight", WeightMask(mask))
+        >>> bool((lin.weight[~mask] == 0).all())
+        True
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.to(weight.dtype)
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Register a :class:`WeightMask` on ``weight`` of each named module (in place).
+
+    Masks must have the weight's shape; modules whose mask keeps everything are skipped.
+    """
+    for name, mask in masks.items():
+        module = model.get_submodule(name)
+        if tuple(mask.shape) != tuple(module.weight.shape):
+            raise ValueError(
+                f"mask for {name!r} has shape {tuple(mask.shape)}, the weight "
+                f"{tuple(module.weight.shape)}"
+            )
+        if bool(mask.all()):
+            continue
+        parametrize.register_parametrization(module, "weight", WeightMask(mask))
+
+
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{module_name: mask}`` of every :class:`WeightMask` on a ``weight``."""
+    found: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations["weight"]:
+                if isinstance(p, WeightMask):
+                    found[name] = p.mask
+    return found
+
+
+def masked_weights(model: nn.Module) -> int:
+    """How many weights the masks hold at zero (the physical minus the nonzero count)."""
+    return sum(int((~mask).sum()) for mask in masks_of(model).values())
+
+
+def bake_masks(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every mask multiplied into its weight and removed.
+
+    The copy is what to deploy or export (plain ``nn.Conv2d``/``nn.Linear`` with zeros);
+    the masks no longer constrain training there. ``model`` is returned unchanged (not
+    copied) when it has no masks.
+    """
+    if not masks_of(model):
+        return model
+    baked = copy.deepcopy(model)
+    for name in masks_of(baked):
+        parametrize.remove_parametrizations(
+            baked.get_submodule(name), "weight", leave_parametrized=True
+        )
+    return baked

@@ -1,0 +1,176 @@
+"""SensitivityPass: the unstructured PaI mask at the budget and each layer's sensitivity."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.fx
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+
+from ..budget import Budget, as_budget
+from ..costs import CONV_TYPES
+from ..meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity
+from ..scoring import kth_largest, prunable_weights, run_scorer
+
+__all__ = ["SensitivityPass", "mask_density"]
+
+_WEIGHTED = (*CONV_TYPES, torch.nn.Linear)
+
+
+def mask_density(budget: float | Budget) -> float:
+    """The fraction of prunable weights the unstructured mask keeps for ``budget``.
+
+    The parameter fraction when given, else the FLOPs fraction, else the latency fraction;
+    the smallest when several are given (every limit must hold).
+
+    Example:
+        >>> mask_density(Budget(params=0.5, flops=0.3))
+        0.3
+    """
+    limits = [v for v in as_budget(budget).limits().values() if v is not None]
+    return float(min(limits))
+
+
+class SensitivityPass(PassBase):
+    """Scores every conv/linear weight, keeps the global top-k and rates each layer.
+
+    ``k = density x`` (all prunable weights), the density from :func:`mask_density`; scores
+    at or below the ``(N - k)``-th smallest are masked (ties masked, as the PaI reference
+    code does). Per layer: ``density`` (its fraction inside the mask), ``sensitivity``
+    (density / global density: the Pruning Sensitivity Evaluator of Reconvene), ``selected``
+    (``sensitivity < 1``: pruned harder than the model as a whole, so least sensitive), the
+    mask, and the score mass per output and input channel (what PlanPass ranks channels
+    by). Writes a :class:`~reconvene_fx.meta.LayerSensitivity` to ``node.meta[SENSITIVITY]``
+    of every conv/linear ``call_module`` node and an
+    :class:`~reconvene_fx.analysis.SensitivityTable` to ``gm.meta[SENSITIVITY_TABLE]``.
+
+    Args:
+        budget: the compile budget (see :func:`mask_density`).
+        example_inputs: inputs for the data-dependent scorers (SNIP, GraSP; SynFlow takes
+            their shape).
+        method: a registered scorer name (``magnitude``, ``random``, ``snip``, ``grasp``,
+            ``synflow``) or a scorer function.
+        targets: class targets for SNIP/GraSP; drawn with ``seed`` when None.
+        seed: seeds the random scorer and drawn targets.
+        progress: progress bar for long scorers (SynFlow).
+        options: extra keyword arguments for the scorer (e.g. ``{"iterations": 20}``).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(16, 4, 1))
+        >>> gm = torch.fx.symbolic_trace(net)
+        >>> _ = SensitivityPass(0.5, example_inputs=(torch.randn(1, 3, 8, 8),))(gm)
+        >>> table = gm.meta["reconvene.sensitivity_table"]
+        >>> round(table.global_density, 2), sorted(table.layers)
+        (0.5, ['0', '2'])
+    """
+
+    def __init__(
+        self,
+        budget: float | Budget,
+        *,
+        example_inputs: tuple[Any, ...],
+        method: Any = "magnitude",
+        targets: torch.Tensor | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.density = mask_density(budget)
+        self.budget = as_budget(budget)
+        self.example_inputs = tuple(example_inputs)
+        self.method = method
+        self.targets = targets
+        self.seed = seed
+        self.progress = progress
+        self.options = dict(options or {})
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        from ..analysis import SensitivityTable
+
+        scores = run_scorer(
+            self.method,
+            graph_module,
+            self.example_inputs,
+            self.targets,
+            seed=self.seed,
+            density=self.density,
+            progress=self.progress,
+            options=self.options,
+        )
+        layers = _rate_layers(graph_module, scores, self.density)
+        for node in graph_module.graph.nodes:
+            if node.op == "call_module" and str(node.target) in layers:
+                node.meta[SENSITIVITY] = layers[str(node.target)]
+            else:
+                node.meta.pop(SENSITIVITY, None)
+        kept = sum(lay.kept for lay in layers.values())
+        total = sum(lay.total for lay in layers.values())
+        method = self.method if isinstance(self.method, str) else getattr(
+            self.method, "__name__", repr(self.method))  # fmt: skip
+        graph_module.meta[SENSITIVITY_TABLE] = SensitivityTable(
+            layers=layers,
+            global_density=kept / max(total, 1),
+            budget=self.budget,
+            method=method,
+        )
+        return PassResult(graph_module, False)
+
+
+def _rate_layers(
+    gm: torch.fx.GraphModule, scores: Mapping[str, torch.Tensor], density: float
+) -> dict[str, LayerSensitivity]:
+    modules = {f"{name}.weight" if name else "weight": name for name, m in gm.named_modules()
+               if isinstance(m, _WEIGHTED)}  # fmt: skip
+    names = [n for n, _ in prunable_weights(gm)]
+    total = sum(scores[n].numel() for n in names)
+    n_prune = int((1.0 - density) * total)
+    if n_prune >= 1 and total:
+        flat = torch.cat([scores[n].flatten().double() for n in names])
+        threshold: float | None = kth_largest(flat, total - n_prune + 1)
+        del flat
+    else:
+        threshold = None
+    masks = {
+        n: scores[n] > threshold if threshold is not None
+        else torch.ones_like(scores[n], dtype=torch.bool)
+        for n in names
+    }  # fmt: skip
+    kept_all = sum(int(m.sum()) for m in masks.values())
+    global_density = kept_all / max(total, 1)
+    layers: dict[str, LayerSensitivity] = {}
+    for name in names:
+        module_name = modules[name]
+        module = gm.get_submodule(module_name)
+        mask, s = masks[name], scores[name].double()
+        kept = int(mask.sum())
+        layer_density = kept / max(mask.numel(), 1)
+        sensitivity = layer_density / global_density if global_density > 0 else 0.0
+        out_mass, in_mass = _channel_mass(module, s)
+        layers[module_name] = LayerSensitivity(
+            name=module_name,
+            density=layer_density,
+            sensitivity=sensitivity,
+            selected=sensitivity < 1.0,
+            kept=kept,
+            total=mask.numel(),
+            mask=mask,
+            out_mass=out_mass,
+            in_mass=in_mass,
+        )
+    return layers
+
+
+def _channel_mass(module: torch.nn.Module, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed scores per output channel and per input channel (feature)."""
+    out_mass = s.flatten(1).sum(1) if s.dim() > 1 else s.clone()
+    if isinstance(module, CONV_TYPES):
+        g = module.groups
+        per_group = s.view(g, module.out_channels // g, module.in_channels // g, -1)
+        in_mass = per_group.sum((1, 3)).reshape(-1)
+    else:
+        in_mass = s.sum(0)
+    return out_mass, in_mass
