@@ -107,18 +107,14 @@ def compile(
     layers_before = _layer_shapes(gm)
     keeps = _module_keeps(gm)
     approximate = _approximations(gm)
-    table = gm.meta[SENSITIVITY_TABLE]
     _run_passes(
         gm,
         ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn),
         ShapePass(example_inputs, fake=True),
     )
-    if config.composite:
-        after = _layer_shapes(gm)
-        apply_masks(gm, {
-            name: lay.mask for name, lay in table.layers.items()
-            if name in after and after[name][:2] == layers_before[name][:2]
-        })  # fmt: skip
+    plan = gm.meta.get(PLAN)
+    if config.composite and isinstance(plan, PlanSummary):
+        apply_masks(gm, plan.masks)
     steps.done("shrink")
     gm.meta[REPORT] = _build_report(
         gm, params_before, flops_before, layers_before, keeps, approximate, budget, config

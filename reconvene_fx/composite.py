@@ -81,7 +81,20 @@ def bake_masks(model: nn.Module) -> nn.Module:
         return model
     baked = copy.deepcopy(model)
     for name in masks_of(baked):
-        parametrize.remove_parametrizations(
-            baked.get_submodule(name), "weight", leave_parametrized=True
-        )
+        _unparametrize(baked.get_submodule(name))
     return baked
+
+
+def _unparametrize(module: nn.Module) -> None:
+    """Replace a parametrized ``weight`` by a plain parameter holding its current value.
+
+    ``parametrize.remove_parametrizations`` deletes the property from the module's class,
+    and a deep copy shares that class with the original module: it would break the
+    original. So the copy is switched back to the plain class by hand.
+    """
+    value = module.weight.detach().clone()
+    requires_grad = module.parametrizations["weight"].original.requires_grad
+    plain = module.__class__.__bases__[0]
+    del module._modules["parametrizations"]
+    module.__class__ = plain
+    module.weight = nn.Parameter(value, requires_grad=requires_grad)

@@ -6,7 +6,7 @@ never modified after they are written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -98,6 +98,7 @@ class LayerSensitivity:
         out_mass: float64 ``[out_channels]``: summed scores per output channel.
         in_mass: float64 ``[in_channels]`` (input features of a Linear): summed scores per
             input channel, over all groups of a grouped conv.
+        scores: the weight's PaI scores (its shape); composite plans re-threshold them.
     """
 
     name: str
@@ -109,9 +110,10 @@ class LayerSensitivity:
     mask: torch.Tensor
     out_mass: torch.Tensor
     in_mass: torch.Tensor
+    scores: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PlanSummary:
     """What PlanPass decided, model-wide (``gm.meta[PLAN]``).
 
@@ -124,6 +126,8 @@ class PlanSummary:
         latency_before, latency_after: the latency cost of the model before and of the
             chosen plan (seconds, or the unit of a user ``latency_fn``); None unless the
             budget limits latency.
+        masks: composite plans: ``{module_name: bool mask}`` for the conv/linear modules
+            that keep all their channels (empty otherwise).
     """
 
     strategy: str
@@ -132,3 +136,4 @@ class PlanSummary:
     removable_atoms: int
     latency_before: float | None = None
     latency_after: float | None = None
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)

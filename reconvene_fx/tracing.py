@@ -18,7 +18,8 @@ LeafSpec = str | type[torch.nn.Module]
 class _Tracer(torch.fx.Tracer):
     """A tracer that treats extra modules as leaves and remembers where tracing is."""
 
-    def __init__(self, leaf_modules: Iterable[LeafSpec]) -> None:
+    def __init__(self, leaf_modules: Iterable[LeafSpec] = ()) -> None:
+        # the default lets pickle rebuild a GraphModule: it re-traces with this class
         super().__init__()
         specs = list(leaf_modules)
         self._leaf_names = {s for s in specs if isinstance(s, str)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch.fx
 import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
+from .composite import masks_of
 from .costs import CONV_TYPES
 from .errors import ReconveneError, VerifyError
 from .report import PruningReport, report
@@ -27,14 +29,20 @@ class VerifyResult:
     max_error: float
 
 
-def zeroed_reference(model: nn.Module, rep: PruningReport) -> nn.Module:
+def zeroed_reference(
+    model: nn.Module, rep: PruningReport, masks: Mapping[str, torch.Tensor] | None = None
+) -> nn.Module:
     """A copy of ``model`` where every conv/linear ignores the inputs the plan removed.
 
     Removing channel set R is equivalent to zeroing, in every consumer that mixes channels,
-    the input slices R feeds (design §5).
+    the input slices R feeds (design §5). ``masks`` (composite mode: ``{module: mask}``)
+    are multiplied into the named modules' weights.
     """
     ref = copy.deepcopy(model)
     with torch.no_grad():
+        for name, mask in (masks or {}).items():
+            weight = ref.get_submodule(name).weight
+            weight.mul_(mask.to(weight.dtype))
         for name, lp in rep.layers.items():
             if lp.in_idx.numel() == lp.in_channels:
                 continue
@@ -64,7 +72,8 @@ def verify(
     is ``model`` with the inputs of removed channels zeroed in every conv/linear; outputs
     must match within ``atol + rtol * max|reference|``. When the plan narrowed channels
     through approximate ops (LayerNorm/GroupNorm statistics), only shapes and finiteness
-    are checked and ``exact`` is False.
+    are checked and ``exact`` is False. Composite masks of ``gm`` are applied to the
+    reference too.
 
     Raises:
         VerifyError: with the largest error and the first module (in execution order)
@@ -88,7 +97,7 @@ def verify(
         )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    ref = zeroed_reference(model, rep)
+    ref = zeroed_reference(model, rep, masks_of(gm))
     ref_out, ref_acts = _run(ref, example_inputs, rep)
     gm_out, gm_acts = _run(gm, example_inputs, rep)
     ref_leaves, gm_leaves = tree_leaves(ref_out), tree_leaves(gm_out)

@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 import torch
 
 from reconvene_fx._mode import eval_mode, flatten_tensors
+from reconvene_fx.composite import bake_masks
 from reconvene_fx.errors import ExportError
 
 __all__ = ["export_onnx"]
@@ -53,12 +54,13 @@ def export_onnx(
 ) -> Path:
     """Export ``gm`` in eval mode to an ONNX file and check it against PyTorch.
 
-    The module is exported in eval mode (BatchNorm uses running statistics, dropout is off);
-    the ``training`` flag of every submodule is restored afterwards. The graph is cleaned with
-    onnx-graphsurgeon (dead nodes removed, topologically sorted) and validated with
-    ``onnx.checker``. With ``check=True`` it is run with onnxruntime on ``example_inputs`` and
-    every output (nested outputs flattened in order) must satisfy
-    ``|onnx - torch| <= atol + rtol * |torch|``.
+    Composite masks (``compile(..., composite=True)``) are multiplied into the weights of a
+    copy first, so the file holds plain weights with zeros. The module is exported in eval
+    mode (BatchNorm uses running statistics, dropout is off); the ``training`` flag of every
+    submodule is restored afterwards. The graph is cleaned with onnx-graphsurgeon (dead
+    nodes removed, topologically sorted) and validated with ``onnx.checker``. With
+    ``check=True`` it is run with onnxruntime on ``example_inputs`` and every output (nested
+    outputs flattened in order) must satisfy ``|onnx - torch| <= atol + rtol * |torch|``.
 
     Args:
         gm: the module to export, usually a ``torch.fx.GraphModule``.
@@ -89,6 +91,7 @@ def export_onnx(
         tiny.onnx True
     """
     path = Path(path)
+    gm = bake_masks(gm)  # composite masks go into the weights; the caller's gm keeps them
     example_inputs = tuple(example_inputs)
     flat_inputs = flatten_tensors(example_inputs)
     with eval_mode(gm), torch.no_grad():

@@ -17,6 +17,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from reconvene_fx._mode import eval_mode
+from reconvene_fx.composite import bake_masks
 from reconvene_fx.emit.onnx import export_onnx
 from reconvene_fx.errors import ExportError
 
@@ -29,6 +30,8 @@ _LOAD_SUFFIXES = (".pt2", ".pt")
 def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) -> Path:
     """Save ``gm`` in the format its file suffix names: ``.pt2``, ``.pt`` or ``.onnx``.
 
+    Composite masks are baked into the weights of a copy first (see
+    :func:`reconvene_fx.bake_masks`), so every format holds plain modules with zeros.
     ``.pt2`` and ``.onnx`` capture the module in eval mode; the ``training`` flags of ``gm``
     are restored afterwards. ``.pt`` pickles the module as it is, so loading it needs
     ``weights_only=False`` (see :func:`load`). Parent folders are created.
@@ -60,6 +63,7 @@ def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) ->
     suffix = path.suffix.lower()
     if suffix not in _SAVE_SUFFIXES:
         raise ValueError(_suffix_message("save", path, _SAVE_SUFFIXES))
+    gm = bake_masks(gm)
     if suffix == ".onnx":
         return export_onnx(gm, path, example_inputs)
     path.parent.mkdir(parents=True, exist_ok=True)

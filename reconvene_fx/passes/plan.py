@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..meta import (
     LayerSensitivity,
     PlanSummary,
 )
+from ..scoring import kth_largest
 from .sensitivity import SensitivityPass
 
 __all__ = ["PlanPass"]
@@ -44,14 +46,18 @@ class PlanPass(PassBase):
 
     Strategies order the other atoms:
 
-    - ``reconvene``: each coupled group g gets ``rho_g``, the largest sensitivity (layer
-      density / global density) among the conv/linear layers that produce or consume it (its
-      width must serve every member). At scale ``s`` a group keeps the fraction
-      ``min(1, s * rho_g)`` of its atoms, its weakest going first. At ``s = 1`` exactly the
-      groups whose layers all lie below the global density (PSE-selected) are narrowed,
-      to widths that follow their densities; lowering ``s`` narrows further, the least
-      sensitive groups most, until the budget holds. With ``composite=True`` the plan never
-      stops before ``s = 1``.
+    - ``reconvene``: a coupled group is *selected* when every conv/linear layer producing
+      it (whose output channels it holds) is PSE-selected (density below the global
+      density); its consumers lose inputs and are re-initialized with it (RLR). Its target
+      width is ``t_g = sqrt(max density of its producers)`` (a layer narrowed to ``r`` on
+      both sides keeps ``r**2`` of its weights, so ``sqrt`` makes it keep about what its
+      unstructured mask keeps; the width must serve every producer, hence the max). Any
+      other group has ``t_g = sqrt(max sensitivity)`` (>= 1). At scale ``s`` a group keeps
+      the fraction ``min(1, s * t_g)`` of its atoms, its weakest going first. At ``s = 1``
+      exactly the selected groups are narrowed, to their density-derived widths; a generous
+      budget stops at ``s > 1`` (less narrowing), a tight one goes below 1, where the
+      remaining groups narrow too, the least sensitive first. With ``composite=True`` the
+      plan never stops before ``s = 1``.
     - ``uniform``: every group loses the same fraction.
     - ``global``: channels ranked model-wide by score relative to their group's mean.
 
@@ -108,14 +114,18 @@ class PlanPass(PassBase):
         scores = _atom_scores(costs, sens, num_atoms)
         protected = _best_atom_per_space(infos, scores, pinned)
         removable = (~pinned & ~protected).nonzero().flatten()
-        rho = _group_sensitivity(costs, sens, group)
-        order, key = _order(removable, scores, group, self.config.strategy, rho)
+        target, selected = _group_targets(costs, sens, group)
+        # composite: narrowing an unselected group trades masked layers for dense narrower
+        # ones, which can raise the nonzero count; selected groups go all the way first
+        late = ~selected if self.config.composite else None
+        order, key = _order(removable, scores, group, self.config.strategy, target, late)
         # reconvene + composite: never stop before the PSE point (scale s = 1)
         start = int((key <= -1.0 + 1e-12).sum()) if (
             self.config.composite and self.config.strategy == "reconvene") else 0  # fmt: skip
         search = _Search(self, graph_module, costs, group, num_atoms, sens)
         removed = search.run(order, start)
         _write_keep(graph_module, removed)
+        masks = search.composite_masks(removed) if self.config.composite else {}
         graph_module.meta[PLAN] = PlanSummary(
             strategy=self.config.strategy,
             composite=self.config.composite,
@@ -123,6 +133,7 @@ class PlanPass(PassBase):
             removable_atoms=int(removable.numel()),
             latency_before=search.latency_before,
             latency_after=search.latency_after,
+            masks=masks,
         )
         return PassResult(graph_module, False)
 
@@ -175,7 +186,14 @@ class _Search:
         self.group, self.num_atoms = group, num_atoms
         self.limits = {k: v for k, v in plan.budget.limits().items() if v is not None}
         self.full = {"params": costs.params_full, "flops": costs.macs_full}
-        self.savings = _mask_savings(costs, sens) if plan.config.composite else None
+        self.sens = sens
+        # composite reconvene: the masks of untouched layers are re-thresholded to fit the
+        # params budget, so a plan fits when the touched layers alone do; other composite
+        # plans count the PaI masks as they are
+        self.adjust_masks = plan.config.composite and plan.config.strategy == "reconvene"
+        self.savings = (
+            _mask_savings(costs, sens, whole=self.adjust_masks) if plan.config.composite else None
+        )
         self.latency_before: float | None = None
         self.latency_after: float | None = None
 
@@ -226,6 +244,29 @@ class _Search:
         ok = all(got[q] <= limit + 1e-12 for q, limit in self.limits.items() if q in got)
         return ok, got
 
+    def composite_masks(self, removed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Masks of the scored layers that keep all their channels: the PaI masks, or for
+        composite reconvene plans, when those exceed the params budget, the top scores of
+        these layers that fill exactly the room left."""
+        untouched = self.costs.untouched(removed)
+        names = [n for n, keep in zip(self.costs.layers, untouched.tolist(), strict=True)
+                 if keep and n in self.sens]  # fmt: skip
+        masks = {n: self.sens[n].mask for n in names}
+        limit = self.limits.get("params")
+        if not self.adjust_masks or limit is None or not names:
+            return masks
+        params, _ = self.costs.evaluate(removed)
+        dense_elsewhere = params - sum(self.sens[n].total for n in names)
+        room = int(limit * self.full["params"]) - dense_elsewhere
+        if room >= sum(self.sens[n].kept for n in names):
+            return masks
+        flat = torch.cat([self.sens[n].scores.flatten().double() for n in names])
+        if room < 1:
+            return {n: torch.zeros_like(m) for n, m in masks.items()}
+        # strictly above the (room + 1)-th largest: at most ``room`` kept, even with ties
+        threshold = kth_largest(flat, room + 1) if room < flat.numel() else -math.inf
+        return {n: self.sens[n].scores > threshold for n in names}
+
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
         """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""
         limit = self.limits["latency"]
@@ -262,7 +303,10 @@ class _Search:
 
 
 def _first_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:
-    """Smallest k in [lo, hi] with pred(k), given pred monotone and pred(hi) true."""
+    """Smallest k in [lo, hi] with pred(k), given pred monotone and pred(hi) true; lo
+    itself is tried first (composite counts are not monotone everywhere)."""
+    if pred(lo):
+        return lo
     while lo < hi:
         mid = (lo + hi) // 2
         if pred(mid):
@@ -305,30 +349,40 @@ def _atom_scores(
     return atom_score
 
 
-def _group_sensitivity(
+def _group_targets(
     costs: LayerCosts, sens: dict[str, LayerSensitivity], group: torch.Tensor
-) -> torch.Tensor:
-    """Per coupled group: the largest sensitivity of the conv/linear layers touching it
-    (1 where no scored layer touches it)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per coupled group, the reconvene target width ``t_g`` (see PlanPass): the square
+    root of its producers' largest density when all of them are PSE-selected, else the
+    square root of their largest sensitivity; 1 where no scored layer produces the group.
+    Also which groups are selected."""
     num_groups = int(group.max()) + 1 if group.numel() else 0
-    rho = torch.full((num_groups,), -1.0, dtype=torch.float64)
+    density = torch.full((num_groups,), -1.0, dtype=torch.float64)
+    sensitivity = torch.full((num_groups,), -1.0, dtype=torch.float64)
     for name, layer in costs.layers.items():
         lay = sens.get(name)
         if lay is None:
             continue
-        for info in (layer.in_info, layer.out_info):
-            if info is not None and 0 <= info.group < num_groups:
-                rho[info.group] = max(float(rho[info.group]), lay.sensitivity)
-    rho[rho < 0] = 1.0
-    return rho.clamp(min=1e-6)
+        info = layer.out_info
+        if info is not None and 0 <= info.group < num_groups:
+            g = info.group
+            density[g] = max(float(density[g]), lay.density)
+            sensitivity[g] = max(float(sensitivity[g]), lay.sensitivity)
+    selected = (sensitivity >= 0) & (sensitivity < 1.0)
+    target = torch.where(selected, density.clamp(min=0).sqrt(), sensitivity.clamp(min=1).sqrt())
+    target[sensitivity < 0] = 1.0
+    return target.clamp(min=1e-6), selected
 
 
-def _mask_savings(costs: LayerCosts, sens: dict[str, LayerSensitivity]) -> torch.Tensor:
-    """Per entry of ``costs.layers``: weights the unstructured mask removes."""
+def _mask_savings(
+    costs: LayerCosts, sens: dict[str, LayerSensitivity], *, whole: bool
+) -> torch.Tensor:
+    """Per entry of ``costs.layers``: weights a mask removes (all of them when ``whole``)."""
     return torch.tensor(
-        [(sens[n].total - sens[n].kept) if n in sens else 0 for n in costs.layers],
+        [(sens[n].total - (0 if whole else sens[n].kept)) if n in sens else 0
+         for n in costs.layers],
         dtype=torch.long,
-    )
+    )  # fmt: skip
 
 
 def _normalized(channel_scores: torch.Tensor) -> torch.Tensor:
@@ -377,9 +431,12 @@ def _order(
     scores: torch.Tensor,
     group: torch.Tensor,
     strategy: str,
-    rho: torch.Tensor,
+    target: torch.Tensor,
+    late: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Removable atoms, least important first, and the sort key of each (in that order)."""
+    """Removable atoms, least important first, and the sort key of each (in that order).
+
+    Atoms of the groups flagged ``late`` (reconvene only) come after all others."""
     if removable.numel() == 0:
         return removable, torch.zeros(0, dtype=torch.float64)
     s = scores[removable]
@@ -399,12 +456,14 @@ def _order(
         position = torch.empty_like(by_group)
         position[by_group] = torch.arange(by_group.numel())
         fraction = (position - starts[g] + 1).double() / counts[g].double()
-        # reconvene: removed once the scale s <= (1 - fraction) / rho; ascending key = -that
-        key = (fraction - 1.0) / rho[g] if strategy == "reconvene" else fraction
+        # reconvene: removed once the scale s <= (1 - fraction) / t_g; ascending key = -that
+        key = (fraction - 1.0) / target[g] if strategy == "reconvene" else fraction
     # ties broken by score, then by atom id, for determinism
     idx = torch.argsort(removable, stable=True)
     idx = idx[torch.argsort(s[idx], stable=True)]
     idx = idx[torch.argsort(key[idx], stable=True)]
+    if late is not None and strategy == "reconvene":
+        idx = idx[torch.argsort(late[g[idx]].to(torch.int8), stable=True)]
     return removable[idx], key[idx]
 
 

@@ -36,15 +36,16 @@ def mask_density(budget: float | Budget) -> float:
 class SensitivityPass(PassBase):
     """Scores every conv/linear weight, keeps the global top-k and rates each layer.
 
-    ``k = density x`` (all prunable weights), the density from :func:`mask_density`; scores
-    at or below the ``(N - k)``-th smallest are masked (ties masked, as the PaI reference
-    code does). Per layer: ``density`` (its fraction inside the mask), ``sensitivity``
-    (density / global density: the Pruning Sensitivity Evaluator of Reconvene), ``selected``
-    (``sensitivity < 1``: pruned harder than the model as a whole, so least sensitive), the
-    mask, and the score mass per output and input channel (what PlanPass ranks channels
-    by). Writes a :class:`~reconvene_fx.meta.LayerSensitivity` to ``node.meta[SENSITIVITY]``
-    of every conv/linear ``call_module`` node and an
-    :class:`~reconvene_fx.analysis.SensitivityTable` to ``gm.meta[SENSITIVITY_TABLE]``.
+    ``k = N - int((1 - density) N)`` of the ``N`` prunable weights are kept, the density
+    from :func:`mask_density`: the highest scores, ties at the threshold (SynFlow's and
+    GraSP's exact zeros) broken by larger ``|w|``, so the global density is the budget's.
+    Per layer: ``density`` (its fraction inside the mask), ``sensitivity`` (density / global
+    density: the Pruning Sensitivity Evaluator of Reconvene), ``selected`` (``sensitivity <
+    1``: pruned harder than the model as a whole, so least sensitive), the mask, and the
+    score mass per output and input channel (what PlanPass ranks channels by). Writes a
+    :class:`~reconvene_fx.meta.LayerSensitivity` to ``node.meta[SENSITIVITY]`` of every
+    conv/linear ``call_module`` node and an :class:`~reconvene_fx.analysis.SensitivityTable`
+    to ``gm.meta[SENSITIVITY_TABLE]``.
 
     Args:
         budget: the compile budget (see :func:`mask_density`).
@@ -125,22 +126,11 @@ def _rate_layers(
 ) -> dict[str, LayerSensitivity]:
     modules = {f"{name}.weight" if name else "weight": name for name, m in gm.named_modules()
                if isinstance(m, _WEIGHTED)}  # fmt: skip
-    names = [n for n, _ in prunable_weights(gm)]
-    total = sum(scores[n].numel() for n in names)
-    n_prune = int((1.0 - density) * total)
-    if n_prune >= 1 and total:
-        flat = torch.cat([scores[n].flatten().double() for n in names])
-        threshold: float | None = kth_largest(flat, total - n_prune + 1)
-        del flat
-    else:
-        threshold = None
-    masks = {
-        n: scores[n] > threshold if threshold is not None
-        else torch.ones_like(scores[n], dtype=torch.bool)
-        for n in names
-    }  # fmt: skip
+    weights = dict(prunable_weights(gm))
+    names = list(weights)
+    masks = _global_top_k(names, scores, weights, density)
     kept_all = sum(int(m.sum()) for m in masks.values())
-    global_density = kept_all / max(total, 1)
+    global_density = kept_all / max(sum(m.numel() for m in masks.values()), 1)
     layers: dict[str, LayerSensitivity] = {}
     for name in names:
         module_name = modules[name]
@@ -160,8 +150,35 @@ def _rate_layers(
             mask=mask,
             out_mass=out_mass,
             in_mass=in_mass,
+            scores=scores[name],
         )
     return layers
+
+
+def _global_top_k(
+    names: list[str],
+    scores: Mapping[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
+    density: float,
+) -> dict[str, torch.Tensor]:
+    """Masks keeping exactly ``k = N - int((1 - density) N)`` of the ``N`` weights: the
+    highest scores, ties at the threshold broken by larger ``|w|`` (then by position)."""
+    total = sum(scores[n].numel() for n in names)
+    k = total - int((1.0 - density) * total)
+    if k >= total or not total:
+        return {n: torch.ones_like(scores[n], dtype=torch.bool) for n in names}
+    flat = torch.cat([scores[n].flatten() for n in names])
+    threshold = kth_largest(flat, k)
+    keep = flat > threshold
+    need = k - int(keep.sum())
+    tied = (flat == threshold).nonzero().flatten()
+    del flat
+    if need < tied.numel():
+        magnitude = torch.cat([weights[n].detach().abs().flatten() for n in names])[tied]
+        tied = tied[torch.sort(magnitude, descending=True, stable=True).indices[:need]]
+    keep[tied] = True
+    sizes = [scores[n].numel() for n in names]
+    return {n: m.view(scores[n].shape) for n, m in zip(names, keep.split(sizes), strict=True)}
 
 
 def _channel_mass(module: torch.nn.Module, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 from models import build
 
@@ -9,6 +12,7 @@ import reconvene_fx as rfx
 from reconvene_fx.config import CompileConfig
 from reconvene_fx.meta import KEEP
 from reconvene_fx.passes import ChannelGroupPass, PlanPass, ShapePass
+from reconvene_fx.scoring import SCORERS, prunable_weights, register_scorer
 
 X = torch.randn(2, 3, 16, 16)
 
@@ -54,3 +58,108 @@ def test_global_strategy_differs_from_uniform_and_holds_the_budget() -> None:
 def test_every_tensor_keeps_at_least_one_channel() -> None:
     keep = planned("residual", rfx.Budget(flops=0.01 + 0.02))
     assert all(k.index.numel() >= 1 for k in keep.values() if k is not None)
+
+
+# -- the reconvene strategy -------------------------------------------------------------
+class Chain(torch.nn.Module):
+    """A VGG-like chain: each coupled group has exactly one producer and one consumer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = {"a": (3, 16), "b": (16, 32), "c": (32, 32), "d": (32, 16)}
+        for name, (cin, cout) in widths.items():
+            self.add_module(name, torch.nn.Conv2d(cin, cout, 3, padding=1))
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in "abcd":
+            x = torch.relu(getattr(self, name)(x))
+        return self.fc(x.mean((2, 3)))
+
+
+# per-layer score scale: "a" and "fc" keep most weights, "c" loses most
+SCALE = {"a": 8.0, "b": 1.0, "c": 0.2, "d": 1.0, "fc": 8.0}
+
+
+@pytest.fixture
+def layered_scorer():
+    @register_scorer("test-layered")
+    def layered(gm, example_inputs, targets, *, seed):
+        g = torch.Generator().manual_seed(seed)
+        return {n: SCALE[n.split(".")[0]] * torch.rand(w.shape, generator=g)
+                for n, w in prunable_weights(gm)}  # fmt: skip
+
+    yield "test-layered"
+    SCORERS.pop("test-layered")
+
+
+def test_pse_point_narrows_exactly_the_selected_producers_to_sqrt_density(
+    layered_scorer: str,
+) -> None:
+    """composite reconvene stops at s = 1 when it fits: a group selected iff its producer
+    is; it keeps size - floor((size - 1) (1 - sqrt(d))) channels (one is protected)."""
+    model = Chain()
+    budget = 0.5
+    table = rfx.analyze(model, budget, (X,), method=layered_scorer)
+    assert table.selected == [n for n, lay in table.layers.items()
+                              if lay.density < table.global_density]  # fmt: skip
+    assert set(table.selected) >= {"c"} and "a" not in table.selected
+    gm = rfx.compile(model, budget, (X,), method=layered_scorer, composite=True, reinit=False)
+    rep = rfx.report(gm)
+    for name in "abcd":
+        lay, size = table.layers[name], getattr(model, name).out_channels
+        kept = rep.layers[name].out_idx.numel()
+        if lay.selected:
+            assert kept == size - math.floor((size - 1) * (1 - math.sqrt(lay.density)))
+        else:
+            assert kept == size
+    assert rep.nonzero_after <= budget * rep.params_before
+    assert rfx.verify(model, gm, (X,)).exact
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.5])
+def test_least_sensitive_groups_lose_the_most(layered_scorer: str, budget: float) -> None:
+    model = Chain()
+    table = rfx.analyze(model, budget, (X,), method=layered_scorer)
+    gm = rfx.compile(model, budget, (X,), method=layered_scorer, reinit=False)
+    rep = rfx.report(gm)
+    assert rep.params_after <= budget * rep.params_before
+    kept = {n: rep.layers[n].out_idx.numel() / getattr(model, n).out_channels for n in "abcd"}
+    by_density = sorted("abcd", key=lambda n: table.layers[n].density)
+    fractions = [kept[n] for n in by_density]
+    assert fractions == sorted(fractions), (by_density, kept)
+    assert kept[by_density[0]] < kept[by_density[-1]]
+    assert rfx.verify(model, gm, (X,)).exact
+
+
+@pytest.mark.parametrize("name", ["residual", "densenet", "shufflenet", "depthwise"])
+@pytest.mark.parametrize("strategy", ["reconvene", "uniform", "global"])
+@pytest.mark.parametrize("method", ["magnitude", "random", "snip", "grasp", "synflow"])
+def test_every_method_and_strategy_holds_params_and_flops_budgets(
+    name: str, strategy: str, method: str
+) -> None:
+    model = build(name)
+    budget = rfx.Budget(params=0.5, flops=0.6)
+    gm = rfx.compile(model, budget, (X,), method=method, strategy=strategy, reinit=False,
+                     method_options={"iterations": 10} if method == "synflow" else {})  # fmt: skip
+    rep = rfx.report(gm)
+    assert rep.params_after <= 0.5 * rep.params_before
+    assert rep.flops_after <= 0.6 * rep.flops_before
+    assert rep.method == method and rep.strategy == strategy
+    assert rfx.verify(model, gm, (X,)).exact
+
+
+@pytest.mark.parametrize("method", ["random", "snip", "synflow"])
+def test_reconvene_is_deterministic_per_seed(method: str) -> None:
+    options = {"iterations": 5} if method == "synflow" else {}
+
+    def run(seed: int) -> torch.nn.Module:
+        return rfx.compile(build("inception"), 0.4, (X,), method=method, seed=seed,
+                           method_options=options)  # fmt: skip
+
+    a, b, c = run(1), run(1), run(2)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    ra, rc = rfx.report(a), rfx.report(c)
+    same = all(torch.equal(ra.layers[n].out_idx, rc.layers[n].out_idx) for n in ra.layers)
+    assert not same or not all(torch.equal(sa[k], c.state_dict()[k]) for k in sa)

@@ -59,3 +59,25 @@ def test_user_init_fn_is_called_on_narrowed_layers_only() -> None:
     narrowed = [n for n, lp in rfx.report(gm).layers.items() if lp.narrowed]
     assert narrowed and len([k for k in seen if "Norm" not in k]) == len(narrowed)
     assert all(float(gm.get_submodule(n).weight.detach().abs().sum()) == 0 for n in narrowed)
+
+
+def test_rlr_draws_narrowed_layers_at_their_new_shape() -> None:
+    """Kaiming normal (fan-out, ReLU) as torchvision: std = sqrt(2 / (out * k * k)) of the
+    narrowed shape; narrowed norms are reset."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 256, 3), torch.nn.BatchNorm2d(256), torch.nn.ReLU(),
+        torch.nn.Conv2d(256, 10, 1),
+    )  # fmt: skip
+    gm = rfx.compile(model, budget=0.3, example_inputs=(X,), strategy="uniform", seed=3)
+    rep = rfx.report(gm)
+    for name in ("3", "6"):
+        conv = gm.get_submodule(name)
+        assert rep.layers[name].narrowed
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        std = float(conv.weight.detach().std())
+        assert abs(std / (2 / fan_out) ** 0.5 - 1) < 0.05, (name, std)
+    bn = gm.get_submodule("4")
+    assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))

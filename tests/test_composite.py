@@ -1,0 +1,95 @@
+"""composite=True: masks on untouched layers, the nonzero budget, training and export."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from models import build
+from onnx import numpy_helper
+
+import reconvene_fx as rfx
+from reconvene_fx.composite import masks_of
+from reconvene_fx.emit import load, save
+
+X = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def composite(name: str = "residual", budget: float = 0.6, **options) -> tuple:
+    model = build(name)
+    options = {"method": "snip", "composite": True, "reinit": False, **options}
+    return model, rfx.compile(model, budget=budget, example_inputs=(X,), **options)
+
+
+@pytest.mark.parametrize("name", ["residual", "densenet", "inception", "se"])
+@pytest.mark.parametrize("budget", [0.3, 0.6])
+def test_untouched_layers_keep_their_masks_and_the_nonzero_budget_holds(
+    name: str, budget: float
+) -> None:
+    model, gm = composite(name, budget)
+    rep = rfx.report(gm)
+    table = rfx.analyze(model, budget, (X,), method="snip")
+    masks = masks_of(gm)
+    kept_scores, dropped_scores = [], []
+    for layer, lp in rep.layers.items():
+        pai = table.layers[layer]
+        assert (layer in masks) == (not lp.narrowed and pai.density < 1) == lp.masked, layer
+        if lp.masked:
+            mask = masks[layer]
+            assert not bool((mask & ~pai.mask).any())  # never more than the PaI mask
+            weight = gm.get_submodule(layer).weight
+            assert bool((weight[~mask] == 0).all())
+            assert lp.nonzero_after == lp.params_after - int((~mask).sum())
+            kept_scores.append(pai.scores[mask])
+            dropped_scores.append(pai.scores[~mask])
+    if masks:  # one global threshold over the masked layers' scores
+        assert float(torch.cat(kept_scores).min()) > float(torch.cat(dropped_scores).max())
+    assert rep.nonzero_after == rep.params_after - sum(int((~m).sum()) for m in masks.values())
+    assert rep.nonzero_after <= budget * rep.params_before
+    assert rep.params_after > rep.nonzero_after or not masks
+    assert rfx.verify(model, gm, (X,)).exact  # the reference carries the same masks
+
+
+def test_masked_weights_stay_zero_through_20_sgd_steps() -> None:
+    _, gm = composite()
+    masks = masks_of(gm)
+    assert masks
+    before = {n: gm.get_submodule(n).weight.detach().clone() for n in masks}
+    gm.train()
+    optimizer = torch.optim.SGD(gm.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        x, y = torch.randn(8, 3, 16, 16, generator=g), torch.randint(10, (8,), generator=g)
+        optimizer.zero_grad()
+        F.cross_entropy(gm(x), y).backward()
+        optimizer.step()
+    for name, mask in masks.items():
+        weight = gm.get_submodule(name).weight.detach()
+        assert bool((weight[~mask] == 0).all()), name
+        assert not torch.equal(weight[mask], before[name][mask]), name  # it did train
+
+
+def test_onnx_round_trip_bakes_the_masks_into_the_weights(tmp_path) -> None:
+    _, gm = composite()
+    masks = masks_of(gm)
+    path = rfx.export_onnx(gm, tmp_path / "composite.onnx", (X,))  # checks onnxruntime
+    assert masks_of(gm).keys() == masks.keys()  # the caller's module keeps its masks
+    inits = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    for name, mask in masks.items():
+        zero = ~mask.numpy()
+        same_shape = [a for a in inits if a.shape == zero.shape]
+        assert any(((a == 0) == zero).all() for a in same_shape), name
+    pt = save(gm, tmp_path / "composite.pt", (X,))
+    baked = load(pt)
+    assert not masks_of(baked)
+    torch.testing.assert_close(baked.eval()(X), gm.eval()(X))
+
+
+def test_bake_masks_copies_and_keeps_the_numbers() -> None:
+    _, gm = composite()
+    baked = rfx.bake_masks(gm)
+    assert masks_of(gm) and not masks_of(baked)
+    gm.eval(), baked.eval()
+    torch.testing.assert_close(baked(X), gm(X))
+    assert rfx.bake_masks(baked) is baked
