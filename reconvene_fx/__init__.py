@@ -25,7 +25,7 @@ from .report import LayerPlan, PruningReport, report
 from .tracing import trace
 from .verify import VerifyResult, verify
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Budget",

@@ -93,6 +93,7 @@ def analyze(
     seed: int = 0,
     progress: bool = False,
     method_options: Mapping[str, Any] | None = None,
+    keep_scores: bool = False,
     leaf_modules: Sequence[Any] = (),
     concrete_args: dict[str, Any] | None = None,
 ) -> SensitivityTable:
@@ -113,6 +114,7 @@ def analyze(
         seed: seeds drawn targets and the random scorer.
         progress: progress bar on stderr for SynFlow.
         method_options: extra keyword arguments for the scorer, e.g. ``{"iterations": 20}``.
+        keep_scores: also keep every weight's score (``.layers[name].scores``).
         leaf_modules, concrete_args: passed to tracing (see :func:`reconvene_fx.trace`).
 
     Example:
@@ -142,6 +144,7 @@ def analyze(
         seed=seed,
         progress=progress,
         options=method_options,
+        keep_scores=keep_scores,
     )(gm)
     table = gm.meta[SENSITIVITY_TABLE]
     assert isinstance(table, SensitivityTable)

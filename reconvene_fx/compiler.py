@@ -98,6 +98,7 @@ def compile(
             seed=config.seed,
             progress=progress,
             options=config.method_options,
+            keep_scores=config.composite,
         ),
     )
     steps.done(f"scores ({config.method})")

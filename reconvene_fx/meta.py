@@ -98,7 +98,8 @@ class LayerSensitivity:
         out_mass: float64 ``[out_channels]``: summed scores per output channel.
         in_mass: float64 ``[in_channels]`` (input features of a Linear): summed scores per
             input channel, over all groups of a grouped conv.
-        scores: the weight's PaI scores (its shape); composite plans re-threshold them.
+        scores: the weight's PaI scores (its shape) when SensitivityPass was asked to keep
+            them (composite plans re-threshold them), else None.
     """
 
     name: str
@@ -110,7 +111,7 @@ class LayerSensitivity:
     mask: torch.Tensor
     out_mass: torch.Tensor
     in_mass: torch.Tensor
-    scores: torch.Tensor
+    scores: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -117,13 +117,15 @@ class PlanPass(PassBase):
         target, selected = _group_targets(costs, sens, group)
         # composite: narrowing an unselected group trades masked layers for dense narrower
         # ones, which can raise the nonzero count; selected groups go all the way first
-        late = ~selected if self.config.composite else None
+        reconvene_composite = self.config.composite and self.config.strategy == "reconvene"
+        late = ~selected if reconvene_composite else None
         order, key = _order(removable, scores, group, self.config.strategy, target, late)
         # reconvene + composite: never stop before the PSE point (scale s = 1)
-        start = int((key <= -1.0 + 1e-12).sum()) if (
-            self.config.composite and self.config.strategy == "reconvene") else 0  # fmt: skip
+        start = int((key <= -1.0 + 1e-12).sum()) if reconvene_composite else 0
         search = _Search(self, graph_module, costs, group, num_atoms, sens)
-        removed = search.run(order, start)
+        # composite reconvene: selected groups (first) and the rest are separate phases
+        phase_ends = (int((~late[group[order]]).sum()),) if late is not None else ()
+        removed = search.run(order, start, phase_ends)
         _write_keep(graph_module, removed)
         masks = search.composite_masks(removed) if self.config.composite else {}
         graph_module.meta[PLAN] = PlanSummary(
@@ -148,6 +150,7 @@ class PlanPass(PassBase):
                 seed=self.config.seed,
                 progress=self.progress,
                 options=self.config.method_options,
+                keep_scores=self.config.composite,
             )(gm)
             found = _sensitivity_meta(gm)
         return found
@@ -190,14 +193,20 @@ class _Search:
         # composite reconvene: the masks of untouched layers are re-thresholded to fit the
         # params budget, so a plan fits when the touched layers alone do; other composite
         # plans count the PaI masks as they are
-        self.adjust_masks = plan.config.composite and plan.config.strategy == "reconvene"
+        self.adjust_masks = (
+            plan.config.composite
+            and plan.config.strategy == "reconvene"
+            and all(lay.scores is not None for lay in sens.values())
+        )
         self.savings = (
             _mask_savings(costs, sens, whole=self.adjust_masks) if plan.config.composite else None
         )
         self.latency_before: float | None = None
         self.latency_after: float | None = None
 
-    def run(self, order: torch.Tensor, start: int) -> torch.Tensor:
+    def run(
+        self, order: torch.Tensor, start: int, phase_ends: tuple[int, ...] = ()
+    ) -> torch.Tensor:
         group_size = torch.bincount(
             self.group, minlength=int(self.group.max()) + 1 if self.num_atoms else 0
         )
@@ -227,7 +236,18 @@ class _Search:
                 quantity=q,
                 smallest=got[q],
             )
-        k = _first_true(lambda k: self._fits(removed_for(k))[0], min(start, n), n)
+
+        # composite counts are monotone within a phase, not across: search phase by phase
+        def fits(k: int) -> bool:
+            return self._fits(removed_for(k))[0]
+
+        bounds = sorted({min(start, n), *(b for b in phase_ends if start < b < n), n})
+        lo = bounds[0]
+        for hi in bounds[1:]:
+            if fits(hi):
+                break
+            lo = hi
+        k = _first_true(fits, lo, hi) if len(bounds) > 1 else lo
         if "latency" in self.limits:
             k = self._latency_search(removed_for, k, n)
         return removed_for(k)
@@ -260,12 +280,13 @@ class _Search:
         room = int(limit * self.full["params"]) - dense_elsewhere
         if room >= sum(self.sens[n].kept for n in names):
             return masks
-        flat = torch.cat([self.sens[n].scores.flatten().double() for n in names])
+        scores = {n: self.sens[n].scores for n in names}
         if room < 1:
             return {n: torch.zeros_like(m) for n, m in masks.items()}
+        flat = torch.cat([s.flatten().double() for s in scores.values() if s is not None])
         # strictly above the (room + 1)-th largest: at most ``room`` kept, even with ties
         threshold = kth_largest(flat, room + 1) if room < flat.numel() else -math.inf
-        return {n: self.sens[n].scores > threshold for n in names}
+        return {n: s > threshold for n, s in scores.items() if s is not None}
 
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
         """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""

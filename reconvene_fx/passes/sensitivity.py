@@ -57,6 +57,8 @@ class SensitivityPass(PassBase):
         seed: seeds the random scorer and drawn targets.
         progress: progress bar for long scorers (SynFlow).
         options: extra keyword arguments for the scorer (e.g. ``{"iterations": 20}``).
+        keep_scores: keep every weight's score in the meta (composite plans need them; it
+            costs a copy of the weights in memory).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
@@ -78,6 +80,7 @@ class SensitivityPass(PassBase):
         seed: int = 0,
         progress: bool = False,
         options: Mapping[str, Any] | None = None,
+        keep_scores: bool = False,
     ) -> None:
         super().__init__()
         self.density = mask_density(budget)
@@ -88,6 +91,7 @@ class SensitivityPass(PassBase):
         self.seed = seed
         self.progress = progress
         self.options = dict(options or {})
+        self.keep_scores = keep_scores
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         from ..analysis import SensitivityTable
@@ -102,7 +106,7 @@ class SensitivityPass(PassBase):
             progress=self.progress,
             options=self.options,
         )
-        layers = _rate_layers(graph_module, scores, self.density)
+        layers = _rate_layers(graph_module, scores, self.density, self.keep_scores)
         for node in graph_module.graph.nodes:
             if node.op == "call_module" and str(node.target) in layers:
                 node.meta[SENSITIVITY] = layers[str(node.target)]
@@ -122,7 +126,10 @@ class SensitivityPass(PassBase):
 
 
 def _rate_layers(
-    gm: torch.fx.GraphModule, scores: Mapping[str, torch.Tensor], density: float
+    gm: torch.fx.GraphModule,
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    keep_scores: bool,
 ) -> dict[str, LayerSensitivity]:
     modules = {f"{name}.weight" if name else "weight": name for name, m in gm.named_modules()
                if isinstance(m, _WEIGHTED)}  # fmt: skip
@@ -150,7 +157,7 @@ def _rate_layers(
             mask=mask,
             out_mass=out_mass,
             in_mass=in_mass,
-            scores=scores[name],
+            scores=scores[name] if keep_scores else None,
         )
     return layers
 

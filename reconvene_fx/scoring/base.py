@@ -190,9 +190,12 @@ def kth_largest(values: torch.Tensor, k: int) -> float:
     lo = sample[max(0, math.floor((q - margin) * sample_size))]
     hi = sample[min(sample_size - 1, math.ceil((q + margin) * sample_size))]
     above = int((values > hi).sum())
-    if above < k:
-        inside = values[(values >= lo) & (values <= hi)]
-        rank = k - above  # the answer is the rank-th largest inside [lo, hi]
-        if 1 <= rank <= inside.numel():
-            return float(torch.kthvalue(inside, inside.numel() - rank + 1).values)
+    if above < k and int((values >= lo).sum()) >= k:
+        # the answer lies in [lo, hi]: the rank-th largest there; lo itself may be tied
+        # many times over (SynFlow's zeros), so it is counted, not selected
+        rank = k - above
+        inner = values[(values > lo) & (values <= hi)]
+        if rank > inner.numel():
+            return float(lo)
+        return float(torch.kthvalue(inner, inner.numel() - rank + 1).values)
     return float(torch.kthvalue(values, n - k + 1).values)

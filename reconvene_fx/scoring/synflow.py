@@ -71,26 +71,41 @@ def _iterate(
     dtype: torch.dtype,
     progress: bool,
 ) -> dict[str, torch.Tensor] | None:
-    """All rounds at ``dtype``; None when the flow is not finite at that precision."""
+    """All rounds at ``dtype``; None when the flow is not finite at that precision.
+
+    The prunable weights live in one flat tensor; each module sees a view of it, so a
+    round is one forward/backward pass plus a few passes over that tensor."""
     state = _linearised_state(gm, dtype)
-    abs_weights = {n: w.detach().to(dtype).abs() for n, w in weights.items()}
+    names = list(weights)
+    shapes = [w.shape for w in weights.values()]
+    sizes = [w.numel() for w in weights.values()]
+    abs_flat = torch.cat([w.detach().to(dtype).abs().flatten() for w in weights.values()])
     inputs = _ones_like_sample(example_inputs, dtype)
-    total = sum(w.numel() for w in abs_weights.values())
-    # every round writes its scores into one flat buffer: no concatenation per round
-    flat = torch.empty(total, dtype=dtype)
-    scores = dict(zip(abs_weights, flat.split([w.numel() for w in abs_weights.values()]),
-                      strict=True))  # fmt: skip
-    scores = {n: s.view_as(abs_weights[n]) for n, s in scores.items()}
-    masks: dict[str, torch.Tensor] = {}
+    mask: torch.Tensor | None = None
+    scores = torch.zeros_like(abs_flat)
     bar = ProgressBar(iterations, f"synflow ({str(dtype).removeprefix('torch.')})",
                       enabled=progress)  # fmt: skip
     with eval_mode(gm):
         for t in range(1, iterations + 1):
-            if not _score_into(scores, gm, state, abs_weights, masks, inputs):
-                return None
-            masks = _prune_to(flat, scores, masks, density ** (t / iterations))
+            flat = (abs_flat * mask if mask is not None else abs_flat.clone()).requires_grad_()
+            views = {n: v.view(shape) for n, v, shape in
+                     zip(names, flat.split(sizes), shapes, strict=True)}  # fmt: skip
+            with torch.enable_grad():
+                output = run_with(gm, {**state, **views}, inputs)
+                flow = sum((o.sum() for o in _tensors(output)), torch.zeros((), dtype=dtype))
+                if not bool(torch.isfinite(flow)):
+                    return None
+                (grad,) = torch.autograd.grad(flow, flat, allow_unused=True)
+            if grad is None:
+                scores.zero_()
+            else:
+                torch.mul(flat.detach(), grad, out=scores).abs_()
+            mask = _prune_to(scores, mask, density ** (t / iterations))
             bar.update()
-    return scores
+    if not bool(torch.isfinite(scores).all()):
+        return None
+    return {n: v.view(shape) for n, v, shape in zip(names, scores.split(sizes), shapes,
+                                                    strict=True)}  # fmt: skip
 
 
 def _linearised_state(gm: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -110,48 +125,15 @@ def _ones_like_sample(example_inputs: tuple[Any, ...], dtype: torch.dtype) -> tu
     )
 
 
-def _score_into(
-    scores: dict[str, torch.Tensor],
-    gm: torch.fx.GraphModule,
-    state: dict[str, torch.Tensor],
-    abs_weights: dict[str, torch.Tensor],
-    masks: dict[str, torch.Tensor],
-    inputs: tuple[Any, ...],
-) -> bool:
-    """One forward/backward pass; scores ``|w * dR/dw|`` written in place. False when
-    the flow R is not finite."""
-    leaves = {
-        n: (w * masks[n] if n in masks else w.detach()).requires_grad_()
-        for n, w in abs_weights.items()
-    }
-    with torch.enable_grad():
-        output = run_with(gm, {**state, **leaves}, inputs)
-        flow = sum((o.sum() for o in _tensors(output)), torch.zeros((), dtype=_dtype(leaves)))
-        if not bool(torch.isfinite(flow)):
-            return False
-        grads = torch.autograd.grad(flow, list(leaves.values()), allow_unused=True)
-    for (name, w), g in zip(leaves.items(), grads, strict=True):
-        if g is None:
-            scores[name].zero_()
-        else:
-            torch.mul(w.detach(), g, out=scores[name]).abs_()
-    return True
-
-
-def _prune_to(
-    flat: torch.Tensor,
-    scores: dict[str, torch.Tensor],
-    masks: dict[str, torch.Tensor],
-    keep: float,
-) -> dict[str, torch.Tensor]:
-    """Masks keeping the scores above the ``n_prune``-th smallest, as the authors' code:
-    ties at the threshold are pruned, so weights that scored 0 never come back."""
-    total = flat.numel()
+def _prune_to(scores: torch.Tensor, mask: torch.Tensor | None, keep: float) -> torch.Tensor | None:
+    """The mask keeping the scores above the ``n_prune``-th smallest, as the authors'
+    code: ties at the threshold are pruned, so weights that scored 0 never come back."""
+    total = scores.numel()
     n_prune = int((1.0 - keep) * total)
     if n_prune < 1:
-        return masks
-    threshold = kth_largest(flat, total - n_prune + 1)
-    return {n: s > threshold for n, s in scores.items()}
+        return mask
+    threshold = kth_largest(scores, total - n_prune + 1)
+    return scores > threshold
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:
