@@ -189,8 +189,9 @@ def kth_largest(values: torch.Tensor, k: int) -> float:
     margin = 4.0 * math.sqrt(q * (1.0 - q) / sample_size) + 2.0 / sample_size
     lo = sample[max(0, math.floor((q - margin) * sample_size))]
     hi = sample[min(sample_size - 1, math.ceil((q + margin) * sample_size))]
-    above = int((values > hi).sum())
-    if above < k and int((values >= lo).sum()) >= k:
+    # count_nonzero: ~6x faster than bool.sum() on tens of millions of elements
+    above = int(torch.count_nonzero(values > hi))
+    if above < k and int(torch.count_nonzero(values >= lo)) >= k:
         # the answer lies in [lo, hi]: the rank-th largest there; lo itself may be tied
         # many times over (SynFlow's zeros), so it is counted, not selected
         rank = k - above

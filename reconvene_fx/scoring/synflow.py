@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch.nn.utils.stateless import _reparametrize_module
 
 from .._mode import eval_mode, flatten_tensors
 from .._progress import ProgressBar
 from ._forward import run_with
+from ._scaled import Unsupported, scaled_flow
 from .base import kth_largest, prunable_weights, register_scorer
 
 __all__ = ["synflow"]
@@ -34,8 +36,11 @@ def synflow(
     ``iterations`` rounds ``t = 1..T`` the weights with the lowest scores are masked so
     that the fraction ``density ** (t / T)`` stays (the exponential schedule); masked
     weights score 0. Returns the last round's scores. ``targets`` and ``seed`` are unused
-    (SynFlow needs no data). Runs in float32 and switches to float64 when the flow
-    overflows, as it does on deep networks (resnet50: ~1e72).
+    (SynFlow needs no data). Runs in float32; when the flow overflows, as it does on deep
+    networks (resnet50: ~1e72), every activation carries its own power-of-two exponent
+    (block floating point, still float32; scores then share a factor ``2**-E``, which
+    changes no ranking), and where the graph holds an op that cannot carry one
+    (sigmoid, LayerNorm, ...), float64.
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(
@@ -52,8 +57,12 @@ def synflow(
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
     weights = dict(prunable_weights(gm))
-    for dtype in (torch.float32, torch.float64):
-        scores = _iterate(gm, example_inputs, weights, density, iterations, dtype, progress)
+    for dtype, scaled in ((torch.float32, False), (torch.float32, True), (torch.float64, False)):
+        try:
+            scores = _iterate(gm, example_inputs, weights, density, iterations, dtype, scaled,
+                              progress)  # fmt: skip
+        except Unsupported:
+            continue
         if scores is not None:
             return scores
     raise ValueError(
@@ -69,9 +78,11 @@ def _iterate(
     density: float,
     iterations: int,
     dtype: torch.dtype,
+    scaled: bool,
     progress: bool,
 ) -> dict[str, torch.Tensor] | None:
     """All rounds at ``dtype``; None when the flow is not finite at that precision.
+    ``scaled``: every tensor carries its own power-of-two exponent (see ``_scaled``).
 
     The prunable weights live in one flat tensor; each module sees a view of it, so a
     round is one forward/backward pass plus a few passes over that tensor."""
@@ -81,18 +92,26 @@ def _iterate(
     sizes = [w.numel() for w in weights.values()]
     abs_flat = torch.cat([w.detach().to(dtype).abs().flatten() for w in weights.values()])
     inputs = _ones_like_sample(example_inputs, dtype)
-    mask: torch.Tensor | None = None
+    # buffers reused every round: fresh 100-200 MB allocations cost more than the math
     scores = torch.zeros_like(abs_flat)
-    bar = ProgressBar(iterations, f"synflow ({str(dtype).removeprefix('torch.')})",
-                      enabled=progress)  # fmt: skip
+    kept = torch.ones(abs_flat.shape, dtype=torch.bool)
+    mask = torch.ones_like(abs_flat)
+    flat = abs_flat.clone().requires_grad_()
+    label = str(dtype).removeprefix("torch.") + (", scaled" if scaled else "")
+    bar = ProgressBar(iterations, f"synflow ({label})", enabled=progress)
     with eval_mode(gm):
         for t in range(1, iterations + 1):
-            flat = (abs_flat * mask if mask is not None else abs_flat.clone()).requires_grad_()
+            with torch.no_grad():
+                torch.mul(abs_flat, mask, out=flat)
             views = {n: v.view(shape) for n, v, shape in
                      zip(names, flat.split(sizes), shapes, strict=True)}  # fmt: skip
             with torch.enable_grad():
-                output = run_with(gm, {**state, **views}, inputs)
-                flow = sum((o.sum() for o in _tensors(output)), torch.zeros((), dtype=dtype))
+                if scaled:
+                    with _reparametrize_module(gm, {**state, **views}):
+                        flow = scaled_flow(gm, inputs)
+                else:
+                    output = run_with(gm, {**state, **views}, inputs)
+                    flow = sum((o.sum() for o in _tensors(output)), torch.zeros((), dtype=dtype))
                 if not bool(torch.isfinite(flow)):
                     return None
                 (grad,) = torch.autograd.grad(flow, flat, allow_unused=True)
@@ -100,7 +119,8 @@ def _iterate(
                 scores.zero_()
             else:
                 torch.mul(flat.detach(), grad, out=scores).abs_()
-            mask = _prune_to(scores, mask, density ** (t / iterations))
+            if _prune_to(scores, kept, density ** (t / iterations)):
+                mask.copy_(kept)
             bar.update()
     if not bool(torch.isfinite(scores).all()):
         return None
@@ -125,15 +145,17 @@ def _ones_like_sample(example_inputs: tuple[Any, ...], dtype: torch.dtype) -> tu
     )
 
 
-def _prune_to(scores: torch.Tensor, mask: torch.Tensor | None, keep: float) -> torch.Tensor | None:
-    """The mask keeping the scores above the ``n_prune``-th smallest, as the authors'
-    code: ties at the threshold are pruned, so weights that scored 0 never come back."""
+def _prune_to(scores: torch.Tensor, kept: torch.Tensor, keep: float) -> bool:
+    """Write into ``kept`` the mask keeping the scores above the ``n_prune``-th smallest,
+    as the authors' code: ties at the threshold are pruned, so weights that scored 0
+    never come back. False when nothing is to be pruned yet (``kept`` unchanged)."""
     total = scores.numel()
     n_prune = int((1.0 - keep) * total)
     if n_prune < 1:
-        return mask
+        return False
     threshold = kth_largest(scores, total - n_prune + 1)
-    return scores > threshold
+    torch.gt(scores, threshold, out=kept)
+    return True
 
 
 def _tensors(output: Any) -> list[torch.Tensor]:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from reconvene_fx.scoring import run_scorer
+from reconvene_fx.scoring import prunable_weights, run_scorer
+from reconvene_fx.scoring import synflow as synflow_module
 
 
 def linear_chain(widths=(6, 10, 8, 4), scale: float = 1.0) -> nn.Module:
@@ -88,19 +89,45 @@ def test_batchnorm_is_scored_in_eval_mode_and_left_untouched() -> None:
     assert torch.equal(bn.running_var, stats[1])
 
 
-def test_float32_overflow_falls_back_to_float64() -> None:
-    model = linear_chain((4,) + (64,) * 30 + (2,), scale=30.0)  # flow ~1e60
-    s = score(model, torch.randn(1, 4), iterations=2)
+def test_float32_overflow_carries_exponents_and_matches_float64() -> None:
+    """A flow of ~1e60 overflows float32; the exponent-carrying float32 run gives the
+    float64 scores up to one power-of-two factor."""
+    model = linear_chain((4,) + (64,) * 30 + (2,), scale=30.0)
+    gm = torch.fx.symbolic_trace(model)
+    s = run_scorer("synflow", gm, (torch.randn(1, 4),), options={"iterations": 2})
+    assert all(v.dtype == torch.float32 for v in s.values())
+    weights = dict(prunable_weights(gm))
+    reference = synflow_module._iterate(gm, (torch.randn(1, 4),), weights, 1.0, 2,
+                                        torch.float64, False, False)  # fmt: skip
+    got = torch.cat([v.flatten().double() for v in s.values()])
+    want = torch.cat([v.flatten() for v in reference.values()])
+    assert float(want.sum()) > 1e40
+    torch.testing.assert_close(got / got.sum(), want / want.sum(), rtol=1e-4, atol=0)
+
+
+def test_ops_without_an_exponent_rule_fall_back_to_float64() -> None:
+    s = score(gelu_chain(30, 30.0), torch.randn(1, 4), iterations=1)  # ~1e60
     assert all(v.dtype == torch.float64 and bool(torch.isfinite(v).all()) for v in s.values())
-    sums = torch.stack([v.sum() for v in s.values()])
-    assert float(sums.max()) > 1e40
-    torch.testing.assert_close(sums, sums[0].expand_as(sums), rtol=1e-6, atol=0)
+    assert float(s["0.weight"].sum()) > 1e40
+
+
+def gelu_chain(depth: int, scale: float) -> nn.Module:
+    """Linear layers with GELU between: no exponent rule for GELU, so float64 it is."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(4, 64, bias=False)]
+    for _ in range(depth):
+        layers += [nn.GELU(), nn.Linear(64, 64, bias=False)]
+    model = nn.Sequential(*layers, nn.Linear(64, 2, bias=False))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(scale)
+    return model
 
 
 def test_flow_beyond_float64_raises_with_advice() -> None:
-    model = linear_chain((4,) + (64,) * 120 + (2,), scale=300.0)  # ~1e370
     with pytest.raises(ValueError, match="overflows even in float64"):
-        score(model, torch.randn(1, 4), iterations=1)
+        score(gelu_chain(120, 300.0), torch.randn(1, 4), iterations=1)  # ~1e370
 
 
 def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
