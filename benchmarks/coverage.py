@@ -3,7 +3,8 @@
 For each model (``weights=None``, eval mode, seed 0; input 1x3x224x224, 299 for
 inception_v3, or ``--size``; vit/swin/maxvit always 224):
 
-1. ``rfx.compile(model, budget, method="magnitude", reinit=False)``
+1. ``rfx.compile(model, budget, method="magnitude", reinit=False)`` (default strategy,
+   ``reconvene`` since 0.2.0)
 2. ``rfx.verify(model, gm, (x,))``: the compact model equals the original with the removed
    channels zeroed (``exact`` False: approximate ops, shapes/finiteness only)
 3. ``reconvene_fx.emit.export_onnx(gm, ...)`` into a temp dir, which checks the file with
@@ -240,7 +241,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     lines = [
         "# Coverage: torchvision classification models",
         "",
-        f"compile(budget={cfg['budget']}, method=magnitude, reinit=False) -> verify -> "
+        f"compile(budget={cfg['budget']}, method=magnitude, strategy="
+        f"{cfg.get('strategy', 'uniform')}, reinit=False) -> verify -> "
         f"export_onnx (onnxruntime check); input {side} "
         "(vit/swin/maxvit always 224); "
         f"per-model timeout {cfg['timeout_s']} s.",
@@ -310,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = C.parse_models(args.models, C.classification_models())
     config = {"budget": args.budget, "size": args.size, "timeout_s": args.timeout,
-              "method": "magnitude", "reinit": False}  # fmt: skip
+              "method": "magnitude", "strategy": "reconvene (default)",
+              "reinit": False}  # fmt: skip
     previous: list[dict[str, Any]] = []
     if args.update and args.out.exists():
         old = json.loads(args.out.read_text())

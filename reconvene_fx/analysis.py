@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from ._table import format_rows
 from .budget import Budget, as_budget
 from .meta import SENSITIVITY_TABLE, LayerSensitivity
 from .scoring import get_scorer
@@ -65,13 +66,7 @@ class SensitivityTable:
              f"{lay.sensitivity:.3f}", "yes" if lay.selected else "")
             for name, lay in self.layers.items()
         ]  # fmt: skip
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                      for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            for r in rows
-        ]  # fmt: skip
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = format_rows(rows)
         n_sel = len(self.selected)
         lines.append(
             f"method {self.method}, global density {self.global_density:.4f}; "

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from ._table import format_rows
 from .errors import ReconveneError
 from .meta import REPORT
 
@@ -158,13 +159,7 @@ class PruningReport:
                     "yes" if lp.masked else "",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(
-                zip(r, widths, strict=True)))
-            for r in rows
-        ]  # fmt: skip
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = format_rows(rows)
         lines.append(self.summary())
         return "\n".join(lines)
 
