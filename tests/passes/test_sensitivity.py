@@ -1,0 +1,74 @@
+"""SensitivityPass: what it writes, the exact global top-k, the table."""
+
+from __future__ import annotations
+
+import torch
+from models import build
+
+import reconvene_fx as rfx
+from reconvene_fx.meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity
+from reconvene_fx.passes import SensitivityPass
+from reconvene_fx.passes.sensitivity import mask_density
+from reconvene_fx.scoring import prunable_weights
+
+X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def test_meta_on_every_conv_and_linear_call_and_a_shared_module_once() -> None:
+    gm = torch.fx.symbolic_trace(build("shared"))
+    result = SensitivityPass(0.5, example_inputs=(X,))(gm)
+    assert not result.modified
+    calls = [
+        n
+        for n in gm.graph.nodes
+        if n.op == "call_module"
+        and isinstance(gm.get_submodule(str(n.target)), (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    assert calls and all(isinstance(n.meta[SENSITIVITY], LayerSensitivity) for n in calls)
+    by_target: dict[str, list[LayerSensitivity]] = {}
+    for n in calls:
+        by_target.setdefault(str(n.target), []).append(n.meta[SENSITIVITY])
+    assert any(len(v) > 1 for v in by_target.values())  # the shared module is called twice
+    assert all(all(x is v[0] for x in v) for v in by_target.values())
+    table = gm.meta[SENSITIVITY_TABLE]
+    assert sorted(table.layers) == sorted(by_target)
+    others = [n for n in gm.graph.nodes if n not in calls]
+    assert not any(SENSITIVITY in n.meta for n in others)
+
+
+def test_ties_at_the_threshold_are_broken_by_magnitude_to_keep_exactly_k() -> None:
+    def constant(gm, example_inputs, targets, *, seed):
+        return {n: torch.ones_like(w) for n, w in prunable_weights(gm)}
+
+    model = build("residual")
+    gm = torch.fx.symbolic_trace(model)
+    SensitivityPass(0.3, example_inputs=(X,), method=constant)(gm)
+    table = gm.meta[SENSITIVITY_TABLE]
+    weights = dict(prunable_weights(gm))
+    total = sum(w.numel() for w in weights.values())
+    k = total - int(0.7 * total)
+    assert sum(lay.kept for lay in table.layers.values()) == k
+    flat_w = torch.cat([weights[f"{n}.weight"].detach().abs().flatten() for n in table.layers])
+    flat_m = torch.cat([lay.mask.flatten() for lay in table.layers.values()])
+    assert float(flat_w[flat_m].min()) >= float(flat_w[~flat_m].max())  # the largest |w| kept
+
+
+def test_table_prints_and_converts_to_plain_dicts() -> None:
+    table = rfx.analyze(build("se"), 0.4, (X,), method="magnitude")
+    rows = table.to_list()
+    assert [r["layer"] for r in rows] == list(table.layers)
+    assert set(rows[0]) == {"layer", "density", "sensitivity", "selected", "kept", "total"}
+    assert all(isinstance(v, (str, float, bool, int)) for r in rows for v in r.values())
+    text = str(table)
+    assert all(name in text for name in table.layers)
+    assert "global density 0.4000" in text.splitlines()[-1]
+    assert table.selected == [r["layer"] for r in rows if r["selected"]]
+    assert all(lay.scores is None for lay in table.layers.values())  # not kept by default
+    kept = rfx.analyze(build("se"), 0.4, (X,), keep_scores=True)
+    assert all(lay.scores is not None for lay in kept.layers.values())
+
+
+def test_mask_density_takes_the_tightest_limit() -> None:
+    assert mask_density(0.3) == 0.3
+    assert mask_density(rfx.Budget(params=0.5, flops=0.2)) == 0.2
+    assert mask_density(rfx.Budget(latency=0.6)) == 0.6
