@@ -234,7 +234,8 @@ def _build_report(
             flops_after=f_after,
             selected=bool(sens.selected) if sens is not None else False,
             masked=mask is not None,
-            nonzero_after=p_after - (int((~mask).sum()) if mask is not None else 0),
+            nonzero_after=p_after
+            - (mask.numel() - int(torch.count_nonzero(mask)) if mask is not None else 0),
         )
     params_after = count_params(gm)
     return PruningReport(

@@ -67,7 +67,7 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def masked_weights(model: nn.Module) -> int:
     """How many weights the masks hold at zero (the physical minus the nonzero count)."""
-    return sum(int((~mask).sum()) for mask in masks_of(model).values())
+    return sum(mask.numel() - int(torch.count_nonzero(mask)) for mask in masks_of(model).values())
 
 
 def bake_masks(model: nn.Module) -> nn.Module:

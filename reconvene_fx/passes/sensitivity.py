@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -136,14 +136,14 @@ def _rate_layers(
     weights = dict(prunable_weights(gm))
     names = list(weights)
     masks = _global_top_k(names, scores, weights, density)
-    kept_all = sum(int(m.sum()) for m in masks.values())
+    kept_all = sum(int(torch.count_nonzero(m)) for m in masks.values())
     global_density = kept_all / max(sum(m.numel() for m in masks.values()), 1)
     layers: dict[str, LayerSensitivity] = {}
     for name in names:
         module_name = modules[name]
         module = gm.get_submodule(module_name)
-        mask, s = masks[name], scores[name].double()
-        kept = int(mask.sum())
+        mask, s = masks[name], scores[name].detach()
+        kept = int(torch.count_nonzero(mask))
         layer_density = kept / max(mask.numel(), 1)
         sensitivity = layer_density / global_density if global_density > 0 else 0.0
         out_mass, in_mass = _channel_mass(module, s)
@@ -162,6 +162,19 @@ def _rate_layers(
     return layers
 
 
+class _Parts(Sequence[torch.Tensor]):
+    """``scores[names[i]]`` in order, read on access (lazy scores stay lazy)."""
+
+    def __init__(self, scores: Mapping[str, torch.Tensor], names: list[str]) -> None:
+        self.scores, self.names = scores, names
+
+    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
+        return self.scores[self.names[i]].detach()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 def _global_top_k(
     names: list[str],
     scores: Mapping[str, torch.Tensor],
@@ -169,32 +182,42 @@ def _global_top_k(
     density: float,
 ) -> dict[str, torch.Tensor]:
     """Masks keeping exactly ``k = N - int((1 - density) N)`` of the ``N`` weights: the
-    highest scores, ties at the threshold broken by larger ``|w|`` (then by position)."""
-    total = sum(scores[n].numel() for n in names)
+    highest scores, ties at the threshold broken by larger ``|w|`` (then by position).
+    Works layer by layer: no concatenated copy of all scores."""
+    sizes = [weights[n].numel() for n in names]
+    total = sum(sizes)
     k = total - int((1.0 - density) * total)
     if k >= total or not total:
-        return {n: torch.ones_like(scores[n], dtype=torch.bool) for n in names}
-    flat = torch.cat([scores[n].flatten() for n in names])
-    threshold = kth_largest(flat, k)
-    keep = flat > threshold
-    need = k - int(keep.sum())
-    tied = (flat == threshold).nonzero().flatten()
-    del flat
-    if need < tied.numel():
-        magnitude = torch.cat([weights[n].detach().abs().flatten() for n in names])[tied]
-        tied = tied[torch.sort(magnitude, descending=True, stable=True).indices[:need]]
-    keep[tied] = True
-    sizes = [scores[n].numel() for n in names]
-    return {n: m.view(scores[n].shape) for n, m in zip(names, keep.split(sizes), strict=True)}
+        return {n: torch.ones(weights[n].shape, dtype=torch.bool) for n in names}
+    threshold = kth_largest(_Parts(scores, names), k, sizes=sizes)
+    masks: dict[str, torch.Tensor] = {}
+    tied: list[tuple[str, torch.Tensor]] = []
+    for n in names:
+        s = scores[n].detach()
+        masks[n] = s > threshold
+        at = (s == threshold).flatten().nonzero().flatten()
+        if at.numel():
+            tied.append((n, at))
+    need = k - sum(int(torch.count_nonzero(m)) for m in masks.values())
+    if need > 0 and tied:
+        magnitude = torch.cat([weights[n].detach().abs().flatten()[at] for n, at in tied])
+        chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
+        chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
+        for (n, at), pick in zip(tied, chosen.split([at.numel() for _, at in tied]),
+                                 strict=True):  # fmt: skip
+            masks[n].view(-1)[at[pick]] = True
+    return masks
 
 
 def _channel_mass(module: torch.nn.Module, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed scores per output channel and per input channel (feature)."""
-    out_mass = s.flatten(1).sum(1) if s.dim() > 1 else s.clone()
+    """Summed scores per output channel and per input channel (feature), as float64. Sums
+    run in the scores' dtype: ``sum(dtype=float64)`` would copy a layer's scores first."""
+    f64 = torch.float64
+    out_mass = (s.flatten(1).sum(1) if s.dim() > 1 else s).to(f64)
     if isinstance(module, CONV_TYPES):
         g = module.groups
         per_group = s.view(g, module.out_channels // g, module.in_channels // g, -1)
-        in_mass = per_group.sum((1, 3)).reshape(-1)
+        in_mass = per_group.sum((1, 3)).reshape(-1).to(f64)
     else:
-        in_mass = s.sum(0)
+        in_mass = s.sum(0).to(f64)
     return out_mass, in_mass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -144,7 +144,11 @@ def _keywords(fn: Callable[..., Any]) -> set[str] | None:
 
 def _checked(
     label: str, gm: torch.fx.GraphModule, scores: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+) -> Mapping[str, torch.Tensor]:
+    """Every prunable weight has a finite score of its shape. Scores computed on access
+    (``lazy`` mappings such as magnitude's) are checked one at a time and stay lazy, so a
+    large model never holds a second copy of all its weights for them."""
+    lazy = bool(getattr(scores, "lazy", False))
     out: dict[str, torch.Tensor] = {}
     for name, weight in prunable_weights(gm):
         s = scores.get(name)
@@ -156,47 +160,71 @@ def _checked(
                 f"scoring method {label!r} gave {name!r} scores of shape {tuple(s.shape)}; "
                 f"the weight has shape {tuple(weight.shape)}"
             )
-        if not bool(torch.isfinite(s).all()):
+        low, high = torch.aminmax(s) if s.numel() else (torch.zeros(()), torch.zeros(()))
+        if not (math.isfinite(float(low)) and math.isfinite(float(high))):  # NaN propagates
             bad = int((~torch.isfinite(s)).sum())
             raise ValueError(
                 f"scoring method {label!r} gave {bad} non-finite score(s) for {name!r} "
                 "(overflow or NaN in the model's forward/backward pass?)"
             )
-        out[name] = s
-    return out
+        if not lazy:
+            out[name] = s
+    return scores if lazy else out
 
 
-def kth_largest(values: torch.Tensor, k: int) -> float:
-    """The ``k``-th largest of a 1-D tensor (``k`` from 1), exactly, in a few linear passes.
+def kth_largest(
+    values: torch.Tensor | Sequence[torch.Tensor], k: int, *, sizes: Sequence[int] | None = None
+) -> float:
+    """The ``k``-th largest (``k`` from 1) of a tensor, or of several taken together, exactly,
+    in a few linear passes.
 
-    ``torch.kthvalue`` on tens of millions of scores costs ~0.4 s on two cores; SynFlow needs
-    a threshold per iteration. A sorted random sample brackets the answer, one pass counts
-    what lies above the bracket and the bracket's few members are selected exactly.
+    ``torch.kthvalue`` on tens of millions of scores costs ~0.4 s on two cores, and
+    concatenating a model's scores costs a copy of its weights. A sorted random sample
+    brackets the answer, passes over the parts count what lies above the bracket, and the
+    bracket's few members are selected exactly. ``values`` may be a sequence whose items
+    are computed on access (each is read about four times); ``sizes`` gives their element
+    counts without reading them.
 
     Example:
         >>> kth_largest(torch.tensor([3.0, 1.0, 2.0, 5.0]), 2)
         3.0
+        >>> kth_largest([torch.tensor([3.0, 1.0]), torch.tensor([2.0, 5.0])], 3)
+        2.0
     """
-    n = values.numel()
+    parts: Sequence[torch.Tensor] = [values] if isinstance(values, torch.Tensor) else values
+    if sizes is None:
+        sizes = [p.numel() for p in parts]
+    n = int(sum(sizes))
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
     if n <= 1 << 16:
-        return float(torch.kthvalue(values, n - k + 1).values)
+        return _kth_by_sort(parts, n, k)
     generator = torch.Generator().manual_seed(0)
     sample_size = 1 << 14
-    sample = values[torch.randint(n, (sample_size,), generator=generator)].sort().values
+    positions = torch.randint(n, (sample_size,), generator=generator).sort().values
+    starts = torch.cumsum(torch.tensor([0, *sizes]), 0)
+    which = torch.searchsorted(starts, positions, right=True) - 1
+    sample = torch.cat([
+        parts[i].flatten()[positions[which == i] - starts[i]]
+        for i in range(len(parts)) if bool((which == i).any())
+    ]).sort().values  # fmt: skip
     q = 1.0 - k / n  # quantile of the answer
     margin = 4.0 * math.sqrt(q * (1.0 - q) / sample_size) + 2.0 / sample_size
-    lo = sample[max(0, math.floor((q - margin) * sample_size))]
-    hi = sample[min(sample_size - 1, math.ceil((q + margin) * sample_size))]
+    lo = float(sample[max(0, math.floor((q - margin) * sample_size))])
+    hi = float(sample[min(sample_size - 1, math.ceil((q + margin) * sample_size))])
     # count_nonzero: ~6x faster than bool.sum() on tens of millions of elements
-    above = int(torch.count_nonzero(values > hi))
-    if above < k and int(torch.count_nonzero(values >= lo)) >= k:
+    above = sum(int(torch.count_nonzero(p > hi)) for p in parts)
+    if above < k and sum(int(torch.count_nonzero(p >= lo)) for p in parts) >= k:
         # the answer lies in [lo, hi]: the rank-th largest there; lo itself may be tied
         # many times over (SynFlow's zeros), so it is counted, not selected
         rank = k - above
-        inner = values[(values > lo) & (values <= hi)]
+        inner = torch.cat([p[(p > lo) & (p <= hi)].flatten() for p in parts])
         if rank > inner.numel():
-            return float(lo)
+            return lo
         return float(torch.kthvalue(inner, inner.numel() - rank + 1).values)
-    return float(torch.kthvalue(values, n - k + 1).values)
+    return _kth_by_sort(parts, n, k)
+
+
+def _kth_by_sort(parts: Sequence[torch.Tensor], n: int, k: int) -> float:
+    flat = torch.cat([p.flatten() for p in parts]) if len(parts) > 1 else parts[0].flatten()
+    return float(torch.kthvalue(flat, n - k + 1).values)

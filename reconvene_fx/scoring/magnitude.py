@@ -36,6 +36,8 @@ class LazyScores(Mapping[str, torch.Tensor]):
     """``{param_name: fn(weight)}``, computed when read, so scoring a large model does not
     hold a second copy of every weight at once."""
 
+    lazy = True  # read by run_scorer and SensitivityPass: keep it lazy, read it in parts
+
     def __init__(
         self, weights: dict[str, torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor]
     ):
