@@ -131,32 +131,40 @@ def _rate_layers(
     density: float,
     keep_scores: bool,
 ) -> dict[str, LayerSensitivity]:
+    """The mask, masses and ratings of every layer. Scores are read layer by layer (twice
+    when they are lazy, plus the threshold's reads), never concatenated."""
     modules = {f"{name}.weight" if name else "weight": name for name, m in gm.named_modules()
                if isinstance(m, _WEIGHTED)}  # fmt: skip
     weights = dict(prunable_weights(gm))
     names = list(weights)
-    masks = _global_top_k(names, scores, weights, density)
-    kept_all = sum(int(torch.count_nonzero(m)) for m in masks.values())
-    global_density = kept_all / max(sum(m.numel() for m in masks.values()), 1)
+    threshold, k = _threshold(names, scores, weights, density)
+    masks: dict[str, torch.Tensor] = {}
+    masses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name in names:
+        s = scores[name].detach()
+        masks[name] = (
+            s > threshold if threshold is not None else torch.ones_like(s, dtype=torch.bool)
+        )
+        masses[name] = _channel_mass(gm.get_submodule(modules[name]), s)
+    if threshold is not None:
+        _break_ties(names, scores, weights, masks, threshold, k)
+    kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
+    global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
     layers: dict[str, LayerSensitivity] = {}
     for name in names:
-        module_name = modules[name]
-        module = gm.get_submodule(module_name)
-        mask, s = masks[name], scores[name].detach()
-        kept = int(torch.count_nonzero(mask))
-        layer_density = kept / max(mask.numel(), 1)
+        module_name, mask = modules[name], masks[name]
+        layer_density = kept[name] / max(mask.numel(), 1)
         sensitivity = layer_density / global_density if global_density > 0 else 0.0
-        out_mass, in_mass = _channel_mass(module, s)
         layers[module_name] = LayerSensitivity(
             name=module_name,
             density=layer_density,
             sensitivity=sensitivity,
             selected=sensitivity < 1.0,
-            kept=kept,
+            kept=kept[name],
             total=mask.numel(),
             mask=mask,
-            out_mass=out_mass,
-            in_mass=in_mass,
+            out_mass=masses[name][0],
+            in_mass=masses[name][1],
             scores=scores[name] if keep_scores else None,
         )
     return layers
@@ -175,38 +183,45 @@ class _Parts(Sequence[torch.Tensor]):
         return len(self.names)
 
 
-def _global_top_k(
+def _threshold(
     names: list[str],
     scores: Mapping[str, torch.Tensor],
     weights: Mapping[str, torch.Tensor],
     density: float,
-) -> dict[str, torch.Tensor]:
-    """Masks keeping exactly ``k = N - int((1 - density) N)`` of the ``N`` weights: the
-    highest scores, ties at the threshold broken by larger ``|w|`` (then by position).
-    Works layer by layer: no concatenated copy of all scores."""
+) -> tuple[float | None, int]:
+    """The k-th largest score, ``k = N - int((1 - density) N)`` of the ``N`` weights
+    (None when every weight is kept), and k."""
     sizes = [weights[n].numel() for n in names]
     total = sum(sizes)
     k = total - int((1.0 - density) * total)
     if k >= total or not total:
-        return {n: torch.ones(weights[n].shape, dtype=torch.bool) for n in names}
-    threshold = kth_largest(_Parts(scores, names), k, sizes=sizes)
-    masks: dict[str, torch.Tensor] = {}
+        return None, k
+    return kth_largest(_Parts(scores, names), k, sizes=sizes), k
+
+
+def _break_ties(
+    names: list[str],
+    scores: Mapping[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    threshold: float,
+    k: int,
+) -> None:
+    """Add to ``masks`` (which hold the scores above the threshold) the scores equal to it
+    with the largest ``|w|`` (then by position), until exactly ``k`` are kept."""
+    need = k - sum(int(torch.count_nonzero(m)) for m in masks.values())
+    if need <= 0:
+        return
     tied: list[tuple[str, torch.Tensor]] = []
     for n in names:
-        s = scores[n].detach()
-        masks[n] = s > threshold
-        at = (s == threshold).flatten().nonzero().flatten()
+        at = (scores[n].detach() == threshold).flatten().nonzero().flatten()
         if at.numel():
             tied.append((n, at))
-    need = k - sum(int(torch.count_nonzero(m)) for m in masks.values())
-    if need > 0 and tied:
-        magnitude = torch.cat([weights[n].detach().abs().flatten()[at] for n, at in tied])
-        chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
-        chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
-        for (n, at), pick in zip(tied, chosen.split([at.numel() for _, at in tied]),
-                                 strict=True):  # fmt: skip
-            masks[n].view(-1)[at[pick]] = True
-    return masks
+    magnitude = torch.cat([weights[n].detach().abs().flatten()[at] for n, at in tied])
+    chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
+    chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
+    for (n, at), pick in zip(tied, chosen.split([at.numel() for _, at in tied]), strict=True):
+        masks[n].view(-1)[at[pick]] = True
 
 
 def _channel_mass(module: torch.nn.Module, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,13 +24,36 @@ def _is_small_value(value: Any) -> bool:
     return value is None
 
 
+# modules whose output has the input's shape, dtype and layout: on meta tensors their
+# result is known without running them (BatchNorm's meta decomposition costs ~1.5 ms a call)
+_SAME_SHAPE = (
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm,
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.GELU, torch.nn.Hardswish,
+    torch.nn.Hardsigmoid, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.LeakyReLU, torch.nn.ELU,
+    torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+    torch.nn.Identity,
+)  # fmt: skip
+
+
 class _ValueProp(ShapeProp):
     """ShapeProp that also keeps small values, and fails with the real cause (ShapeProp
     itself prints a traceback and raises an error that hides the message)."""
 
+    def _same_shape_on_meta(self, n: torch.fx.Node) -> torch.Tensor | None:
+        if n.op != "call_module" or len(n.args) != 1 or n.kwargs:
+            return None
+        if not isinstance(self.fetch_attr(str(n.target)), _SAME_SHAPE):
+            return None
+        (arg,) = self.fetch_args_kwargs_from_env(n)[0]
+        if isinstance(arg, torch.Tensor) and arg.is_meta:
+            return torch.empty_like(arg)
+        return None
+
     def run_node(self, n: torch.fx.Node) -> Any:
         try:
-            result = torch.fx.Interpreter.run_node(self, n)
+            result = self._same_shape_on_meta(n)
+            if result is None:
+                result = torch.fx.Interpreter.run_node(self, n)
         except Exception as exc:
             raise ReconveneError(
                 f"running the model on example_inputs failed at node {n.format_node()}: "
