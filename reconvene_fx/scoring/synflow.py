@@ -107,7 +107,7 @@ def _iterate(
                      zip(names, flat.split(sizes), shapes, strict=True)}  # fmt: skip
             with torch.enable_grad():
                 if scaled:
-                    with _reparametrize_module(gm, {**state, **views}):
+                    with _reparametrize_module(gm, {**state, **views}, tie_weights=True):
                         flow = scaled_flow(gm, inputs)
                 else:
                     output = run_with(gm, {**state, **views}, inputs)

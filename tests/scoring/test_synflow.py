@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 import torch.nn as nn
+from models import build
 
 from reconvene_fx.scoring import prunable_weights, run_scorer
 from reconvene_fx.scoring import synflow as synflow_module
@@ -143,3 +144,24 @@ def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None
 def test_bad_arguments_are_rejected(options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         score(linear_chain(), torch.randn(1, 6), **options)
+
+
+@pytest.mark.parametrize("name", ["residual", "densenet", "inception", "shared", "depthwise"])
+def test_exponent_carrying_float32_equals_float64_on_hand_built_graphs(name: str) -> None:
+    """Adds, concatenations, shared modules, BatchNorm with random statistics, grouped
+    convs: the float32 interpreter with per-tensor exponents gives the float64 scores."""
+    gm = torch.fx.symbolic_trace(build(name))
+    weights = dict(prunable_weights(gm))
+    x = torch.randn(1, 3, 16, 16)
+    scaled = synflow_module._iterate(gm, (x,), weights, 0.5, 3, torch.float32, True, False)
+    exact = synflow_module._iterate(gm, (x,), weights, 0.5, 3, torch.float64, False, False)
+    got = torch.cat([v.flatten().double() for v in scaled.values()])
+    want = torch.cat([v.flatten() for v in exact.values()])
+    torch.testing.assert_close(got / got.sum(), want / want.sum(), rtol=1e-4, atol=1e-12)
+
+
+def test_ops_without_an_exponent_rule_are_refused_by_the_interpreter() -> None:
+    gm = torch.fx.symbolic_trace(build("se"))  # sigmoid gate
+    with pytest.raises(synflow_module.Unsupported, match=r"(?i)sigmoid"):
+        synflow_module._iterate(gm, (torch.randn(1, 3, 16, 16),), dict(prunable_weights(gm)),
+                                1.0, 1, torch.float32, True, False)  # fmt: skip
