@@ -12,7 +12,7 @@ import torch.fx
 from torch.fx.passes.infra.pass_base import PassBase
 
 from .budget import Budget, as_budget
-from .composite import apply_masks, masked_weights, masks_of
+from .composite import apply_masks, masked_count, masks_of
 from .config import CompileConfig
 from .costs import CONV_TYPES, count_macs, count_params, layer_macs
 from .errors import ReconveneError
@@ -210,7 +210,6 @@ def _build_report(
     after = _layer_shapes(gm)
     table = gm.meta[SENSITIVITY_TABLE]
     plan = gm.meta.get(PLAN)
-    masked = masked_weights(gm)
     masks = masks_of(gm)
     layers = {}
     for name, (in_ch, out_ch, p_before, f_before) in before.items():
@@ -250,7 +249,7 @@ def _build_report(
         strategy=config.strategy,
         reinit=config.reinit,
         composite=config.composite,
-        nonzero_after=params_after - masked,
+        nonzero_after=params_after - sum(masked_count(m) for m in masks.values()),
         global_density=table.global_density,
         latency_before=plan.latency_before if isinstance(plan, PlanSummary) else None,
         latency_after=plan.latency_after if isinstance(plan, PlanSummary) else None,

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-__all__ = ["WeightMask", "apply_masks", "bake_masks", "masks_of", "masked_weights"]
+__all__ = ["WeightMask", "apply_masks", "bake_masks", "masked_count", "masked_weights", "masks_of"]
 
 
 class WeightMask(nn.Module):
@@ -65,9 +65,14 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return found
 
 
+def masked_count(mask: torch.Tensor) -> int:
+    """How many weights one mask holds at zero."""
+    return mask.numel() - int(torch.count_nonzero(mask))
+
+
 def masked_weights(model: nn.Module) -> int:
     """How many weights the masks hold at zero (the physical minus the nonzero count)."""
-    return sum(mask.numel() - int(torch.count_nonzero(mask)) for mask in masks_of(model).values())
+    return sum(masked_count(mask) for mask in masks_of(model).values())
 
 
 def bake_masks(model: nn.Module) -> nn.Module:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -280,13 +279,13 @@ class _Search:
         room = int(limit * self.full["params"]) - dense_elsewhere
         if room >= sum(self.sens[n].kept for n in names):
             return masks
-        scores = {n: self.sens[n].scores for n in names}
         if room < 1:
             return {n: torch.zeros_like(m) for n, m in masks.items()}
-        flat = torch.cat([s.flatten().double() for s in scores.values() if s is not None])
-        # strictly above the (room + 1)-th largest: at most ``room`` kept, even with ties
-        threshold = kth_largest(flat, room + 1) if room < flat.numel() else -math.inf
-        return {n: s > threshold for n, s in scores.items() if s is not None}
+        # adjust_masks guarantees the scores were kept; room < kept <= their count, so the
+        # (room + 1)-th largest exists: keeping what lies strictly above it keeps <= room
+        scores = [self.sens[n].scores for n in names]
+        threshold = kth_largest(scores, room + 1)  # type: ignore[arg-type]
+        return {n: s > threshold for n, s in zip(names, scores, strict=True)}
 
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
         """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""
