@@ -20,6 +20,11 @@ Status per model:
              ONNX failure; budget not met; timeout or crash (each model runs in its own
              subprocess)
 
+Whether the plan was made is read from the library's logger (``reconvene_fx.log.logger``),
+captured during compile: every pass logs ``"<PassName> done in X.XXs"`` when it finishes,
+so a ``PlanPass done`` line means the error came after planning. An error whose message
+names ``ShrinkPass`` counts as after planning too.
+
 Usage:
     .venv/bin/python benchmarks/coverage.py                      # all models
     .venv/bin/python benchmarks/coverage.py --models resnet18,vgg16 --update
@@ -32,9 +37,13 @@ interrupted run keeps what it measured).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +53,51 @@ __all__ = ["main", "run_one"]
 
 _SCRIPT = str(Path(__file__).resolve())
 
+# "<PassName> done in 1.23s": what each pass logs when it finishes.
+_PASS_DONE = re.compile(r"^(\w+) done in ")
+# Passes whose errors mean the plan was made: the library accepted the model.
+_AFTER_PLAN = ("ShrinkPass",)
+
+
+class _LogRecorder(logging.Handler):
+    """Keeps the messages logged to the library's logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _library_log() -> Iterator[list[str]]:
+    """The INFO (and higher) messages of ``reconvene_fx.log.logger`` while active."""
+    from reconvene_fx.log import logger
+
+    recorder = _LogRecorder()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(recorder)
+    try:
+        yield recorder.messages
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+
+
+def _passes_done(messages: list[str]) -> list[str]:
+    """The passes that logged that they finished, in order."""
+    return [m.group(1) for m in map(_PASS_DONE.match, messages) if m]
+
+
+def _after_plan(exc: BaseException, passes_done: list[str]) -> bool:
+    """Whether a compile error came after the plan was made (a bug, not a refusal)."""
+    return "PlanPass" in passes_done or str(exc).lstrip().startswith(_AFTER_PLAN)
+
 
 def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
     """Compile, verify and export one model in this process; return its record."""
-    import contextlib
     import io
     import tempfile
     import warnings
@@ -66,20 +116,21 @@ def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
     }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        progress = io.StringIO()
         t0 = time.perf_counter()
         try:
-            with contextlib.redirect_stderr(progress):
+            with _library_log() as messages, contextlib.redirect_stderr(io.StringIO()):
                 gm = rfx.compile(model, budget=budget, example_inputs=inputs,
                                  method="magnitude", reinit=False, progress=True)  # fmt: skip
         except rfx.ReconveneError as exc:
-            planned = "analyse and plan" in progress.getvalue()
-            rec["compile_stage"] = "shrink" if planned else "trace/analyse/plan"
+            done = _passes_done(messages)
+            rec["passes_done"] = done
+            planned = _after_plan(exc, done)
+            rec["compile_stage"] = "after plan" if planned else "trace/analyse/plan"
             cause = exc.__cause__
             rec["cause"] = None if cause is None else C.first_line(cause)
             if planned:
                 # The plan was made and shrinking broke the model: not a refusal of the input.
-                rec["reason"] = f"compile (during shrink): {C.first_line(exc)}"
+                rec["reason"] = f"compile (after the plan): {C.first_line(exc)}"
             else:
                 rec.update(status="refused", reason=C.first_line(exc))
             return rec

@@ -1,56 +1,50 @@
-"""A minimal progress bar on stderr for long loops (SynFlow's iterations)."""
+"""A progress bar on stderr for long loops (SynFlow's iterations), drawn by tqdm."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
-__all__ = ["ProgressBar"]
+from tqdm import tqdm
+
+__all__ = ["progress_bar"]
+
+# Seconds between redraws: often on a terminal, rarely in a log file so that it stays short.
+_TTY_INTERVAL = 0.1
+_LOG_INTERVAL = 5.0
 
 
-class ProgressBar:
-    """``update()`` once per step; draws ``label  37/100 [#######.......] 4.2s`` on stderr.
+def progress_bar(
+    total: int, label: str, *, enabled: bool = True, stream: TextIO | None = None
+) -> tqdm:
+    """A tqdm bar of ``total`` steps named ``[reconvene_fx] label``; ``update()`` once per step.
 
-    On a terminal the line is redrawn in place; otherwise a line is printed at every tenth
-    of the way, so logs stay short. Disabled bars print nothing.
+    It writes to ``stream`` (default: ``sys.stderr``); a disabled bar prints nothing. On a
+    terminal the line is redrawn in place up to ten times a second; elsewhere (a log file, a
+    pipe) at most every 5 seconds. Use it as a context manager, or ``close()`` it, so that
+    the final count is drawn.
 
     Example:
         >>> import io
         >>> out = io.StringIO()
-        >>> bar = ProgressBar(4, "synflow", stream=out)
-        >>> for _ in range(4):
-        ...     bar.update()
-        >>> out.getvalue().splitlines()[-1].startswith("[reconvene_fx] synflow 4/4")
+        >>> with progress_bar(4, "synflow", stream=out) as bar:
+        ...     for _ in range(4):
+        ...         bar.update()
+        >>> last = out.getvalue().split("\\r")[-1]
+        >>> last.startswith("[reconvene_fx] synflow: 100%") and " 4/4 " in last
         True
+        >>> with progress_bar(4, "quiet", enabled=False, stream=out) as bar:
+        ...     bar.update(4)
+        >>> "quiet" in out.getvalue()
+        False
     """
-
-    def __init__(
-        self, total: int, label: str, *, enabled: bool = True, stream: TextIO | None = None
-    ) -> None:
-        self.total = max(int(total), 1)
-        self.label = label
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.count = 0
-        self.start = time.perf_counter()
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._shown_tenths = -1
-
-    def update(self, steps: int = 1) -> None:
-        self.count = min(self.total, self.count + steps)
-        if not self.enabled:
-            return
-        tenths = 10 * self.count // self.total
-        if not self._tty and tenths == self._shown_tenths:
-            return
-        self._shown_tenths = tenths
-        width = 24
-        filled = width * self.count // self.total
-        line = (
-            f"[reconvene_fx] {self.label} {self.count:>{len(str(self.total))}}/{self.total} "
-            f"[{'#' * filled}{'.' * (width - filled)}] {time.perf_counter() - self.start:.1f}s"
-        )
-        end = "\n" if (not self._tty or self.count == self.total) else ""
-        self.stream.write(("\r" if self._tty else "") + line + end)
-        self.stream.flush()
+    out = sys.stderr if stream is None else stream
+    tty = bool(getattr(out, "isatty", lambda: False)())
+    return tqdm(
+        total=max(int(total), 1),
+        desc=f"[reconvene_fx] {label}",
+        file=out,
+        disable=not enabled,
+        mininterval=_TTY_INTERVAL if tty else _LOG_INTERVAL,
+        dynamic_ncols=tty,
+    )

@@ -17,7 +17,10 @@ class Budget:
     Args:
         params: fraction of parameters kept, in (0, 1].
         flops: fraction of multiply-accumulates of conv and linear layers kept, in (0, 1].
-        latency: fraction of measured latency kept (not supported yet by the planner).
+        latency: fraction of the forward-pass latency kept, in (0, 1]. The planner measures
+            shrunk candidates against the original with ``latency_fn`` of
+            :class:`~reconvene_fx.config.CompileConfig` if given, else with
+            :func:`~reconvene_fx.latency.measure_latency` (median wall time on this machine).
 
     Example:
         >>> Budget(params=0.5, flops=0.4)

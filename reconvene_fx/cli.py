@@ -9,8 +9,9 @@ Usage::
 Exit status: 0 on success, 2 for bad command-line input (unknown model, malformed shape,
 budget outside (0, 1], unknown output suffix), 1 when compilation or export fails with a
 :class:`~reconvene_fx.errors.ReconveneError` (for instance an unreachable budget). Errors
-are one ``reconvene-fx: error: ...`` line on stderr; progress lines go to stderr too,
-unless ``--quiet``.
+are one ``reconvene-fx: error: ...`` line on stderr. Progress goes to stderr too, unless
+``--quiet``: the library's log lines at INFO level (``[reconvene_fx] loading MODEL ...``,
+see :func:`reconvene_fx.log.progress_to_stderr`) and SynFlow's progress bar.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from .errors import ReconveneError
 from .loading import ModelSpecError, default_input_shape, load_model, parse_input_shape
+from .log import logger, progress_to_stderr
 
 __all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
 
@@ -227,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise _UsageError("give --budget and/or --flops and/or --latency")
             if args.iterations is not None and args.method != "synflow":
                 raise _UsageError("--iterations applies to --method synflow only")
-            return int(args.run(args))
+            with progress_to_stderr(not args.quiet):
+                return int(args.run(args))
         except SystemExit as stop:  # --help and --version
             return stop.code if isinstance(stop.code, int) else 0
         except (_UsageError, ModelSpecError) as err:
@@ -247,7 +250,7 @@ def _run_compile(args: argparse.Namespace) -> int:
         from .emit import save
 
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        with _step(f"writing {args.output}", args.quiet):
+        with _step(f"writing {args.output}"):
             path = save(gm, args.output, example)
         print(f"wrote {path}")
     return 0
@@ -265,7 +268,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     from . import analyze
 
     model, example = _load(args)
-    with _step(f"scoring with {args.method}", args.quiet):
+    with _step(f"scoring with {args.method}"):
         try:
             table = analyze(
                 model,
@@ -298,7 +301,7 @@ def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[torch.Tensor
     shape = args.input_shape or default_input_shape(args.model)
     generator = torch.Generator().manual_seed(args.seed)
     example = (torch.randn(shape, generator=generator),)
-    with _step(f"loading {args.model}", args.quiet):
+    with _step(f"loading {args.model}"):
         model = load_model(args.model).eval()
         _check_runs(model, example, args.model)
     return model, example
@@ -310,7 +313,7 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
     model, example = _load(args)
     from . import compile as compile_model
 
-    with _step(f"compiling to budget {_describe(budget)}", args.quiet):
+    with _step(f"compiling to budget {_describe(budget)}"):
         try:
             gm = compile_model(
                 model,
@@ -345,15 +348,22 @@ def _check_runs(model: torch.nn.Module, example: tuple[torch.Tensor], spec: str)
 
 
 @contextlib.contextmanager
-def _step(what: str, quiet: bool, stream: TextIO | None = None) -> Iterator[None]:
-    """Print ``what`` when a long step starts and how long it took when it ends."""
-    out = sys.stderr if stream is None else stream
-    if not quiet:
-        print(f"{PROG}: {what} ...", file=out, flush=True)
+def _step(what: str) -> Iterator[None]:
+    """Log ``what`` (INFO) when a long step starts, and how long it took when it ends.
+
+    Example:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> with progress_to_stderr(True, stream=out), _step("loading m.py:f"):
+        ...     pass
+        >>> print(out.getvalue(), end="")
+        [reconvene_fx] loading m.py:f ...
+        [reconvene_fx] loading m.py:f: done in 0.0 s
+    """
+    logger.info("%s ...", what)
     start = time.perf_counter()
     yield
-    if not quiet:
-        print(f"{PROG}: {what}: done in {time.perf_counter() - start:.1f} s", file=out, flush=True)
+    logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
 
 
 def _describe(budget: Any) -> str:

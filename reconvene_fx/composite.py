@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-__all__ = ["WeightMask", "apply_masks", "bake_masks", "masked_count", "masked_weights", "masks_of"]
+__all__ = ["WeightMask", "apply_masks", "bake_masks", "masked_count", "masks_of"]
 
 
 class WeightMask(nn.Module):
@@ -68,11 +68,6 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
 def masked_count(mask: torch.Tensor) -> int:
     """How many weights one mask holds at zero."""
     return mask.numel() - int(torch.count_nonzero(mask))
-
-
-def masked_weights(model: nn.Module) -> int:
-    """How many weights the masks hold at zero (the physical minus the nonzero count)."""
-    return sum(masked_count(mask) for mask in masks_of(model).values())
 
 
 def bake_masks(model: nn.Module) -> nn.Module:

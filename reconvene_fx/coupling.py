@@ -26,14 +26,12 @@ class Atoms:
         atom_of: int64 ``[num_ids]``, atom id of each channel id, in ``range(num_atoms)``.
         pinned: bool ``[num_atoms]``.
         group_of_space: int64 ``[num_spaces]``.
-        group_of_atom: int64 ``[num_atoms]``.
         bases: int64 ``[num_spaces + 1]``, first id of each space (and the total at the end).
     """
 
     atom_of: torch.Tensor
     pinned: torch.Tensor
     group_of_space: torch.Tensor
-    group_of_atom: torch.Tensor
     bases: torch.Tensor
 
     @property
@@ -119,9 +117,7 @@ class ChannelGraph:
         )
         group_of_space = self._groups(atom_of, space_of_id)
         bases = torch.tensor([*self._bases, n], dtype=torch.long)
-        group_of_atom = torch.zeros(num_atoms, dtype=torch.long)
-        group_of_atom[atom_of] = group_of_space[space_of_id]
-        return Atoms(atom_of, pinned, group_of_space, group_of_atom, bases)
+        return Atoms(atom_of, pinned, group_of_space, bases)
 
     def _groups(self, atom_of: torch.Tensor, space_of_id: torch.Tensor) -> torch.Tensor:
         """Connected components of the coarse graph whose nodes are spaces and whose edges

@@ -161,7 +161,7 @@ def test_compile_calls_the_api_with_the_options(
 def test_file_factory_spec_works(small_net: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", small_net, "--budget", "0.5", "--input-shape", "1,3,16,16"]) == 0
     captured = capsys.readouterr()
-    assert "small_net.py:make" in captured.err  # progress lines
+    assert f"[reconvene_fx] loading {small_net} ...\n" in captured.err  # progress lines
     for name in ("0", "3", "7"):
         assert re.search(rf"^{name}\s", captured.out, re.MULTILINE), captured.out
 
@@ -188,8 +188,11 @@ def test_compile_resnet18_to_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[
     before, after = _params(captured.out)
     assert after <= before / 2
     assert str(out) in captured.out
-    for step in ("loading", "compiling", "writing"):
-        assert f"reconvene-fx: {step}" in captured.err
+    steps = ("loading torchvision:resnet18", "compiling to budget params 0.5", f"writing {out}")
+    for step in steps:
+        assert f"[reconvene_fx] {step} ...\n" in captured.err
+        assert re.search(rf"^\[reconvene_fx\] {re.escape(step)}: done in \d+\.\d s$",
+                         captured.err, re.MULTILINE), captured.err  # fmt: skip
     assert "Traceback" not in captured.err
 
 
@@ -221,7 +224,8 @@ def test_synflow_iterations_and_progress_reach_stderr(
     argv = ["compile", small_net, "--budget", "0.5", "--method", "synflow", "--iterations", "7"]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "synflow (float32) 7/7" in captured.err
+    assert re.search(r"\[reconvene_fx\] synflow \(float32\): 100%.* 7/7 ", captured.err)
+    assert "[reconvene_fx] compiling to budget params 0.5 ..." in captured.err
     before, after = _params(captured.out)
     assert after <= before / 2
 

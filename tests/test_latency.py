@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from models import build
@@ -76,3 +78,26 @@ def test_measure_latency_restores_training_and_rejects_bad_repeats() -> None:
     assert net.training
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(net, (torch.randn(1, 4),), repeats=0)
+
+
+class _Sleeper(torch.nn.Module):
+    """Sleeps a fixed time per forward pass and records the modes it ran in."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.modes: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append((self.training, torch.is_inference_mode_enabled()))
+        time.sleep(self.seconds)
+        return x
+
+
+def test_measure_latency_is_seconds_per_pass_in_eval_and_inference_mode() -> None:
+    net = _Sleeper(0.01)
+    seconds = measure_latency(net, (torch.randn(1, 4),), repeats=3, warmup=1)
+    assert 0.01 <= seconds < 0.05  # one pass, not the sum of the repeats
+    assert len(net.modes) >= 1 + 3
+    assert set(net.modes) == {(False, True)}
+    assert net.training

@@ -18,7 +18,6 @@ from torch.nn.utils import parametrize
 
 from reconvene_fx._mode import eval_mode
 from reconvene_fx.composite import bake_masks
-from reconvene_fx.emit.onnx import export_onnx
 from reconvene_fx.errors import ExportError
 
 __all__ = ["load", "save"]
@@ -65,6 +64,8 @@ def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) ->
         raise ValueError(_suffix_message("save", path, _SAVE_SUFFIXES))
     gm = bake_masks(gm)
     if suffix == ".onnx":
+        from reconvene_fx.emit.onnx import export_onnx  # imports onnx: only when asked for
+
         return export_onnx(gm, path, example_inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".pt2":

@@ -42,15 +42,6 @@ _METHODS = (
 )  # fmt: skip
 
 
-def _extra_stochastic_depth() -> tuple[Any, ...]:
-    try:  # torchvision wraps stochastic_depth as an FX leaf function
-        from torchvision.ops import StochasticDepth, stochastic_depth
-    except Exception:
-        return ()
-    DEFAULT_RULES.module(StochasticDepth)(elementwise)
-    return (stochastic_depth,)
-
-
 @DEFAULT_RULES.module(*_MODULES)
 @DEFAULT_RULES.function(*_FUNCTIONS)
 @DEFAULT_RULES.method(*_METHODS)
@@ -103,6 +94,7 @@ def elementwise(ctx: RuleContext) -> Any:
     return Layout(first.space, out_dim, first.size)
 
 
-_stochastic_depth = _extra_stochastic_depth()
-if _stochastic_depth:
-    DEFAULT_RULES.function(*_stochastic_depth)(elementwise)
+# torchvision's StochasticDepth (and its function, an FX leaf): per-sample scaling; known
+# once torchvision is imported, without importing it here
+DEFAULT_RULES.lazy("module", "torchvision.ops.stochastic_depth", "StochasticDepth", elementwise)
+DEFAULT_RULES.lazy("function", "torchvision.ops.stochastic_depth", "stochastic_depth", elementwise)

@@ -19,7 +19,7 @@ from .context import NoValue, RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES
 
-__all__ = ["channel_shuffle", "data_movement", "read_ids"]
+__all__ = ["channel_shuffle", "data_movement"]
 
 _SHAPE_METHODS = ("view", "reshape", "expand", "unflatten")
 _METHODS = (
@@ -31,12 +31,6 @@ _FUNCTIONS = (
     torch.unsqueeze, torch.movedim, torch.narrow, torch.select, torch.swapaxes, torch.t,
     torch.unflatten,
 )  # fmt: skip
-
-
-def read_ids(ctx: RuleContext, ids: torch.Tensor) -> Layout | Scrambled:
-    """Describe an output from its tensor of channel ids."""
-    small, varying = _shrink(ids)
-    return _describe(ctx, small, varying, tuple(ids.shape))
 
 
 def _shrink(ids: torch.Tensor) -> tuple[torch.Tensor, list[int]]:

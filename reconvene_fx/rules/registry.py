@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ class RuleRegistry:
         self.modules: dict[type, Rule] = {}
         self.functions: dict[Callable[..., Any], Rule] = {}
         self.methods: dict[str, Rule] = {}
+        # rules for types/functions of libraries not imported yet: (kind, module, name, rule)
+        self._pending: list[tuple[str, str, str, Rule]] = []
 
     def module(self, *types: type) -> Callable[[Rule], Rule]:
         def register(rule: Rule) -> Rule:
@@ -61,8 +64,28 @@ class RuleRegistry:
 
         return register
 
+    def lazy(self, kind: str, module: str, name: str, rule: Rule) -> None:
+        """Register ``rule`` for ``module.name`` (a module type when ``kind`` is
+        ``"module"``, a function when ``"function"``) once that module is imported, without
+        importing it: a model that uses it has imported it already."""
+        if kind not in ("module", "function"):
+            raise ValueError(f"kind must be 'module' or 'function', got {kind!r}")
+        self._pending.append((kind, module, name, rule))
+
+    def _resolve_pending(self) -> None:
+        waiting = []
+        for kind, module, name, rule in self._pending:
+            target = getattr(sys.modules.get(module), name, None)
+            if target is None:
+                waiting.append((kind, module, name, rule))
+            else:
+                (self.modules if kind == "module" else self.functions)[target] = rule
+        self._pending = waiting
+
     def lookup(self, node: torch.fx.Node, gm: torch.fx.GraphModule) -> Rule | None:
         """The rule for ``node``, or ``None`` when no rule is known (the node is a boundary)."""
+        if self._pending:
+            self._resolve_pending()
         if node.op == "call_module":
             module_type = type(gm.get_submodule(str(node.target)))
             for base in module_type.__mro__:
@@ -86,6 +109,7 @@ class RuleRegistry:
         other.modules = copy.copy(self.modules)
         other.functions = copy.copy(self.functions)
         other.methods = copy.copy(self.methods)
+        other._pending = list(self._pending)
         return other
 
 

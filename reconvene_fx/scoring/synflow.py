@@ -9,7 +9,7 @@ import torch.fx
 from torch.nn.utils.stateless import _reparametrize_module
 
 from .._mode import eval_mode, flatten_tensors
-from .._progress import ProgressBar
+from .._progress import progress_bar
 from ._forward import run_with
 from ._scaled import Unsupported, scaled_flow
 from .base import kth_largest, prunable_weights, register_scorer
@@ -98,8 +98,7 @@ def _iterate(
     mask = torch.ones_like(abs_flat)
     flat = abs_flat.clone().requires_grad_()
     label = str(dtype).removeprefix("torch.") + (", scaled" if scaled else "")
-    bar = ProgressBar(iterations, f"synflow ({label})", enabled=progress)
-    with eval_mode(gm):
+    with eval_mode(gm), progress_bar(iterations, f"synflow ({label})", enabled=progress) as bar:
         for t in range(1, iterations + 1):
             with torch.no_grad():
                 torch.mul(abs_flat, mask, out=flat)
@@ -160,7 +159,3 @@ def _prune_to(scores: torch.Tensor, kept: torch.Tensor, keep: float) -> bool:
 
 def _tensors(output: Any) -> list[torch.Tensor]:
     return [t for t in flatten_tensors(output) if t.is_floating_point()]
-
-
-def _dtype(leaves: dict[str, torch.Tensor]) -> torch.dtype:
-    return next(iter(leaves.values())).dtype if leaves else torch.float32

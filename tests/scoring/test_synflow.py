@@ -134,8 +134,17 @@ def test_flow_beyond_float64_raises_with_advice() -> None:
 def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     run_scorer("synflow", torch.fx.symbolic_trace(linear_chain()), (torch.randn(1, 6),),
                density=0.5, progress=True, options={"iterations": 5})  # fmt: skip
-    err = capsys.readouterr().err
-    assert "synflow (float32) 5/5" in err
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    final = captured.err.split("\r")[-1]  # tqdm redraws in place; the bar is closed at 5/5
+    assert final.startswith("[reconvene_fx] synflow (float32): 100%"), captured.err
+    assert " 5/5 " in final and final.endswith("\n")
+
+
+def test_no_progress_bar_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    run_scorer("synflow", torch.fx.symbolic_trace(linear_chain()), (torch.randn(1, 6),),
+               density=0.5, options={"iterations": 5})  # fmt: skip
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(
