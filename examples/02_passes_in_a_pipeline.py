@@ -1,21 +1,25 @@
-"""Use the analysis passes inside your own torch.fx pipeline, then shrink.
+"""Use the passes inside your own torch.fx pipeline: analyse, look, then shrink.
 
 Run: python examples/02_passes_in_a_pipeline.py
 """
 
 import torch
-import torch.fx
 import torchvision
+from torch.fx.passes.infra.pass_manager import PassManager
 
+import reconvene_fx as rfx
 from reconvene_fx.meta import CHANNELS, KEEP
-from reconvene_fx.passes import ChannelGroupPass, PlanPass, ShapePass, ShrinkPass
+from reconvene_fx.passes import compile_passes
 
 torch.manual_seed(0)
-gm = torch.fx.symbolic_trace(torchvision.models.mobilenet_v2(weights=None).eval())
+model = torchvision.models.mobilenet_v2(weights=None).eval()
 x = torch.randn(1, 3, 64, 64)
 
-for p in (ShapePass((x,)), ChannelGroupPass(), PlanPass(0.5, example_inputs=(x,))):
-    p(gm)  # analysis passes only write node.meta
+# rfx.trace shares the model's tensors instead of copying them; no pass writes into them
+gm = rfx.trace(model)
+passes = compile_passes(0.5, (x,))  # Shape, ChannelGroup, Sensitivity, Plan, Shrink, ...
+analysis, rewrite = passes[:4], passes[4:]
+PassManager(analysis)(gm)  # analysis passes only write node.meta / gm.meta
 
 node = next(n for n in gm.graph.nodes if n.target == "features.2.conv.0.0")
 info, keep = node.meta[CHANNELS], node.meta[KEEP]
@@ -24,8 +28,9 @@ print(
     f"{keep.index.numel()} kept",
 )
 
-before = sum(p.numel() for p in gm.parameters())
-ShrinkPass(reinit=True, seed=0)(gm)  # the one pass that rewrites modules
+gm = PassManager(rewrite)(gm).graph_module  # ShrinkPass rewrites, ReportPass reports
+print(rfx.report(gm).summary())
+before = sum(p.numel() for p in model.parameters())
 after = sum(p.numel() for p in gm.parameters())
-print(f"params {before:,} -> {after:,}")
 assert gm(x).shape == (1, 1000) and after <= 0.5 * before
+assert model.features[2].conv[0][0].out_channels == 96  # the model itself is untouched

@@ -11,19 +11,30 @@ Example:
     True
     >>> rfx.verify(net, gm, (x,)).exact
     True
+
+``export_onnx`` is imported on first use (``rfx.export_onnx`` or ``from reconvene_fx import
+export_onnx``), so that ``import reconvene_fx`` does not import onnx, onnx-graphsurgeon,
+onnxruntime or torchvision.
 """
 
-from . import passes, rules, scoring
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import layers, passes, rules, scoring, strategies
 from .analysis import SensitivityTable, analyze
 from .budget import Budget
 from .compiler import compile
 from .composite import bake_masks
 from .config import CompileConfig
-from .emit import export_onnx
-from .errors import BudgetError, ReconveneError, TraceError, VerifyError
+from .errors import BudgetError, PassOrderError, ReconveneError, TraceError, VerifyError
 from .report import LayerPlan, PruningReport, report
 from .tracing import trace
 from .verify import VerifyResult, verify
+
+if TYPE_CHECKING:
+    from .emit.onnx import export_onnx
 
 __version__ = "0.2.0"
 
@@ -32,6 +43,7 @@ __all__ = [
     "BudgetError",
     "CompileConfig",
     "LayerPlan",
+    "PassOrderError",
     "PruningReport",
     "ReconveneError",
     "TraceError",
@@ -43,10 +55,27 @@ __all__ = [
     "bake_masks",
     "compile",
     "export_onnx",
+    "layers",
     "passes",
     "report",
     "rules",
     "scoring",
+    "strategies",
     "trace",
     "verify",
 ]
+
+# name -> the module that defines it, imported when the name is first read (PEP 562)
+_LAZY = {"export_onnx": "reconvene_fx.emit.onnx"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

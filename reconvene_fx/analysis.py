@@ -3,79 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.fx
 
-from ._table import format_rows
+from ._inputs import check_inputs
 from .budget import Budget, as_budget
-from .meta import SENSITIVITY_TABLE, LayerSensitivity
+from .config import CompileConfig
+from .log import progress_to_stderr
+from .meta import SENSITIVITY_TABLE, SensitivityTable
+from .passes import SensitivityPass, run_passes
 from .scoring import get_scorer
+from .tracing import trace
 
-__all__ = ["SensitivityTable", "analyze"]
-
-
-@dataclass(frozen=True, eq=False)
-class SensitivityTable:
-    """What a PaI method's global unstructured mask does to each conv/linear layer.
-
-    ``layers[name]`` is a :class:`~reconvene_fx.meta.LayerSensitivity` (``density``,
-    ``sensitivity``, ``selected``, ``kept``, ``total``, ``mask``), keyed by qualified module
-    name in execution order. ``global_density`` is the fraction of all prunable weights the
-    mask keeps. ``str(table)`` prints it; :meth:`to_list` gives plain dicts.
-    """
-
-    layers: dict[str, LayerSensitivity] = field(default_factory=dict)
-    global_density: float = 1.0
-    budget: Budget | None = None
-    method: str = ""
-
-    @property
-    def selected(self) -> list[str]:
-        """Names of the layers the Pruning Sensitivity Evaluator selects (density below the
-        global density)."""
-        return [name for name, layer in self.layers.items() if layer.selected]
-
-    def to_list(self) -> list[dict[str, Any]]:
-        """One plain dict per layer (no tensors), e.g. for JSON or a DataFrame.
-
-        Example:
-            >>> table = SensitivityTable({}, 0.5)
-            >>> table.to_list()
-            []
-        """
-        return [
-            {
-                "layer": name,
-                "density": lay.density,
-                "sensitivity": lay.sensitivity,
-                "selected": lay.selected,
-                "kept": lay.kept,
-                "total": lay.total,
-            }
-            for name, lay in self.layers.items()
-        ]
-
-    def format_table(self) -> str:
-        """Aligned columns: layer, weights kept/total, density, sensitivity, selected."""
-        header = ("layer", "kept/total", "density", "sensitivity", "selected")
-        rows = [header] + [
-            (name, f"{lay.kept:,}/{lay.total:,}", f"{lay.density:.4f}",
-             f"{lay.sensitivity:.3f}", "yes" if lay.selected else "")
-            for name, lay in self.layers.items()
-        ]  # fmt: skip
-        lines = format_rows(rows)
-        n_sel = len(self.selected)
-        lines.append(
-            f"method {self.method}, global density {self.global_density:.4f}; "
-            f"{n_sel} of {len(self.layers)} layers below it (selected)"
-        )
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format_table()
+__all__ = ["SensitivityTable", "analyze"]  # SensitivityTable lives in meta
 
 
 def analyze(
@@ -123,24 +64,22 @@ def analyze(
         >>> table.layers["0"].selected == (table.layers["0"].density < table.global_density)
         True
     """
-    from .compiler import check_inputs
-    from .passes import SensitivityPass
-    from .tracing import trace
-
     budget = as_budget(budget)
     get_scorer(method)
     example_inputs = check_inputs(model, example_inputs)
-    gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args)
-    SensitivityPass(
-        budget,
-        example_inputs=example_inputs,
+    config = CompileConfig(
         method=method,
         targets=targets,
         seed=seed,
         progress=progress,
-        options=method_options,
-        keep_scores=keep_scores,
-    )(gm)
+        method_options=method_options or {},
+        leaf_modules=leaf_modules,
+        concrete_args=concrete_args,
+    )
+    with progress_to_stderr(progress):
+        gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args)
+        run_passes(gm, [SensitivityPass(budget, example_inputs=example_inputs, config=config,
+                                         keep_scores=keep_scores)])  # fmt: skip
     table = gm.meta[SENSITIVITY_TABLE]
     assert isinstance(table, SensitivityTable)
     return table

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["STRATEGIES", "CompileConfig", "LatencyFn"]
+from .strategies import get_strategy
 
-STRATEGIES = ("reconvene", "uniform", "global")
+__all__ = ["CompileConfig", "LatencyFn"]
 
 LatencyFn = Callable[[torch.nn.Module, tuple[Any, ...]], float]
 
@@ -24,11 +24,12 @@ class CompileConfig:
             ``"grasp"``, ``"synflow"``, or a registered name.
         method_options: extra keyword arguments for the scorer, e.g. ``{"iterations": 20}``
             for SynFlow or ``{"temperature": 100.0}`` for GraSP.
-        strategy: how channel widths are allocated. ``"reconvene"`` (default): the layers
-            the PaI mask prunes harder than the global density are narrowed first, each
-            coupled group in proportion to its layers' densities (see PlanPass);
-            ``"uniform"`` removes the same fraction of every coupled group; ``"global"``
-            ranks channels model-wide by their score relative to their group's mean.
+        strategy: how channel widths are allocated, a name registered in
+            :mod:`reconvene_fx.strategies`. ``"reconvene"`` (default): the layers the PaI
+            mask prunes harder than the global density are narrowed first, each coupled
+            group in proportion to its layers' densities (see PlanPass); ``"uniform"``
+            removes the same fraction of every coupled group; ``"global"`` ranks channels
+            model-wide by their score relative to their group's mean.
         composite: keep the unstructured PaI mask on the layers that were not narrowed, as
             a weight parametrization that survives training; the params budget then bounds
             the nonzero parameters (the paper's composite mode).
@@ -46,6 +47,7 @@ class CompileConfig:
         init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer.
         latency_fn: ``latency_fn(module, example_inputs) -> cost`` for latency budgets;
             default: the median wall time of forward passes on this machine.
+        progress: log each pass's time to stderr and show SynFlow's progress bar.
     """
 
     method: str = "magnitude"
@@ -62,12 +64,10 @@ class CompileConfig:
     rules: Any = None
     init_fn: Callable[[torch.nn.Module, torch.Generator], None] | None = None
     latency_fn: LatencyFn | None = None
+    progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
-            )
+        get_strategy(self.strategy)  # unknown: ValueError naming the known ones
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
             raise TypeError(f"round_to must be a positive int, got {self.round_to!r}")
         if self.round_to < 1:

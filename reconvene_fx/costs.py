@@ -9,15 +9,10 @@ import torch.fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from .layers import Layer, layer_calls
 from .meta import CHANNELS, TENSOR_META, ChannelInfo
 
-__all__ = ["LayerCosts", "count_macs", "count_params", "layer_macs"]
-
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm,
-)  # fmt: skip
+__all__ = ["LayerCosts", "count_macs", "count_params"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -25,23 +20,13 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def layer_macs(module: nn.Module, out_meta: TensorMetadata) -> int:
-    """Multiply-accumulates of one call of a conv or linear module."""
-    out = out_meta.shape
-    if isinstance(module, CONV_TYPES):
-        kernel = int(torch.tensor(module.kernel_size).prod())
-        return out.numel() * (module.in_channels // module.groups) * kernel
-    if isinstance(module, nn.Linear):
-        return out.numel() * module.in_features
-    return 0
-
-
 def count_macs(gm: torch.fx.GraphModule) -> int:
     """Multiply-accumulates of the conv and linear calls of ``gm`` (needs ShapePass)."""
     total = 0
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(node.meta.get(TENSOR_META), TensorMetadata):
-            total += layer_macs(gm.get_submodule(str(node.target)), node.meta[TENSOR_META])
+    for node, layer in layer_calls(gm):
+        meta = node.meta.get(TENSOR_META)
+        if isinstance(meta, TensorMetadata):
+            total += layer.handler.macs(layer, meta.shape)
     return total
 
 
@@ -49,12 +34,16 @@ _Call = tuple[str, "ChannelInfo | None", "ChannelInfo | None", int]
 
 
 @dataclass(frozen=True)
-class _Layer:
-    name: str
-    module: nn.Module
+class CostedLayer:
+    """A layer whose size follows the plan: the channel spaces it consumes and produces."""
+
+    layer: Layer
     in_info: ChannelInfo | None
     out_info: ChannelInfo | None
-    macs_per_out_channel_in_group: int  # MACs per (output channel x input-per-group)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.layer.module
 
 
 class LayerCosts:
@@ -62,36 +51,28 @@ class LayerCosts:
 
     Built from a graph annotated by ChannelGroupPass. ``evaluate(removed)`` takes a bool
     mask over atoms and returns ``(params, macs)`` of the model with those atoms removed.
+    ``layers`` holds every layer whose size can change, by module name, in graph order.
     """
 
     def __init__(self, gm: torch.fx.GraphModule) -> None:
-        self.layers: dict[str, _Layer] = {}
+        self.layers: dict[str, CostedLayer] = {}
         macs_full = 0
         calls: list[_Call] = []
-        for node in gm.graph.nodes:
-            if node.op != "call_module":
-                continue
-            module = gm.get_submodule(str(node.target))
+        for node, layer in layer_calls(gm):
             info = _channel_info(node)
-            if isinstance(module, (*CONV_TYPES, nn.Linear)):
+            name = layer.name
+            if layer.weighted:
                 out_meta = node.meta.get(TENSOR_META)
                 if not isinstance(out_meta, TensorMetadata):
                     continue
-                in_info = _consumed_info(node, module)
-                out_ch = module.out_channels if isinstance(module, CONV_TYPES) else (
-                    module.out_features)  # fmt: skip
-                macs = layer_macs(module, out_meta)
+                in_info = _consumed_info(node, layer)
+                macs = layer.handler.macs(layer, out_meta.shape)
                 macs_full += macs
-                per_in = _per_in(module)
-                unit = macs // max(out_ch * per_in, 1)
-                name = str(node.target)
-                if name not in self.layers:
-                    self.layers[name] = _Layer(name, module, in_info, info, unit)
+                unit = macs // max(layer.out_channels * (layer.in_channels // layer.groups), 1)
+                self.layers.setdefault(name, CostedLayer(layer, in_info, info))
                 calls.append((name, in_info, info, unit))
-            elif isinstance(module, NORM_TYPES) and _norm_is_variable(module, info, _shape(node)):
-                name = str(node.target)
-                if name not in self.layers:
-                    self.layers[name] = _Layer(name, module, None, info, 0)
+            elif info is not None:
+                self.layers.setdefault(name, CostedLayer(layer, None, info))
         self.params_full = count_params(gm)
         self.macs_full = macs_full
         self._build(calls)
@@ -110,11 +91,11 @@ class LayerCosts:
 
         # parameters: one row per module; MACs: one row per call (shared modules repeat)
         self._params = _Terms.stack(
-            [_param_row(lay.module, slot(lay.in_info), slot(lay.out_info), 0)
+            [_param_row(lay.layer, slot(lay.in_info), slot(lay.out_info), 0)
              for lay in self.layers.values()]
         )  # fmt: skip
         self._macs = _Terms.stack(
-            [_param_row(self.layers[name].module, slot(i), slot(o), unit)
+            [_param_row(self.layers[name].layer, slot(i), slot(o), unit)
              for name, i, o, unit in calls]
         )  # fmt: skip
         self._atoms = torch.cat(atoms) if atoms else torch.zeros(0, dtype=torch.long)
@@ -193,48 +174,18 @@ class _Terms:
         return kout * kept_per_in * self.cols["unit"]
 
 
-def _param_row(m: nn.Module, in_slot: int, out_slot: int, unit: int) -> _Row:
-    bias = 1 if getattr(m, "bias", None) is not None else 0
-    if isinstance(m, CONV_TYPES):
-        kernel = int(torch.tensor(m.kernel_size).prod())
-        return _Row(in_slot, out_slot, m.in_channels, m.out_channels, m.groups, kernel, bias,
-                    False, unit)  # fmt: skip
-    if isinstance(m, nn.Linear):
-        return _Row(in_slot, out_slot, m.in_features, m.out_features, 1, 1, bias, False, unit)
-    per_channel = sum(p.numel() for p in m.parameters(recurse=False))
-    channels = _norm_channels(m)
-    return _Row(-1, out_slot, channels, channels, 1, per_channel // max(channels, 1), 0, True, 0)
-
-
-def _norm_channels(m: nn.Module) -> int:
-    if isinstance(m, nn.GroupNorm):
-        return m.num_channels
-    if isinstance(m, nn.LayerNorm):
-        return int(m.normalized_shape[-1])
-    return int(m.num_features)
-
-
-def _norm_is_variable(m: nn.Module, info: ChannelInfo | None, shape: torch.Size | None) -> bool:
-    if info is None or not any(True for _ in m.parameters(recurse=False)):
-        return False
-    if isinstance(m, nn.LayerNorm):
-        return (
-            len(m.normalized_shape) == 1
-            and m.normalized_shape[0] == info.size
-            and (info.dim == len(shape) - 1 if shape is not None else False)
-        )
-    return True
-
-
-def _shape(node: torch.fx.Node) -> torch.Size | None:
-    meta = node.meta.get(TENSOR_META)
-    return meta.shape if isinstance(meta, TensorMetadata) else None
-
-
-def _per_in(m: nn.Module) -> int:
-    if isinstance(m, CONV_TYPES):
-        return m.in_channels // m.groups
-    return m.in_features
+def _param_row(layer: Layer, in_slot: int, out_slot: int, unit: int) -> _Row:
+    return _Row(
+        in_slot=in_slot if layer.weighted else -1,
+        out_slot=out_slot,
+        in_full=layer.in_channels,
+        out_full=layer.out_channels,
+        groups=layer.groups,
+        per_weight=layer.unit,
+        bias=int(layer.bias),
+        is_norm=not layer.weighted,
+        unit=unit,
+    )
 
 
 def _channel_info(node: torch.fx.Node) -> ChannelInfo | None:
@@ -242,7 +193,7 @@ def _channel_info(node: torch.fx.Node) -> ChannelInfo | None:
     return info if isinstance(info, ChannelInfo) else None
 
 
-def _consumed_info(node: torch.fx.Node, module: nn.Module) -> ChannelInfo | None:
+def _consumed_info(node: torch.fx.Node, layer: Layer) -> ChannelInfo | None:
     """The channel info of the input a conv/linear consumes, if it can be narrowed."""
     if not node.args or not isinstance(node.args[0], torch.fx.Node):
         return None
@@ -251,8 +202,4 @@ def _consumed_info(node: torch.fx.Node, module: nn.Module) -> ChannelInfo | None
     shape = source.meta.get(TENSOR_META)
     if info is None or not isinstance(shape, TensorMetadata):
         return None
-    if isinstance(module, CONV_TYPES):
-        ok = info.dim == 1 and info.size == module.in_channels
-    else:
-        ok = info.dim == len(shape.shape) - 1 and info.size == module.in_features
-    return info if ok else None
+    return info if layer.accepts_input(info.size, info.dim, len(shape.shape)) else None

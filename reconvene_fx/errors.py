@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-__all__ = ["BudgetError", "ExportError", "ReconveneError", "TraceError", "VerifyError"]
+__all__ = [
+    "BudgetError",
+    "ExportError",
+    "PassOrderError",
+    "ReconveneError",
+    "TraceError",
+    "VerifyError",
+]
 
 
 class ReconveneError(Exception):
     """Base class of every error this library raises on purpose."""
+
+
+class PassOrderError(ReconveneError, ValueError):
+    """A pass ran before the pass whose results it needs; the message names both."""
 
 
 class TraceError(ReconveneError):

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ._table import format_rows
+
 __all__ = [
     "APPROXIMATE",
     "CHANNELS",
@@ -26,6 +28,12 @@ __all__ = [
     "LayerSensitivity",
     "PLAN",
     "PlanSummary",
+    "SHRINK",
+    "BORROWED",
+    "BorrowedTensors",
+    "LayerChange",
+    "SensitivityTable",
+    "ShrinkRecord",
 ]
 
 TENSOR_META = "tensor_meta"  # torch.fx ShapeProp's own key
@@ -35,8 +43,10 @@ APPROXIMATE = "reconvene.approximate"  # str: why pruning through this node is n
 KEEP = "reconvene.keep"  # ChannelKeep, or a tuple of them for tuple-valued nodes
 REPORT = "reconvene.report"  # gm.meta: PruningReport
 SENSITIVITY = "reconvene.sensitivity"  # LayerSensitivity, on conv/linear call_module nodes
-SENSITIVITY_TABLE = "reconvene.sensitivity_table"  # gm.meta: analysis.SensitivityTable
+SENSITIVITY_TABLE = "reconvene.sensitivity_table"  # gm.meta: SensitivityTable
 PLAN = "reconvene.plan"  # gm.meta: PlanSummary
+SHRINK = "reconvene.shrink"  # gm.meta: ShrinkRecord (what ShrinkPass changed)
+BORROWED = "reconvene.borrowed"  # gm.meta: BorrowedTensors (tensors shared with the model)
 
 
 @dataclass(frozen=True)
@@ -138,3 +148,119 @@ class PlanSummary:
     latency_before: float | None = None
     latency_after: float | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerChange:
+    """What ShrinkPass did to one conv/linear module (``ShrinkRecord.layers[name]``).
+
+    Attributes:
+        in_channels, out_channels: the module's channel counts before (features for a
+            Linear).
+        in_idx, out_idx: sorted int64 indices of the kept input/output channels.
+        params_before, params_after: the module's own parameters.
+        macs_before, macs_after: multiply-accumulates of all its calls on the example
+            inputs.
+    """
+
+    in_channels: int
+    out_channels: int
+    in_idx: torch.Tensor
+    out_idx: torch.Tensor
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclass(frozen=True, eq=False)
+class ShrinkRecord:
+    """What ShrinkPass changed, model-wide (``gm.meta[SHRINK]``).
+
+    Attributes:
+        layers: every conv/linear module, by qualified name, in graph order.
+        params_before: parameters of the graph module before shrinking.
+        macs_before, macs_after: conv/linear multiply-accumulates before and after.
+        approximate: ``{node name: reason}`` where narrowing changes values (LayerNorm or
+            GroupNorm statistics) instead of only removing them.
+        reinit: whether narrowed layers were re-initialized.
+    """
+
+    layers: dict[str, LayerChange]
+    params_before: int
+    macs_before: int
+    macs_after: int
+    approximate: dict[str, str] = field(default_factory=dict)
+    reinit: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class BorrowedTensors:
+    """The parameters and buffers a traced graph module shares with the caller's model
+    (``gm.meta[BORROWED]``, written by :func:`reconvene_fx.trace`). Passes never write into
+    them; the last pass of :func:`reconvene_fx.compile` copies those still in use."""
+
+    tensors: tuple[torch.Tensor, ...]
+
+    def ids(self) -> set[int]:
+        return {id(t) for t in self.tensors}
+
+
+@dataclass(frozen=True, eq=False)
+class SensitivityTable:
+    """What a PaI method's global unstructured mask does to each conv/linear layer.
+
+    ``layers[name]`` is a :class:`LayerSensitivity` (``density``, ``sensitivity``,
+    ``selected``, ``kept``, ``total``, ``mask``), keyed by qualified module name in
+    execution order. ``global_density`` is the fraction of all prunable weights the mask
+    keeps. ``str(table)`` prints it; :meth:`to_list` gives plain dicts.
+    """
+
+    layers: dict[str, LayerSensitivity] = field(default_factory=dict)
+    global_density: float = 1.0
+    budget: Any = None
+    method: str = ""
+
+    @property
+    def selected(self) -> list[str]:
+        """Names of the layers the Pruning Sensitivity Evaluator selects (density below the
+        global density)."""
+        return [name for name, layer in self.layers.items() if layer.selected]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """One plain dict per layer (no tensors), e.g. for JSON or a DataFrame.
+
+        Example:
+            >>> SensitivityTable({}, 0.5).to_list()
+            []
+        """
+        return [
+            {
+                "layer": name,
+                "density": lay.density,
+                "sensitivity": lay.sensitivity,
+                "selected": lay.selected,
+                "kept": lay.kept,
+                "total": lay.total,
+            }
+            for name, lay in self.layers.items()
+        ]
+
+    def format_table(self) -> str:
+        """Aligned columns: layer, weights kept/total, density, sensitivity, selected."""
+        header = ("layer", "kept/total", "density", "sensitivity", "selected")
+        rows = [header] + [
+            (name, f"{lay.kept:,}/{lay.total:,}", f"{lay.density:.4f}",
+             f"{lay.sensitivity:.3f}", "yes" if lay.selected else "")
+            for name, lay in self.layers.items()
+        ]  # fmt: skip
+        lines = format_rows(rows)
+        n_sel = len(self.selected)
+        lines.append(
+            f"method {self.method}, global density {self.global_density:.4f}; "
+            f"{n_sel} of {len(self.layers)} layers below it (selected)"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format_table()

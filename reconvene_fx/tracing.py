@@ -8,7 +8,9 @@ from typing import Any
 import torch
 import torch.fx
 
+from ._copy import structural_copy, tensors_of
 from .errors import TraceError
+from .meta import BORROWED, BorrowedTensors
 
 __all__ = ["trace"]
 
@@ -24,7 +26,6 @@ class _Tracer(torch.fx.Tracer):
         specs = list(leaf_modules)
         self._leaf_names = {s for s in specs if isinstance(s, str)}
         self._leaf_types = tuple(s for s in specs if isinstance(s, type))
-        self.module_stack_names: list[str] = []
         self.failed_in: str | None = None
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
@@ -36,15 +37,12 @@ class _Tracer(torch.fx.Tracer):
         self, m: torch.nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict
     ) -> Any:
         name = self.path_of_module(m)
-        self.module_stack_names.append(name)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:
                 self.failed_in = f"{name} ({type(m).__name__})"
             raise
-        finally:
-            self.module_stack_names.pop()
 
 
 def trace(
@@ -54,6 +52,12 @@ def trace(
     concrete_args: dict[str, Any] | None = None,
 ) -> torch.fx.GraphModule:
     """Trace ``model`` into a ``torch.fx.GraphModule``.
+
+    Tracing runs on a structural copy of ``model`` (modules, flags and attributes such as
+    caches are copied; parameters and buffers are shared, not copied), so a forward that
+    writes to ``self`` during tracing leaves ``model`` alone. The shared tensors are listed
+    in ``gm.meta["reconvene.borrowed"]``: the passes never write into them, and
+    :class:`~reconvene_fx.passes.DetachPass` copies those still in use at the end.
 
     Args:
         model: the module to trace; it is not modified.
@@ -72,11 +76,14 @@ def trace(
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, torch.fx.GraphModule) and not concrete_args and not leaf_modules:
-        return model
+    borrowed = BorrowedTensors(tensors_of(model))
+    work = structural_copy(model)
+    if isinstance(work, torch.fx.GraphModule) and not concrete_args and not leaf_modules:
+        work.meta[BORROWED] = borrowed
+        return work
     tracer = _Tracer(leaf_modules)
     try:
-        graph = tracer.trace(model, concrete_args=concrete_args)
+        graph = tracer.trace(work, concrete_args=concrete_args)
     except Exception as exc:
         where = tracer.failed_in or f"{type(model).__name__}.forward"
         raise TraceError(
@@ -85,5 +92,6 @@ def trace(
             "a black box, or fix the arguments that drive its control flow with "
             "concrete_args={...}."
         ) from exc
-    name = type(model).__name__
-    return torch.fx.GraphModule(tracer.root, graph, name)
+    gm = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.meta[BORROWED] = borrowed
+    return gm

@@ -13,8 +13,8 @@ import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
 from .composite import masks_of
-from .costs import CONV_TYPES
 from .errors import ReconveneError, VerifyError
+from .layers import module_layer
 from .report import PruningReport, report
 
 __all__ = ["VerifyResult", "verify", "zeroed_reference"]
@@ -46,15 +46,12 @@ def zeroed_reference(
         for name, lp in rep.layers.items():
             if lp.in_idx.numel() == lp.in_channels:
                 continue
-            module = ref.get_submodule(name)
+            layer = module_layer(name, ref.get_submodule(name))
+            if layer is None:
+                raise ReconveneError(f"no layer handler knows module {name!r} of the model")
             removed = torch.ones(lp.in_channels, dtype=torch.bool)
             removed[lp.in_idx] = False
-            if isinstance(module, CONV_TYPES):
-                g = module.groups
-                w = module.weight.view(g, module.out_channels // g, module.in_channels // g, -1)
-                w.masked_fill_(removed.view(g, 1, -1, 1), 0.0)
-            elif isinstance(module, nn.Linear):
-                module.weight[:, removed] = 0.0
+            layer.handler.zero_inputs(layer, removed)
     return ref
 
 
@@ -179,7 +176,10 @@ def _first_divergence(
         c = got.get(name)
         if c is None:
             continue
-        dim = 1 if isinstance(ref_model.get_submodule(name), CONV_TYPES) else r.dim() - 1
+        layer = module_layer(name, ref_model.get_submodule(name))
+        if layer is None:
+            continue
+        dim = layer.out_dim if layer.out_dim >= 0 else r.dim() + layer.out_dim
         kept = r.index_select(dim, rep.layers[name].out_idx)
         if kept.shape != c.shape:
             return name

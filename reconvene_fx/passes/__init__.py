@@ -1,17 +1,31 @@
-"""The compiler passes, each a ``torch.fx.passes.infra.pass_base.PassBase``."""
+"""The compiler passes, each a ``torch.fx.passes.infra.pass_base.PassBase``.
+
+:func:`compile_passes` lists them in the order :func:`reconvene_fx.compile` runs them;
+each declares what it needs (``requires``) and raises
+:class:`~reconvene_fx.errors.PassOrderError` naming the missing pass.
+"""
 
 from .channels import ChannelGroupPass, UnknownOpWarning
+from .detach import DetachPass
+from .masks import MaskPass
+from .pipeline import compile_passes, run_passes
 from .plan import PlanPass
+from .report import ReportPass
 from .sensitivity import SensitivityPass
 from .shape import ShapePass
 from .shrink import ShrinkPass, default_init
 
 __all__ = [
     "ChannelGroupPass",
+    "DetachPass",
+    "MaskPass",
     "PlanPass",
+    "ReportPass",
     "SensitivityPass",
     "ShapePass",
     "ShrinkPass",
     "UnknownOpWarning",
+    "compile_passes",
     "default_init",
+    "run_passes",
 ]

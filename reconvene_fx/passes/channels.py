@@ -8,11 +8,13 @@ from typing import Any
 import torch
 import torch.fx
 from torch.fx.node import _get_qualified_name
-from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.passes.infra.pass_base import PassResult
 
 from ..coupling import Atoms, ChannelGraph
+from ..errors import PassOrderError
 from ..meta import CHANNELS, TENSOR_META, ChannelInfo
 from ..rules import DEFAULT_RULES, Layout, RuleContext, RuleRegistry, Scrambled
+from ._base import ReconvenePass
 
 __all__ = ["ChannelGroupPass", "UnknownOpWarning"]
 
@@ -21,7 +23,7 @@ class UnknownOpWarning(UserWarning):
     """An op without a channel rule was met; its channels are never pruned through."""
 
 
-class ChannelGroupPass(PassBase):
+class ChannelGroupPass(ReconvenePass):
     """Runs the channel-flow rule of every node and resolves the coupled channels.
 
     Requires ShapePass. Writes ``node.meta[CHANNELS]`` (a :class:`ChannelInfo`, or a tuple
@@ -50,7 +52,11 @@ class ChannelGroupPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
         for node in graph_module.graph.nodes:
             if node.op == "placeholder" and TENSOR_META not in node.meta:
-                raise ValueError("ChannelGroupPass needs ShapePass to run first")
+                raise PassOrderError(
+                    "ChannelGroupPass needs ShapePass to run first (input "
+                    f"{node.name!r} has no 'tensor_meta'); run the passes in the order of "
+                    "reconvene_fx.passes.compile_passes(...)"
+                )
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         graph = ChannelGraph()

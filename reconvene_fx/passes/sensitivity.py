@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.passes.infra.pass_base import PassResult
 
 from ..budget import Budget, as_budget
-from ..costs import CONV_TYPES
-from ..meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity
+from ..config import CompileConfig
+from ..layers import module_layer
+from ..meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity, SensitivityTable
 from ..scoring import kth_largest, prunable_weights, run_scorer
+from ._base import ReconvenePass
 
 __all__ = ["SensitivityPass", "mask_density"]
-
-_WEIGHTED = (*CONV_TYPES, torch.nn.Linear)
 
 
 def mask_density(budget: float | Budget) -> float:
@@ -33,7 +34,7 @@ def mask_density(budget: float | Budget) -> float:
     return float(min(limits))
 
 
-class SensitivityPass(PassBase):
+class SensitivityPass(ReconvenePass):
     """Scores every conv/linear weight, keeps the global top-k and rates each layer.
 
     ``k = N - int((1 - density) N)`` of the ``N`` prunable weights are kept, the density
@@ -44,21 +45,20 @@ class SensitivityPass(PassBase):
     1``: pruned harder than the model as a whole, so least sensitive), the mask, and the
     score mass per output and input channel (what PlanPass ranks channels by). Writes a
     :class:`~reconvene_fx.meta.LayerSensitivity` to ``node.meta[SENSITIVITY]`` of every
-    conv/linear ``call_module`` node and an :class:`~reconvene_fx.analysis.SensitivityTable`
-    to ``gm.meta[SENSITIVITY_TABLE]``.
+    conv/linear ``call_module`` node and a :class:`~reconvene_fx.meta.SensitivityTable`
+    to ``gm.meta[SENSITIVITY_TABLE]``. Needs no other pass.
 
     Args:
         budget: the compile budget (see :func:`mask_density`).
         example_inputs: inputs for the data-dependent scorers (SNIP, GraSP; SynFlow takes
             their shape).
-        method: a registered scorer name (``magnitude``, ``random``, ``snip``, ``grasp``,
-            ``synflow``) or a scorer function.
-        targets: class targets for SNIP/GraSP; drawn with ``seed`` when None.
-        seed: seeds the random scorer and drawn targets.
-        progress: progress bar for long scorers (SynFlow).
-        options: extra keyword arguments for the scorer (e.g. ``{"iterations": 20}``).
+        config: the compile options; the pass reads ``method`` (a registered scorer name
+            or a scorer function), ``targets``, ``seed``, ``method_options`` and
+            ``progress``.
         keep_scores: keep every weight's score in the meta (composite plans need them; it
-            costs a copy of the weights in memory).
+            costs a copy of the weights in memory). Default: ``config.composite``.
+        **options: fields of :class:`~reconvene_fx.config.CompileConfig` that replace
+            those of ``config`` (``method="snip"``).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
@@ -75,36 +75,28 @@ class SensitivityPass(PassBase):
         budget: float | Budget,
         *,
         example_inputs: tuple[Any, ...],
-        method: Any = "magnitude",
-        targets: torch.Tensor | None = None,
-        seed: int = 0,
-        progress: bool = False,
-        options: Mapping[str, Any] | None = None,
-        keep_scores: bool = False,
+        config: CompileConfig | None = None,
+        keep_scores: bool | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
+        self.config = dataclasses.replace(config or CompileConfig(), **options)
         self.density = mask_density(budget)
         self.budget = as_budget(budget)
         self.example_inputs = tuple(example_inputs)
-        self.method = method
-        self.targets = targets
-        self.seed = seed
-        self.progress = progress
-        self.options = dict(options or {})
-        self.keep_scores = keep_scores
+        self.keep_scores = self.config.composite if keep_scores is None else keep_scores
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
-        from ..analysis import SensitivityTable
-
+        config = self.config
         scores = run_scorer(
-            self.method,
+            config.method,
             graph_module,
             self.example_inputs,
-            self.targets,
-            seed=self.seed,
+            config.targets,
+            seed=config.seed,
             density=self.density,
-            progress=self.progress,
-            options=self.options,
+            progress=config.progress,
+            options=config.method_options,
         )
         layers = _rate_layers(graph_module, scores, self.density, self.keep_scores)
         for node in graph_module.graph.nodes:
@@ -114,8 +106,8 @@ class SensitivityPass(PassBase):
                 node.meta.pop(SENSITIVITY, None)
         kept = sum(lay.kept for lay in layers.values())
         total = sum(lay.total for lay in layers.values())
-        method = self.method if isinstance(self.method, str) else getattr(
-            self.method, "__name__", repr(self.method))  # fmt: skip
+        method = config.method if isinstance(config.method, str) else getattr(
+            config.method, "__name__", repr(config.method))  # fmt: skip
         graph_module.meta[SENSITIVITY_TABLE] = SensitivityTable(
             layers=layers,
             global_density=kept / max(total, 1),
@@ -133,9 +125,8 @@ def _rate_layers(
 ) -> dict[str, LayerSensitivity]:
     """The mask, masses and ratings of every layer. Scores are read layer by layer (twice
     when they are lazy, plus the threshold's reads), never concatenated."""
-    modules = {f"{name}.weight" if name else "weight": name for name, m in gm.named_modules()
-               if isinstance(m, _WEIGHTED)}  # fmt: skip
     weights = dict(prunable_weights(gm))
+    modules = {name: name.rpartition(".")[0] for name in weights}
     names = list(weights)
     threshold, k = _threshold(names, scores, weights, density)
     masks: dict[str, torch.Tensor] = {}
@@ -145,7 +136,9 @@ def _rate_layers(
         masks[name] = (
             s > threshold if threshold is not None else torch.ones_like(s, dtype=torch.bool)
         )
-        masses[name] = _channel_mass(gm.get_submodule(modules[name]), s)
+        layer = module_layer(modules[name], gm.get_submodule(modules[name]))
+        assert layer is not None
+        masses[name] = layer.handler.channel_mass(layer, s)
     if threshold is not None:
         _break_ties(names, scores, weights, masks, threshold, k)
     kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
@@ -222,17 +215,3 @@ def _break_ties(
     chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
     for (n, at), pick in zip(tied, chosen.split([at.numel() for _, at in tied]), strict=True):
         masks[n].view(-1)[at[pick]] = True
-
-
-def _channel_mass(module: torch.nn.Module, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed scores per output channel and per input channel (feature), as float64. Sums
-    run in the scores' dtype: ``sum(dtype=float64)`` would copy a layer's scores first."""
-    f64 = torch.float64
-    out_mass = (s.flatten(1).sum(1) if s.dim() > 1 else s).to(f64)
-    if isinstance(module, CONV_TYPES):
-        g = module.groups
-        per_group = s.view(g, module.out_channels // g, module.in_channels // g, -1)
-        in_mass = per_group.sum((1, 3)).reshape(-1).to(f64)
-    else:
-        in_mass = s.sum(0).to(f64)
-    return out_mass, in_mass

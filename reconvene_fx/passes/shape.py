@@ -6,12 +6,13 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 from torch.nn.utils.stateless import _reparametrize_module
 
 from ..errors import ReconveneError
 from ..meta import TENSOR_META, VALUE, ConcreteValue
+from ._base import ReconvenePass
 
 __all__ = ["ShapePass"]
 
@@ -77,7 +78,7 @@ class _ValueProp(ShapeProp):
         return result
 
 
-class ShapePass(PassBase):
+class ShapePass(ReconvenePass):
     """Runs the graph once on ``example_inputs`` and records shapes and small values.
 
     Writes ``node.meta["tensor_meta"]`` (as torch.fx ShapeProp does) and, for nodes whose

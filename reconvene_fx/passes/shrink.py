@@ -1,18 +1,31 @@
-"""ShrinkPass: rewrite modules to the kept channels (the only pass that mutates)."""
+"""ShrinkPass: rewrite layers to the kept channels (the only pass that changes the model)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx
 import torch.nn as nn
-from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from ..costs import CONV_TYPES, NORM_TYPES
-from ..meta import CHANNELS, KEEP, TENSOR_META, ChannelInfo, ChannelKeep
+from ..costs import count_params
+from ..layers import Layer, layer_calls, module_layer
+from ..meta import (
+    APPROXIMATE,
+    CHANNELS,
+    KEEP,
+    PLAN,
+    SHRINK,
+    TENSOR_META,
+    ChannelInfo,
+    ChannelKeep,
+    LayerChange,
+    ShrinkRecord,
+)
+from ._base import ReconvenePass, require_meta
 
 __all__ = ["ShrinkPass", "default_init"]
 
@@ -24,30 +37,32 @@ def default_init(module: nn.Module, generator: torch.Generator) -> None:
 
     Convs: Kaiming normal (fan-out, ReLU), zero bias. Linear: PyTorch's default
     (Kaiming uniform, a=sqrt(5)) at the new fan-in. Norms: weight 1, bias 0, fresh stats.
+    Each layer type's handler (:mod:`reconvene_fx.layers`) says how.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(3, 8, 3)
+        >>> default_init(conv, torch.Generator().manual_seed(0))
+        >>> float(conv.bias.detach().abs().sum())
+        0.0
     """
-    with torch.no_grad():
-        if isinstance(module, CONV_TYPES):
-            nn.init.kaiming_normal_(
-                module.weight, mode="fan_out", nonlinearity="relu", generator=generator
-            )
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.Linear):
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
-            if module.bias is not None:
-                bound = 1 / math.sqrt(module.in_features) if module.in_features else 0
-                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
-        elif hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+    layer = module_layer("", module)
+    if layer is not None:
+        layer.handler.reinit(layer, generator)
+    elif hasattr(module, "reset_parameters"):
+        module.reset_parameters()
 
 
-class ShrinkPass(PassBase):
-    """Slices every conv, linear and norm module to the kept channels of PlanPass.
+class ShrinkPass(ReconvenePass):
+    """Slices every conv, linear and norm layer to the kept channels of PlanPass.
 
-    Modules stay at their qualified names; weights, biases, norm affine parameters and
-    running statistics are sliced; ``groups`` is recomputed. With ``reinit=True`` narrowed
-    layers are re-initialized by ``init_fn`` (default :func:`default_init`) from a generator
-    seeded with ``seed``. The graph is linted and recompiled.
+    Requires PlanPass. Modules stay at their qualified names and keep their tensors'
+    kinds (parameters stay parameters); each changed layer gets new tensors (none of the
+    old ones is written to, so a graph module that shares modules with another model does
+    not change that model's weights); ``groups`` is recomputed. With ``reinit=True``
+    narrowed layers are re-initialized by ``init_fn`` (default :func:`default_init`) from
+    a generator seeded with ``seed``. The shapes in ``tensor_meta`` are updated to the kept
+    channels (the graph itself is unchanged) and a :class:`~reconvene_fx.meta.ShrinkRecord`
+    is written to ``gm.meta[SHRINK]``.
 
     Example:
         >>> import reconvene_fx as rfx
@@ -64,131 +79,149 @@ class ShrinkPass(PassBase):
         self.seed = seed
         self.init_fn = init_fn or default_init
 
+    def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        require_meta(graph_module, PLAN, "ShrinkPass", "PlanPass")
+
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         generator = torch.Generator().manual_seed(self.seed)
-        done: set[str] = set()
-        modified = False
-        for node in graph_module.graph.nodes:
-            if node.op != "call_module" or node.target in done:
+        params_before = count_params(graph_module)
+        changes: dict[str, dict[str, Any]] = {}
+        shrunk: dict[str, Layer] = {}
+        originals: list[Layer] = []
+        macs_before = macs_after = 0
+        for node, layer in layer_calls(graph_module):
+            name = layer.name
+            if name not in shrunk:
+                originals.append(layer)
+                shrunk[name] = self._shrink(node, layer, generator)
+            new = shrunk[name]
+            if not layer.weighted:
                 continue
-            done.add(str(node.target))
-            module = graph_module.get_submodule(str(node.target))
-            out_keep = _keep(node)
-            in_keep = _keep(node.args[0]) if node.args else None
-            try:
-                if isinstance(module, CONV_TYPES):
-                    changed = _shrink_conv(module, in_keep, out_keep)
-                elif isinstance(module, nn.Linear):
-                    changed = _shrink_linear(module, in_keep, out_keep)
-                elif isinstance(module, NORM_TYPES) and _norms_channel_dim(module, node):
-                    changed = _shrink_norm(module, out_keep)
-                else:
-                    changed = False
-            except Exception as exc:
-                raise RuntimeError(
-                    f"ShrinkPass failed on module {node.target!r} ({type(module).__name__}) "
-                    f"at node {node.format_node()}: {exc}"
-                ) from exc
-            if changed and self.reinit:
-                self.init_fn(module, generator)
-            modified |= changed
-        graph_module.graph.lint()
-        graph_module.recompile()
+            before, after = _call_macs(node, layer, new)
+            macs_before, macs_after = macs_before + before, macs_after + after
+            if name in changes:
+                changes[name]["macs_before"] += before
+                changes[name]["macs_after"] += after
+                continue
+            changes[name] = {
+                "in_channels": layer.in_channels,
+                "out_channels": layer.out_channels,
+                "in_idx": _kept(_input_keep(node, layer), layer.in_channels),
+                "out_idx": _kept(_output_keep(node, layer), layer.out_channels),
+                "params_before": layer.params,
+                "params_after": new.params,
+                "macs_before": before,
+                "macs_after": after,
+            }
+        _update_shapes(graph_module)
+        modified = any(
+            new is not layer for layer, new in zip(originals, shrunk.values(), strict=True)
+        )
+        graph_module.meta[SHRINK] = ShrinkRecord(
+            layers={n: LayerChange(**c) for n, c in changes.items()},
+            params_before=params_before,
+            macs_before=macs_before,
+            macs_after=macs_after,
+            approximate=_approximations(graph_module),
+            reinit=self.reinit,
+        )
         return PassResult(graph_module, modified)
 
+    def _shrink(self, node: torch.fx.Node, layer: Layer, generator: torch.Generator) -> Layer:
+        """Slice one layer to its kept channels; the layer as it is afterwards."""
+        in_keep = _input_keep(node, layer) if layer.weighted else None
+        out_keep = _output_keep(node, layer)
+        if in_keep is None and out_keep is None:
+            return layer
+        try:
+            layer.handler.shrink(
+                layer,
+                in_keep.index if in_keep is not None else None,
+                out_keep.index if out_keep is not None else None,
+            )
+        except Exception as exc:
+            raise RuntimeError(
+                f"ShrinkPass failed on module {layer.name!r} ({type(layer.module).__name__}) "
+                f"at node {node.format_node()}: {exc}"
+            ) from exc
+        if self.reinit:
+            self.init_fn(layer.module, generator)
+        new = layer.handler.describe(layer.name, layer.module, None)
+        assert new is not None
+        return new
 
-def _keep(arg: object) -> ChannelKeep | None:
-    if isinstance(arg, torch.fx.Node):
-        keep = arg.meta.get(KEEP)
-        if isinstance(keep, ChannelKeep) and keep.narrowed:
-            return keep
+
+def _keep_of(node: Any) -> tuple[ChannelKeep, ChannelInfo] | None:
+    if not isinstance(node, torch.fx.Node):
+        return None
+    keep, info = node.meta.get(KEEP), node.meta.get(CHANNELS)
+    if isinstance(keep, ChannelKeep) and isinstance(info, ChannelInfo) and keep.narrowed:
+        return keep, info
     return None
 
 
-def _norms_channel_dim(module: nn.Module, node: torch.fx.Node) -> bool:
-    """A LayerNorm's parameters follow the channels only when it normalises them alone."""
-    if not isinstance(module, nn.LayerNorm):
-        return True
-    info = node.meta.get(CHANNELS)
+def _input_keep(node: torch.fx.Node, layer: Layer) -> ChannelKeep | None:
+    """The kept input channels of a conv/linear call, when its input was narrowed."""
+    found = _keep_of(node.args[0] if node.args else None)
+    if found is None:
+        return None
+    keep, info = found
+    meta = node.args[0].meta.get(TENSOR_META)  # type: ignore[union-attr]
+    ndim = len(meta.shape) if isinstance(meta, TensorMetadata) else -1
+    return keep if layer.accepts_input(info.size, info.dim, ndim) else None
+
+
+def _output_keep(node: torch.fx.Node, layer: Layer) -> ChannelKeep | None:
+    found = _keep_of(node)
+    if found is None or found[0].size != layer.out_channels:
+        return None
+    return found[0]
+
+
+def _kept(keep: ChannelKeep | None, size: int) -> torch.Tensor:
+    return keep.index.clone() if keep is not None else torch.arange(size)
+
+
+def _call_macs(node: torch.fx.Node, old: Layer, new: Layer) -> tuple[int, int]:
+    """Multiply-accumulates of one call before and after shrinking (from the recorded
+    output shape: only the channel count on the output's channel dim changes)."""
     meta = node.meta.get(TENSOR_META)
-    return (
-        isinstance(info, ChannelInfo)
-        and isinstance(meta, TensorMetadata)
-        and info.dim == len(meta.shape) - 1
-        and len(module.normalized_shape) == 1
-    )
+    if not isinstance(meta, TensorMetadata):
+        return 0, 0
+    shape = list(meta.shape)
+    before = old.handler.macs(old, meta.shape)
+    if shape:
+        shape[old.out_dim] = new.out_channels
+    return before, new.handler.macs(new, torch.Size(shape))
 
 
-def _param(t: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
-    """A parameter from a sliced tensor (advanced indexing has already copied it)."""
-    return nn.Parameter(t.detach().contiguous(), requires_grad=like.requires_grad)
+def _update_shapes(gm: torch.fx.GraphModule) -> None:
+    """Write the kept channel counts into ``tensor_meta`` (no second shape propagation)."""
+
+    def narrow(meta: Any, keep: Any, info: Any) -> Any:
+        if isinstance(meta, (tuple, list)) and isinstance(keep, tuple):
+            infos = info if isinstance(info, tuple) else (None,) * len(keep)
+            parts = [narrow(m, k, i) for m, k, i in zip(meta, keep, infos, strict=False)]
+            return type(meta)(parts + list(meta[len(parts) :]))
+        if not (isinstance(meta, TensorMetadata) and isinstance(keep, ChannelKeep)
+                and isinstance(info, ChannelInfo) and keep.narrowed):  # fmt: skip
+            return meta
+        shape = list(meta.shape)
+        shape[info.dim] = int(keep.index.numel())
+        stride = torch.empty(shape, device="meta").stride()
+        return meta._replace(shape=torch.Size(shape), stride=stride)
+
+    for node in gm.graph.nodes:
+        if KEEP in node.meta and TENSOR_META in node.meta:
+            node.meta[TENSOR_META] = narrow(
+                node.meta[TENSOR_META], node.meta[KEEP], node.meta.get(CHANNELS)
+            )
 
 
-def _shrink_conv(m: nn.Module, in_keep: ChannelKeep | None, out_keep: ChannelKeep | None) -> bool:
-    assert isinstance(m, CONV_TYPES)
-    if in_keep is not None and in_keep.size != m.in_channels:
-        in_keep = None
-    if out_keep is not None and out_keep.size != m.out_channels:
-        out_keep = None
-    if in_keep is None and out_keep is None:
-        return False
-    g, per_in = m.groups, m.in_channels // m.groups
-    in_idx = in_keep.index if in_keep is not None else torch.arange(m.in_channels)
-    out_idx = out_keep.index if out_keep is not None else torch.arange(m.out_channels)
-    weight = m.weight[out_idx]
-    if per_in == 1:
-        new_groups = g if g == 1 else in_idx.numel()
-        if g > 1 and new_groups * (m.out_channels // g) != out_idx.numel():
-            raise ValueError("depthwise groups lost some but not all of their outputs")
-    else:
-        positions = (in_idx % per_in).view(g, -1) if in_idx.numel() % g == 0 else None
-        if positions is None or not bool((positions == positions[:1]).all()):
-            raise ValueError("grouped conv keeps different input positions in its groups")
-        weight = weight[:, positions[0]]
-        new_groups = g
-    m.weight = _param(weight, m.weight)
-    if m.bias is not None:
-        m.bias = _param(m.bias[out_idx], m.bias)
-    m.in_channels, m.out_channels, m.groups = in_idx.numel(), out_idx.numel(), new_groups
-    return True
-
-
-def _shrink_linear(m: nn.Linear, in_keep: ChannelKeep | None, out_keep: ChannelKeep | None) -> bool:
-    if in_keep is not None and in_keep.size != m.in_features:
-        in_keep = None
-    if out_keep is not None and out_keep.size != m.out_features:
-        out_keep = None
-    if in_keep is None and out_keep is None:
-        return False
-    weight = m.weight
-    if out_keep is not None:
-        weight = weight[out_keep.index]
-        if m.bias is not None:
-            m.bias = _param(m.bias[out_keep.index], m.bias)
-        m.out_features = out_keep.index.numel()
-    if in_keep is not None:
-        weight = weight[:, in_keep.index]
-        m.in_features = in_keep.index.numel()
-    m.weight = _param(weight, m.weight)
-    return True
-
-
-def _shrink_norm(m: nn.Module, keep: ChannelKeep | None) -> bool:
-    if keep is None:
-        return False
-    idx = keep.index
-    if isinstance(m, nn.LayerNorm):
-        if tuple(m.normalized_shape) != (keep.size,):
-            return False
-        m.normalized_shape = (idx.numel(),)
-    elif isinstance(m, nn.GroupNorm):
-        m.num_channels = idx.numel()
-    else:
-        m.num_features = idx.numel()
-    for name, p in list(m.named_parameters(recurse=False)):
-        if p.shape[:1] == (keep.size,):
-            setattr(m, name, _param(p[idx], p))
-    for name, b in list(m.named_buffers(recurse=False)):
-        if b is not None and b.dim() >= 1 and b.shape[0] == keep.size:
-            m.register_buffer(name, b[idx].clone())
-    return True
+def _approximations(gm: torch.fx.GraphModule) -> dict[str, str]:
+    found = {}
+    for node in gm.graph.nodes:
+        keep = node.meta.get(KEEP)
+        if APPROXIMATE in node.meta and isinstance(keep, ChannelKeep) and keep.narrowed:
+            found[node.name] = node.meta[APPROXIMATE]
+    return found

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 import torch
 import torch.fx
 
+from ..layers import module_layer
+
 __all__ = [
     "SCORERS",
     "Scorer",
@@ -41,8 +43,6 @@ class Scorer(Protocol):
 
 
 SCORERS: dict[str, Scorer] = {}
-
-_PRUNABLE = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
 def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
@@ -77,7 +77,8 @@ def get_scorer(name: str) -> Scorer:
 
 
 def prunable_weights(gm: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:
-    """``(qualified_name, weight)`` of every Conv and Linear module, each once.
+    """``(qualified_name, weight)`` of every conv/linear-like layer (a weighted layer of
+    :mod:`reconvene_fx.layers`), each weight once.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
@@ -86,9 +87,11 @@ def prunable_weights(gm: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parame
     """
     seen: set[int] = set()
     for name, module in gm.named_modules():
-        if isinstance(module, _PRUNABLE) and id(module.weight) not in seen:
-            seen.add(id(module.weight))
-            yield (f"{name}.weight" if name else "weight"), module.weight
+        layer = module_layer(name, module)
+        weight = layer.weight() if layer is not None else None
+        if weight is not None and id(weight) not in seen:
+            seen.add(id(weight))
+            yield (f"{name}.weight" if name else "weight"), weight
 
 
 def run_scorer(

@@ -11,7 +11,7 @@ from models import build
 import reconvene_fx as rfx
 from reconvene_fx.config import CompileConfig
 from reconvene_fx.meta import KEEP
-from reconvene_fx.passes import ChannelGroupPass, PlanPass, ShapePass
+from reconvene_fx.passes import ChannelGroupPass, PlanPass, SensitivityPass, ShapePass
 from reconvene_fx.scoring import SCORERS, prunable_weights, register_scorer
 
 X = torch.randn(2, 3, 16, 16)
@@ -21,6 +21,7 @@ def planned(name: str, budget, **config) -> dict:
     gm = torch.fx.symbolic_trace(build(name))
     ShapePass((X,))(gm)
     ChannelGroupPass()(gm)
+    SensitivityPass(budget, example_inputs=(X,), config=CompileConfig(**config))(gm)
     result = PlanPass(budget, example_inputs=(X,), config=CompileConfig(**config))(gm)
     assert not result.modified
     return {n.name: n.meta.get(KEEP) for n in gm.graph.nodes}

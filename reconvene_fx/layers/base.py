@@ -1,0 +1,241 @@
+"""What a layer holds: the :class:`Layer` view and the handler registry.
+
+Channel-flow rules (``reconvene_fx.rules``) say how channels *flow* through an op; layer
+handlers say what a *layer* holds: its channel counts, parameters, multiply-accumulates,
+how to slice it to kept channels, how to zero removed inputs (for ``verify``) and how to
+re-initialize it. Every pass that needs to know a layer type asks its handler, so a new
+layer type is one handler (plus a channel rule), registered once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn as nn
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "Layer",
+    "LayerHandler",
+    "LayerRegistry",
+    "get_default_layer_registry",
+    "layer_calls",
+    "module_layer",
+    "new_param",
+    "take",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One layer as the passes see it: where its tensors live and its channel geometry.
+
+    Attributes:
+        name: qualified name of the module (the key of reports, ``ignore=`` and scores).
+        module: the module that holds the layer's tensors.
+        handler: the :class:`LayerHandler` that knows this kind of layer.
+        node: the call this view was read from (None when read off a module alone).
+        weighted: a conv/linear-like layer whose weight mixes input channels into output
+            channels (scored, narrowed on both sides); False for per-channel layers (norms).
+        in_channels, out_channels: channel counts (features for a Linear); a per-channel
+            layer has ``in_channels == out_channels``.
+        groups: channel groups of a grouped conv (1 otherwise).
+        unit: weight elements per (output channel, input channel of its group): the kernel
+            size; for a per-channel layer, its parameters per channel.
+        bias: a bias per output channel.
+        in_dim, out_dim: dimension of the input/output tensor that holds the channels
+            (``-1``: the last one).
+    """
+
+    name: str
+    module: nn.Module
+    handler: LayerHandler
+    node: torch.fx.Node | None
+    weighted: bool
+    in_channels: int
+    out_channels: int
+    groups: int = 1
+    unit: int = 1
+    bias: bool = False
+    in_dim: int = 1
+    out_dim: int = 1
+
+    @property
+    def params(self) -> int:
+        """Parameters the layer holds directly (weight, bias, affine), as counted by costs."""
+        if not self.weighted:
+            return self.out_channels * self.unit
+        per_in = self.in_channels // self.groups
+        return self.out_channels * (per_in * self.unit + int(self.bias))
+
+    def weight(self) -> torch.Tensor | None:
+        """The prunable weight (scored by the PaI methods), None for per-channel layers."""
+        return self.handler.weight(self)
+
+    def accepts_input(self, size: int, dim: int, ndim: int) -> bool:
+        """Whether an input tensor of ``ndim`` dims, whose channels (``size`` of them) lie
+        on ``dim``, feeds this layer's input channels."""
+        want = self.in_dim if self.in_dim >= 0 else ndim + self.in_dim
+        return dim == want and size == self.in_channels
+
+
+class LayerHandler:
+    """How one kind of layer is described, counted, sliced, zeroed and re-initialized.
+
+    Subclasses implement :meth:`describe` and what applies to them; every method gets the
+    :class:`Layer` that :meth:`describe` returned. Slicing never writes into the tensors it
+    is given: it replaces every tensor of the layer by a new one (the caller's model may
+    share them).
+    """
+
+    weighted = True
+
+    def describe(self, name: str, module: nn.Module, node: torch.fx.Node | None) -> Layer | None:
+        """The layer view of ``module`` (called at ``node`` when known), or None when this
+        call is not a layer whose tensors follow channels (e.g. a LayerNorm over several
+        dims)."""
+        raise NotImplementedError
+
+    def weight(self, layer: Layer) -> torch.Tensor | None:
+        return layer.module.weight if self.weighted else None
+
+    def macs(self, layer: Layer, out_shape: torch.Size) -> int:
+        """Multiply-accumulates of one call producing an output of ``out_shape``."""
+        return 0
+
+    def channel_mass(self, layer: Layer, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed scores per output and per input channel (float64)."""
+        raise NotImplementedError
+
+    def shrink(
+        self, layer: Layer, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
+    ) -> None:
+        """Keep input channels ``in_idx`` and output channels ``out_idx`` (None: all)."""
+        raise NotImplementedError
+
+    def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
+        """Zero, in place, what the input channels flagged in ``removed`` contribute."""
+
+    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+        """Re-initialize the layer at its current shape (RLR)."""
+
+
+class LayerRegistry:
+    """Layer handlers keyed by module type (functions: see :meth:`function`).
+
+    A module subclass inherits its base class's handler only when it does not override
+    ``forward`` (as the channel rules do): a different forward may use its tensors
+    differently.
+
+    Example:
+        >>> registry = get_default_layer_registry()
+        >>> registry.for_module(torch.nn.Conv2d(3, 8, 3)) is not None
+        True
+        >>> registry.for_module(torch.nn.ReLU()) is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self.modules: dict[type, LayerHandler] = {}
+        self.functions: dict[Callable[..., Any], LayerHandler] = {}
+
+    def module(self, *types: type) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
+        """Class decorator: register one instance of the handler for ``types``."""
+
+        def register(cls: type[LayerHandler]) -> type[LayerHandler]:
+            handler = cls()
+            for t in types:
+                self.modules[t] = handler
+            return cls
+
+        return register
+
+    def function(
+        self, *functions: Callable[..., Any]
+    ) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
+        """Class decorator for handlers of functional layers (``F.conv2d`` on ``get_attr``
+        parameters): ``describe`` then gets the holder of the weight as ``module``."""
+
+        def register(cls: type[LayerHandler]) -> type[LayerHandler]:
+            handler = cls()
+            for f in functions:
+                self.functions[f] = handler
+            return cls
+
+        return register
+
+    def for_module(self, module: nn.Module) -> LayerHandler | None:
+        module_type = type(module)
+        for base in module_type.__mro__:
+            handler = self.modules.get(base)
+            if handler is not None:
+                if base is module_type or module_type.forward is base.forward:
+                    return handler
+                return None
+        return None
+
+    def describe(self, node: torch.fx.Node, gm: torch.nn.Module) -> Layer | None:
+        """The layer called at ``node``, or None."""
+        if node.op != "call_module":
+            return None
+        module = gm.get_submodule(str(node.target))
+        handler = self.for_module(module)
+        return handler.describe(str(node.target), module, node) if handler else None
+
+    def copy(self) -> LayerRegistry:
+        other = LayerRegistry()
+        other.modules = copy.copy(self.modules)
+        other.functions = copy.copy(self.functions)
+        return other
+
+
+DEFAULT_LAYERS = LayerRegistry()
+
+
+def get_default_layer_registry() -> LayerRegistry:
+    """A copy of the built-in layer handlers, safe to extend."""
+    return DEFAULT_LAYERS.copy()
+
+
+def layer_calls(
+    gm: torch.fx.GraphModule, registry: LayerRegistry | None = None
+) -> Iterator[tuple[torch.fx.Node, Layer]]:
+    """Every call of a known layer in graph order (a shared module once per call).
+
+    Example:
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(
+        ...     torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU()))
+        >>> [(n.target, lay.weighted) for n, lay in layer_calls(gm)]
+        [('0', True), ('1', False)]
+    """
+    registry = registry or DEFAULT_LAYERS
+    for node in gm.graph.nodes:
+        layer = registry.describe(node, gm)
+        if layer is not None:
+            yield node, layer
+
+
+def module_layer(
+    name: str, module: nn.Module, registry: LayerRegistry | None = None
+) -> Layer | None:
+    """The layer view of a module outside any graph (scoring, ``verify``), or None."""
+    handler = (registry or DEFAULT_LAYERS).for_module(module)
+    return handler.describe(name, module, None) if handler else None
+
+
+def take(t: torch.Tensor, dim: int, index: torch.Tensor | None) -> torch.Tensor:
+    """A new tensor with the entries ``index`` of ``t`` along ``dim`` (all when None):
+    never a view of ``t``, which the caller's model may own."""
+    if index is None:
+        return t.detach().clone()
+    return t.detach().index_select(dim, index)
+
+
+def new_param(value: torch.Tensor, like: torch.Tensor) -> nn.Parameter:
+    """A parameter around the new tensor ``value``, as trainable as ``like``."""
+    return nn.Parameter(value.contiguous(), requires_grad=like.requires_grad)

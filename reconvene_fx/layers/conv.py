@@ -1,0 +1,91 @@
+"""Convolutions (``nn.Conv1d/2d/3d``): grouped and depthwise included."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx
+import torch.nn as nn
+
+from .base import DEFAULT_LAYERS, Layer, LayerHandler, new_param, take
+
+__all__ = ["ConvHandler"]
+
+
+@DEFAULT_LAYERS.module(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+class ConvHandler(LayerHandler):
+    """Weight ``[out, in / groups, *kernel]``; channels on dim 1 of input and output.
+
+    Example:
+        >>> from reconvene_fx.layers import module_layer
+        >>> lay = module_layer("c", torch.nn.Conv2d(4, 8, 3, groups=2))
+        >>> lay.in_channels, lay.out_channels, lay.groups, lay.unit, lay.params
+        (4, 8, 2, 9, 152)
+    """
+
+    def describe(self, name: str, module: nn.Module, node: torch.fx.Node | None) -> Layer:
+        assert isinstance(module, nn.modules.conv._ConvNd)
+        return Layer(
+            name=name,
+            module=module,
+            handler=self,
+            node=node,
+            weighted=True,
+            in_channels=module.in_channels,
+            out_channels=module.out_channels,
+            groups=module.groups,
+            unit=math.prod(module.kernel_size),
+            bias=module.bias is not None,
+        )
+
+    def macs(self, layer: Layer, out_shape: torch.Size) -> int:
+        return out_shape.numel() * (layer.in_channels // layer.groups) * layer.unit
+
+    def channel_mass(self, layer: Layer, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # sums run in the scores' dtype: sum(dtype=float64) would copy a layer's scores
+        g = layer.groups
+        out_mass = scores.flatten(1).sum(1).to(torch.float64)
+        per_group = scores.view(g, layer.out_channels // g, layer.in_channels // g, -1)
+        return out_mass, per_group.sum((1, 3)).reshape(-1).to(torch.float64)
+
+    def shrink(
+        self, layer: Layer, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
+    ) -> None:
+        m = layer.module
+        assert isinstance(m, nn.modules.conv._ConvNd)
+        g, per_in = m.groups, m.in_channels // m.groups
+        kept_in = in_idx if in_idx is not None else torch.arange(m.in_channels)
+        weight = take(m.weight, 0, out_idx)
+        kept_out = weight.shape[0]
+        if per_in == 1:  # depthwise (any multiplier): whole groups go with their input
+            new_groups = g if g == 1 else kept_in.numel()
+            if g > 1 and new_groups * (m.out_channels // g) != kept_out:
+                raise ValueError("depthwise groups lost some but not all of their outputs")
+        else:
+            positions = (kept_in % per_in).view(g, -1) if kept_in.numel() % g == 0 else None
+            if positions is None or not bool((positions == positions[:1]).all()):
+                raise ValueError("grouped conv keeps different input positions in its groups")
+            if in_idx is not None:
+                weight = weight.index_select(1, positions[0])
+            new_groups = g
+        m.weight = new_param(weight, m.weight)
+        if m.bias is not None:
+            m.bias = new_param(take(m.bias, 0, out_idx), m.bias)
+        m.in_channels, m.out_channels, m.groups = kept_in.numel(), kept_out, new_groups
+
+    def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
+        m = layer.module
+        g = layer.groups
+        w = m.weight.view(g, layer.out_channels // g, layer.in_channels // g, -1)
+        with torch.no_grad():
+            w.masked_fill_(removed.view(g, 1, -1, 1), 0.0)
+
+    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+        """Kaiming normal (fan-out, ReLU) as torchvision initializes CNNs; zero bias."""
+        m = layer.module
+        with torch.no_grad():
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu",
+                                    generator=generator)  # fmt: skip
+            if m.bias is not None:
+                m.bias.zero_()

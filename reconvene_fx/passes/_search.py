@@ -1,0 +1,230 @@
+"""The search of PlanPass: the fewest removals, in a strategy's order, that fit the budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+
+from .._copy import structural_copy
+from ..budget import Budget
+from ..config import LatencyFn
+from ..costs import LayerCosts
+from ..errors import BudgetError
+from ..latency import measure_latency
+from ..meta import LayerSensitivity
+from ..scoring import kth_largest
+from ._keep import write_keep
+from .shrink import ShrinkPass
+
+__all__ = ["Search", "SearchSettings"]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What the search needs to know of the compile."""
+
+    budget: Budget
+    example_inputs: tuple[Any, ...]
+    round_to: int = 1
+    composite: bool = False
+    latency_fn: LatencyFn | None = None
+
+
+class Search:
+    """The binary searches over prefixes of a removal order: the shortest prefix whose
+    removal meets every limit of the budget, each group rounded up to ``round_to``."""
+
+    def __init__(
+        self,
+        settings: SearchSettings,
+        gm: torch.fx.GraphModule,
+        costs: LayerCosts,
+        group: torch.Tensor,
+        sens: Mapping[str, LayerSensitivity],
+        adjust_masks: bool,
+    ) -> None:
+        self.settings, self.gm, self.costs = settings, gm, costs
+        self.group, self.num_atoms = group, group.numel()
+        self.limits = {k: v for k, v in settings.budget.limits().items() if v is not None}
+        self.full = {"params": costs.params_full, "flops": costs.macs_full}
+        self.sens = sens
+        # composite: the masks of untouched layers either are re-thresholded to fit the
+        # params budget (so a plan fits when the touched layers alone do) or count as they
+        # are
+        self.adjust_masks = (
+            settings.composite
+            and adjust_masks
+            and all(lay.scores is not None for lay in sens.values())
+        )
+        self.savings = (
+            _mask_savings(costs, sens, whole=self.adjust_masks) if settings.composite else None
+        )
+        self.latency_before: float | None = None
+        self.latency_after: float | None = None
+
+    def run(
+        self, order: torch.Tensor, start: int, phase_ends: tuple[int, ...] = ()
+    ) -> torch.Tensor:
+        group_size = torch.bincount(
+            self.group, minlength=int(self.group.max()) + 1 if self.num_atoms else 0
+        )
+        rank = _rank_within_group(self.group[order])
+        r = self.settings.round_to
+
+        def removed_for(k: int) -> torch.Tensor:
+            prefix = order[:k]
+            removed_count = torch.bincount(self.group[prefix], minlength=group_size.numel())
+            kept = group_size - removed_count
+            rounded = torch.minimum(group_size, (kept + r - 1) // r * r)
+            allowed = group_size - rounded
+            take = rank[:k] < allowed[self.group[prefix]]
+            removed = torch.zeros(self.num_atoms, dtype=torch.bool)
+            removed[prefix[take]] = True
+            return removed
+
+        n = order.numel()
+        ok, got = self._fits(removed_for(n))
+        if not ok:
+            failing = [q for q, limit in self.limits.items() if q in got and got[q] > limit + 1e-12]
+            q = failing[0]
+            raise BudgetError(
+                f"budget {q}={self.limits[q]:g} cannot be met: the layers that may not be "
+                f"pruned keep {got[q]:.4f} of the {q}; the smallest reachable {q} budget is "
+                f"{got[q]:.4f}",
+                quantity=q,
+                smallest=got[q],
+            )
+
+        # composite counts are monotone within a phase, not across: search phase by phase
+        def fits(k: int) -> bool:
+            return self._fits(removed_for(k))[0]
+
+        bounds = sorted({min(start, n), *(b for b in phase_ends if start < b < n), n})
+        lo = bounds[0]
+        for hi in bounds[1:]:
+            if fits(hi):
+                break
+            lo = hi
+        k = _first_true(fits, lo, hi) if len(bounds) > 1 else lo
+        if "latency" in self.limits:
+            k = self._latency_search(removed_for, k, n)
+        return removed_for(k)
+
+    def _fits(self, removed: torch.Tensor) -> tuple[bool, dict[str, float]]:
+        params, macs = self.costs.evaluate(removed)
+        if self.savings is not None:
+            untouched = self.costs.untouched(removed)
+            params -= int((self.savings * untouched).sum())
+        got = {
+            "params": params / max(self.full["params"], 1),
+            "flops": macs / max(self.full["flops"], 1),
+        }
+        ok = all(got[q] <= limit + 1e-12 for q, limit in self.limits.items() if q in got)
+        return ok, got
+
+    def composite_masks(self, removed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Masks of the scored layers that keep all their channels: the PaI masks, or for
+        composite reconvene plans, when those exceed the params budget, the top scores of
+        these layers that fill exactly the room left."""
+        untouched = self.costs.untouched(removed)
+        names = [n for n, keep in zip(self.costs.layers, untouched.tolist(), strict=True)
+                 if keep and n in self.sens]  # fmt: skip
+        masks = {n: self.sens[n].mask for n in names}
+        limit = self.limits.get("params")
+        if not self.adjust_masks or limit is None or not names:
+            return masks
+        params, _ = self.costs.evaluate(removed)
+        dense_elsewhere = params - sum(self.sens[n].total for n in names)
+        room = int(limit * self.full["params"]) - dense_elsewhere
+        if room >= sum(self.sens[n].kept for n in names):
+            return masks
+        if room < 1:
+            return {n: torch.zeros_like(m) for n, m in masks.items()}
+        # adjust_masks guarantees the scores were kept; room < kept <= their count, so the
+        # (room + 1)-th largest exists: keeping what lies strictly above it keeps <= room
+        scores = [self.sens[n].scores for n in names]
+        threshold = kth_largest(scores, room + 1)  # type: ignore[arg-type]
+        return {n: s > threshold for n, s in zip(names, scores, strict=True)}
+
+    def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
+        """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""
+        limit = self.limits["latency"]
+        measure = self.settings.latency_fn or measure_latency
+        inputs = self.settings.example_inputs
+        before = float(measure(self.gm, inputs))
+        if not before > 0:
+            raise ValueError(f"the latency of the unpruned model measured {before}; need > 0")
+        measured: dict[int, float] = {}
+
+        def ratio(k: int) -> float:
+            if k not in measured:
+                measured[k] = float(measure(_shrunk_copy(self.gm, removed_for(k)), inputs))
+            return measured[k] / before
+
+        if ratio(hi) > limit:
+            raise BudgetError(
+                f"budget latency={limit:g} cannot be met: with every removable channel "
+                f"gone the model measures {ratio(hi):.4f} of its latency",
+                quantity="latency",
+                smallest=ratio(hi),
+            )
+        # measurements are noisy: stop at a resolution of 1/128 of the removable atoms
+        step = max(1, (hi - lo) // 128)
+        while hi - lo > step:
+            mid = (lo + hi) // 2
+            if ratio(mid) <= limit:
+                hi = mid
+            else:
+                lo = mid + 1
+        k = lo if lo in measured and ratio(lo) <= limit else hi
+        self.latency_before, self.latency_after = before, measured[k]
+        return k
+
+
+def _first_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:
+    """Smallest k in [lo, hi] with pred(k), given pred monotone and pred(hi) true; lo
+    itself is tried first (composite counts are not monotone everywhere)."""
+    if pred(lo):
+        return lo
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _shrunk_copy(gm: torch.fx.GraphModule, removed: torch.Tensor) -> torch.fx.GraphModule:
+    """A shrunk candidate (ShrinkPass writes new tensors, so sharing the rest is safe)."""
+    candidate = structural_copy(gm)
+    write_keep(candidate, removed)
+    ShrinkPass(reinit=False).call(candidate)
+    return candidate
+
+
+def _mask_savings(
+    costs: LayerCosts, sens: Mapping[str, LayerSensitivity], *, whole: bool
+) -> torch.Tensor:
+    """Per entry of ``costs.layers``: weights a mask removes (all of them when ``whole``)."""
+    return torch.tensor(
+        [(sens[n].total - (0 if whole else sens[n].kept)) if n in sens else 0
+         for n in costs.layers],
+        dtype=torch.long,
+    )  # fmt: skip
+
+
+def _rank_within_group(groups: torch.Tensor) -> torch.Tensor:
+    """For each position, how many earlier positions hold the same group."""
+    if groups.numel() == 0:
+        return groups
+    perm = torch.argsort(groups, stable=True)
+    counts = torch.bincount(groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(groups)
+    rank[perm] = torch.arange(groups.numel()) - starts[groups[perm]]
+    return rank

@@ -1,0 +1,86 @@
+"""The passes of :func:`reconvene_fx.compile`, in order, and a runner that keeps error types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch.fx
+from torch.fx.passes.infra.pass_base import PassBase
+from torch.fx.passes.infra.pass_manager import PassManager
+
+from ..budget import Budget, as_budget
+from ..config import CompileConfig
+from ..errors import ReconveneError
+from .channels import ChannelGroupPass
+from .detach import DetachPass
+from .masks import MaskPass
+from .plan import PlanPass
+from .report import ReportPass
+from .sensitivity import SensitivityPass
+from .shape import ShapePass
+from .shrink import ShrinkPass
+
+__all__ = ["compile_passes", "run_passes"]
+
+
+def compile_passes(
+    budget: float | Budget,
+    example_inputs: tuple[Any, ...],
+    config: CompileConfig | None = None,
+) -> list[PassBase]:
+    """The passes :func:`reconvene_fx.compile` runs, in order, for your own ``PassManager``.
+
+    ShapePass (on meta tensors) -> ChannelGroupPass -> SensitivityPass -> PlanPass ->
+    ShrinkPass -> MaskPass -> ReportPass -> DetachPass. Run on ``reconvene_fx.trace(model)``
+    they give the model and report ``compile`` gives.
+
+    Example:
+        >>> import torch, reconvene_fx as rfx
+        >>> from torch.fx.passes.infra.pass_manager import PassManager
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(16, 4, 1))
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> gm = PassManager(compile_passes(0.5, (x,)))(rfx.trace(net)).graph_module
+        >>> rfx.report(gm).params_after <= 0.5 * rfx.report(gm).params_before
+        True
+    """
+    budget = as_budget(budget)
+    config = config or CompileConfig()
+    example_inputs = tuple(example_inputs)
+    return [
+        ShapePass(example_inputs, fake=True),
+        ChannelGroupPass(config.rules),
+        SensitivityPass(budget, example_inputs=example_inputs, config=config),
+        PlanPass(budget, example_inputs=example_inputs, config=config),
+        ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn),
+        MaskPass(),
+        ReportPass(),
+        DetachPass(),
+    ]
+
+
+def run_passes(gm: torch.fx.GraphModule, passes: Sequence[PassBase]) -> torch.fx.GraphModule:
+    """Run ``passes`` with torch.fx's ``PassManager``; return the resulting graph module.
+
+    ``PassManager`` wraps every failure in a plain ``Exception`` naming the pass; this
+    re-raises our own errors (and bad-argument errors) with their type, and anything else
+    as a :class:`~reconvene_fx.errors.ReconveneError` naming the pass.
+    """
+    try:
+        return PassManager(list(passes))(gm).graph_module
+    except Exception as wrapped:
+        cause = wrapped.__cause__
+        if cause is None:
+            raise
+        if isinstance(cause, (ReconveneError, ValueError, TypeError, NotImplementedError)):
+            raise cause.with_traceback(cause.__traceback__) from None
+        name = _failed_pass(str(wrapped))
+        raise ReconveneError(f"{name} failed: {cause}") from cause
+
+
+def _failed_pass(message: str) -> str:
+    """The pass named in PassManager's message ("... running the 'X' pass after ...")."""
+    start = message.find("'")
+    end = message.find("'", start + 1)
+    return message[start + 1 : end] if 0 <= start < end else "a pass"

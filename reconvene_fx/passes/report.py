@@ -1,0 +1,93 @@
+"""ReportPass: the pruning report, read from what the other passes recorded."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+from torch.fx.passes.infra.pass_base import PassResult
+
+from ..composite import masked_count, masks_of
+from ..costs import count_params
+from ..meta import (
+    PLAN,
+    REPORT,
+    SENSITIVITY_TABLE,
+    SHRINK,
+    PlanSummary,
+    SensitivityTable,
+    ShrinkRecord,
+)
+from ..report import LayerPlan, PruningReport
+from ._base import ReconvenePass, require_meta
+
+__all__ = ["ReportPass"]
+
+
+class ReportPass(ReconvenePass):
+    """Writes the :class:`~reconvene_fx.report.PruningReport` to ``gm.meta[REPORT]``.
+
+    Requires SensitivityPass and ShrinkPass (and reads PlanPass's summary and MaskPass's
+    masks): every figure comes from their records and the model as it is, nothing is
+    re-run. ``reconvene_fx.report(gm)`` returns it.
+
+    Example:
+        >>> import reconvene_fx as rfx
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(16, 4, 1))
+        >>> gm = rfx.compile(net, budget=0.5, example_inputs=(torch.randn(1, 3, 8, 8),))
+        >>> rep = gm.meta["reconvene.report"]
+        >>> rep.layers["0"].out_channels, rep.layers["0"].out_idx.numel() < 16
+        (16, True)
+    """
+
+    def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        require_meta(graph_module, SENSITIVITY_TABLE, "ReportPass", "SensitivityPass")
+        require_meta(graph_module, SHRINK, "ReportPass", "ShrinkPass")
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        record = graph_module.meta[SHRINK]
+        table = graph_module.meta[SENSITIVITY_TABLE]
+        assert isinstance(record, ShrinkRecord) and isinstance(table, SensitivityTable)
+        plan = graph_module.meta.get(PLAN)
+        masks = masks_of(graph_module)
+        layers = {}
+        for name, change in record.layers.items():
+            sens = table.layers.get(name)
+            mask = masks.get(name)
+            layers[name] = LayerPlan(
+                in_idx=change.in_idx,
+                out_idx=change.out_idx,
+                in_channels=change.in_channels,
+                out_channels=change.out_channels,
+                density=sens.density if sens is not None else 1.0,
+                sensitivity=sens.sensitivity if sens is not None else 1.0,
+                narrowed=(change.in_idx.numel() < change.in_channels)
+                or (change.out_idx.numel() < change.out_channels),
+                params_before=change.params_before,
+                params_after=change.params_after,
+                flops_before=change.macs_before,
+                flops_after=change.macs_after,
+                selected=bool(sens.selected) if sens is not None else False,
+                masked=mask is not None,
+                nonzero_after=change.params_after - (masked_count(mask) if mask is not None else 0),
+            )
+        params_after = count_params(graph_module)
+        summary = plan if isinstance(plan, PlanSummary) else None
+        graph_module.meta[REPORT] = PruningReport(
+            params_before=record.params_before,
+            params_after=params_after,
+            flops_before=record.macs_before,
+            flops_after=record.macs_after,
+            layers=layers,
+            approximate=dict(record.approximate),
+            budget=table.budget,
+            method=table.method,
+            strategy=summary.strategy if summary else "",
+            reinit=record.reinit,
+            composite=summary.composite if summary else False,
+            nonzero_after=params_after - sum(masked_count(m) for m in masks.values()),
+            global_density=table.global_density,
+            latency_before=summary.latency_before if summary else None,
+            latency_after=summary.latency_after if summary else None,
+        )
+        return PassResult(graph_module, False)

@@ -1,0 +1,127 @@
+"""The strategy interface and registry: how a plan orders channels for removal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..meta import LayerSensitivity
+
+__all__ = [
+    "STRATEGIES",
+    "PlanInputs",
+    "RemovalOrder",
+    "Strategy",
+    "by_key",
+    "fraction_in_group",
+    "get_strategy",
+    "register_strategy",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class PlanInputs:
+    """What a strategy may read, per coupled channel set ("atom").
+
+    Attributes:
+        removable: ids of the atoms that may go (not pinned, not the last of a space).
+        scores: float64 per atom: summed relative score mass over every layer producing
+            or consuming it.
+        group: coupled group id per atom.
+        producers: per group, ``(max density, max sensitivity)`` of the scored layers whose
+            output channels it holds; ``(-1, -1)`` where no scored layer produces it.
+        composite: the plan keeps unstructured masks on the untouched layers.
+        sensitivity: the PaI rating of every scored layer, by module name.
+    """
+
+    removable: torch.Tensor
+    scores: torch.Tensor
+    group: torch.Tensor
+    producers: torch.Tensor
+    composite: bool
+    sensitivity: Mapping[str, LayerSensitivity]
+
+
+@dataclass(frozen=True, eq=False)
+class RemovalOrder:
+    """A strategy's answer.
+
+    Attributes:
+        atoms: the removable atoms, least important first.
+        start: the plan removes at least this prefix of ``atoms``.
+        phase_ends: prefix lengths where the budget counts may stop being monotone (the
+            search is made phase by phase).
+        adjust_masks: composite plans: re-threshold the masks of the untouched layers to
+            fill the params budget (else they keep their PaI masks as they are).
+    """
+
+    atoms: torch.Tensor
+    start: int = 0
+    phase_ends: tuple[int, ...] = ()
+    adjust_masks: bool = False
+
+
+class Strategy(Protocol):
+    """``strategy(inputs) -> RemovalOrder``."""
+
+    def __call__(self, inputs: PlanInputs) -> RemovalOrder: ...
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
+    """Register a strategy under ``name`` so ``compile(strategy=name)`` finds it.
+
+    Example:
+        >>> @register_strategy("weakest-first")
+        ... def weakest_first(inputs):
+        ...     return RemovalOrder(by_key(inputs, inputs.scores[inputs.removable]))
+        >>> get_strategy("weakest-first") is weakest_first
+        True
+        >>> _ = STRATEGIES.pop("weakest-first")
+    """
+
+    def register(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+
+    return register
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``.
+
+    Raises:
+        ValueError: naming the known strategies.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}"
+        )
+    return STRATEGIES[name]
+
+
+def fraction_in_group(inputs: PlanInputs) -> torch.Tensor:
+    """Per removable atom, ``(i + 1) / n`` for the ``i``-th weakest of the ``n`` removable
+    atoms of its group: the fraction of the group gone once it goes."""
+    s = inputs.scores[inputs.removable]
+    g = inputs.group[inputs.removable]
+    by_score = torch.argsort(s, stable=True)
+    by_group = by_score[torch.argsort(g[by_score], stable=True)]
+    counts = torch.bincount(g)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.empty_like(by_group)
+    position[by_group] = torch.arange(by_group.numel())
+    return (position - starts[g] + 1).double() / counts[g].double()
+
+
+def by_key(inputs: PlanInputs, key: torch.Tensor) -> torch.Tensor:
+    """Permutation of ``inputs.removable`` by ascending ``key`` (one per removable atom),
+    ties broken by score, then by atom id, for determinism."""
+    idx = torch.argsort(inputs.removable, stable=True)
+    idx = idx[torch.argsort(inputs.scores[inputs.removable][idx], stable=True)]
+    return idx[torch.argsort(key[idx], stable=True)]

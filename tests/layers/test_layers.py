@@ -1,0 +1,157 @@
+"""Layer handlers: counts, slicing and zeroing per layer type, and a new type in one place."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import reconvene_fx as rfx
+from reconvene_fx.layers import (
+    DEFAULT_LAYERS,
+    Layer,
+    LayerHandler,
+    module_layer,
+    new_param,
+    take,
+)
+from reconvene_fx.rules import DEFAULT_RULES, RuleContext
+
+
+def _direct_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters(recurse=False))
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        nn.Conv1d(4, 6, 3),
+        nn.Conv2d(4, 8, 3, groups=2),
+        nn.Conv2d(8, 16, 3, groups=8, bias=False),
+        nn.Conv3d(2, 4, (1, 2, 3)),
+        nn.Linear(6, 5),
+        nn.BatchNorm2d(8),
+        nn.GroupNorm(2, 8),
+        nn.LayerNorm(8),
+        nn.InstanceNorm2d(8, affine=True),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_layer_counts_its_own_parameters(module: nn.Module) -> None:
+    layer = module_layer("m", module)
+    assert layer is not None
+    assert layer.params == _direct_params(module)
+
+
+def test_conv_macs_match_a_direct_count() -> None:
+    conv = nn.Conv2d(4, 8, 3, groups=2)
+    layer = module_layer("c", conv)
+    out = conv(torch.randn(2, 4, 10, 10)).shape
+    assert layer.handler.macs(layer, out) == out.numel() * (4 // 2) * 9
+
+
+@pytest.mark.parametrize(
+    ("module", "in_idx", "out_idx"),
+    [
+        (nn.Conv2d(4, 6, 3), torch.tensor([0, 2, 3]), torch.tensor([1, 5])),
+        (nn.Conv2d(4, 6, 3), None, torch.tensor([0, 4])),
+        (nn.Linear(5, 3), torch.tensor([1, 4]), None),
+        (nn.Conv2d(4, 8, 3, groups=2), torch.tensor([1, 3]), torch.tensor([0, 1, 4, 5])),
+    ],
+)
+def test_shrink_slices_every_tensor_into_new_storage(module, in_idx, out_idx) -> None:
+    layer = module_layer("m", module)
+    old = {n: p.detach().clone() for n, p in module.named_parameters()}
+    old_ptrs = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    x = torch.randn(2, layer.in_channels, 7, 7) if layer.in_dim == 1 else torch.randn(2, 5)
+    layer.handler.shrink(layer, in_idx, out_idx)
+    assert not old_ptrs & {p.untyped_storage().data_ptr() for p in module.parameters()}
+    out_keep = out_idx if out_idx is not None else torch.arange(old["weight"].shape[0])
+    assert torch.equal(module.bias, old["bias"][out_keep])
+    # equivalence (design §5): the slice sees only the kept inputs
+    if in_idx is not None:
+        x_zeroed = torch.zeros_like(x)
+        x_zeroed.index_copy_(1 if layer.in_dim == 1 else -1, in_idx,
+                             x.index_select(1 if layer.in_dim == 1 else -1, in_idx))  # fmt: skip
+        x_small = x.index_select(1 if layer.in_dim == 1 else -1, in_idx)
+    else:
+        x_zeroed = x_small = x
+    full = module_layer("ref", _rebuilt(module, old))
+    reference = full.module(x_zeroed).index_select(1 if layer.out_dim == 1 else -1, out_keep)
+    assert torch.allclose(module(x_small), reference, atol=1e-6)
+
+
+def _rebuilt(module: nn.Module, old: dict[str, torch.Tensor]) -> nn.Module:
+    if isinstance(module, nn.Linear):
+        ref = nn.Linear(old["weight"].shape[1], old["weight"].shape[0])
+    else:
+        groups = module.groups if module.groups > 1 else 1
+        ref = nn.Conv2d(old["weight"].shape[1] * groups, old["weight"].shape[0], 3, groups=groups)
+    with torch.no_grad():
+        ref.weight.copy_(old["weight"])
+        ref.bias.copy_(old["bias"])
+    return ref
+
+
+def test_zero_inputs_equals_zeroing_the_input_channels() -> None:
+    conv = nn.Conv2d(4, 8, 3, groups=2)
+    x = torch.randn(1, 4, 6, 6)
+    removed = torch.tensor([False, True, False, True])
+    expected = conv(x * (~removed).view(1, 4, 1, 1).float())
+    layer = module_layer("c", conv)
+    layer.handler.zero_inputs(layer, removed)
+    assert torch.allclose(conv(x), expected, atol=1e-6)
+
+
+def test_a_new_layer_type_is_one_handler_and_one_rule() -> None:
+    """ConvTranspose2d (weight [in, out, k, k]) becomes prunable with a handler and a rule,
+    and compile, report and verify follow."""
+
+    class ConvTransposeHandler(LayerHandler):
+        def describe(self, name, module, node):
+            return Layer(name, module, self, node, True, module.in_channels,
+                         module.out_channels, unit=math.prod(module.kernel_size),
+                         bias=module.bias is not None)  # fmt: skip
+
+        def weight(self, layer):
+            return layer.module.weight
+
+        def macs(self, layer, out_shape):
+            return out_shape.numel() * layer.in_channels * layer.unit
+
+        def channel_mass(self, layer, scores):
+            return scores.sum((0, 2, 3)).double(), scores.sum((1, 2, 3)).double()
+
+        def shrink(self, layer, in_idx, out_idx):
+            m = layer.module
+            w = take(m.weight, 0, in_idx)
+            w = take(w, 1, out_idx)
+            m.weight = new_param(w, m.weight)
+            m.bias = new_param(take(m.bias, 0, out_idx), m.bias)
+            m.in_channels, m.out_channels = w.shape[:2]
+
+        def zero_inputs(self, layer, removed):
+            with torch.no_grad():
+                layer.module.weight[removed] = 0.0
+
+    def conv_transpose_rule(ctx: RuleContext):
+        return ctx.new(ctx.module.out_channels, 1)
+
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.ConvTranspose2d(16, 12, 3),
+                        nn.ReLU(), nn.Conv2d(12, 4, 1))  # fmt: skip
+    x = torch.randn(2, 3, 10, 10)
+    DEFAULT_LAYERS.modules[nn.ConvTranspose2d] = ConvTransposeHandler()
+    DEFAULT_RULES.modules[nn.ConvTranspose2d] = conv_transpose_rule
+    try:
+        gm = rfx.compile(net, budget=0.4, example_inputs=(x,), reinit=False, strategy="uniform")
+        rep = rfx.report(gm)
+        assert rfx.verify(net, gm, (x,)).exact
+    finally:
+        del DEFAULT_LAYERS.modules[nn.ConvTranspose2d]
+        del DEFAULT_RULES.modules[nn.ConvTranspose2d]
+    deconv = gm.get_submodule("2")
+    assert rep.layers["2"].narrowed and deconv.in_channels < 16 and deconv.out_channels < 12
+    assert rep.params_ratio <= 0.4
+    assert rep.layers["2"].params_after == deconv.weight.numel() + deconv.bias.numel()
