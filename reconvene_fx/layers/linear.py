@@ -50,9 +50,13 @@ class LinearHandler(LayerHandler):
     ) -> None:
         m = layer.module
         assert isinstance(m, nn.Linear)
-        weight = take(m.weight, 0, out_idx)
-        if in_idx is not None:
-            weight = weight.index_select(1, in_idx)
+        w = m.weight.detach()
+        if in_idx is None:
+            weight = take(w, 0, out_idx)
+        elif out_idx is None:
+            weight = w.index_select(1, in_idx)
+        else:  # one gather, not two copies
+            weight = w[out_idx[:, None], in_idx]
         m.weight = new_param(weight, m.weight)
         if m.bias is not None:
             m.bias = new_param(take(m.bias, 0, out_idx), m.bias)

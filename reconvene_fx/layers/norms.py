@@ -40,7 +40,7 @@ class NormHandler(LayerHandler):
         channels = _channels(module)
         if channels is None or (node is not None and not _follows_channels(module, node)):
             return None
-        per_channel = sum(p.numel() for p in module.parameters(recurse=False))
+        per_channel = sum(p.numel() for p in module._parameters.values() if p is not None)
         return Layer(
             name=name,
             module=module,

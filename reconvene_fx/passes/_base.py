@@ -20,7 +20,11 @@ class ReconvenePass(PassBase):
 
     ``requires`` runs first, as in ``PassBase``: it raises
     :class:`~reconvene_fx.errors.PassOrderError` naming the pass that must run before.
+    ``edits_graph`` is False: these passes write meta and modules, never graph nodes, so
+    :func:`~reconvene_fx.passes.run_passes` need not regenerate the code after them.
     """
+
+    edits_graph = False
 
     def __call__(self, graph_module: torch.fx.GraphModule) -> PassResult | None:
         start = time.perf_counter()

@@ -14,7 +14,7 @@ from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..layers import module_layer
 from ..meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity, SensitivityTable
-from ..scoring import kth_largest, prunable_weights, run_scorer
+from ..scoring.base import check_finite, kth_largest, prunable_weights, run_scorer
 from ._base import ReconvenePass
 
 __all__ = ["SensitivityPass", "mask_density"]
@@ -98,7 +98,9 @@ class SensitivityPass(ReconvenePass):
             progress=config.progress,
             options=config.method_options,
         )
-        layers = _rate_layers(graph_module, scores, self.density, self.keep_scores)
+        method = config.method if isinstance(config.method, str) else getattr(
+            config.method, "__name__", repr(config.method))  # fmt: skip
+        layers = _rate_layers(graph_module, scores, self.density, self.keep_scores, method)
         for node in graph_module.graph.nodes:
             if node.op == "call_module" and str(node.target) in layers:
                 node.meta[SENSITIVITY] = layers[str(node.target)]
@@ -106,8 +108,6 @@ class SensitivityPass(ReconvenePass):
                 node.meta.pop(SENSITIVITY, None)
         kept = sum(lay.kept for lay in layers.values())
         total = sum(lay.total for lay in layers.values())
-        method = config.method if isinstance(config.method, str) else getattr(
-            config.method, "__name__", repr(config.method))  # fmt: skip
         graph_module.meta[SENSITIVITY_TABLE] = SensitivityTable(
             layers=layers,
             global_density=kept / max(total, 1),
@@ -122,25 +122,35 @@ def _rate_layers(
     scores: Mapping[str, torch.Tensor],
     density: float,
     keep_scores: bool,
+    label: str,
 ) -> dict[str, LayerSensitivity]:
-    """The mask, masses and ratings of every layer. Scores are read layer by layer (twice
-    when they are lazy, plus the threshold's reads), never concatenated."""
+    """The mask, masses and ratings of every layer. Scores are read layer by layer, never
+    concatenated: the threshold's passes, then one pass for masks, masses and the
+    positions tied at the threshold (lazy scores are recomputed on each read)."""
     weights = dict(prunable_weights(gm))
     modules = {name: name.rpartition(".")[0] for name in weights}
     names = list(weights)
     threshold, k = _threshold(names, scores, weights, density)
     masks: dict[str, torch.Tensor] = {}
     masses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    tied: dict[str, torch.Tensor] = {}
+    lazy = bool(getattr(scores, "lazy", False))
     for name in names:
         s = scores[name].detach()
-        masks[name] = (
-            s > threshold if threshold is not None else torch.ones_like(s, dtype=torch.bool)
-        )
+        if lazy:
+            check_finite(label, name, s)
+        if threshold is None:
+            masks[name] = torch.ones_like(s, dtype=torch.bool)
+        else:
+            masks[name] = s > threshold
+            at = (s == threshold).view(-1).nonzero().view(-1)
+            if at.numel():
+                tied[name] = at
         layer = module_layer(modules[name], gm.get_submodule(modules[name]))
         assert layer is not None
         masses[name] = layer.handler.channel_mass(layer, s)
-    if threshold is not None:
-        _break_ties(names, scores, weights, masks, threshold, k)
+    if tied:
+        _break_ties(tied, weights, masks, k)
     kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
     global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
     layers: dict[str, LayerSensitivity] = {}
@@ -172,6 +182,13 @@ class _Parts(Sequence[torch.Tensor]):
     def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
         return self.scores[self.names[i]].detach()
 
+    def gather(self, i: int, positions: torch.Tensor) -> torch.Tensor:
+        """Part ``i`` at flat ``positions``, without computing all of a lazy part."""
+        gather = getattr(self.scores, "gather", None)
+        if gather is not None:
+            return gather(self.names[i], positions)
+        return self[i].reshape(-1)[positions]
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -193,25 +210,19 @@ def _threshold(
 
 
 def _break_ties(
-    names: list[str],
-    scores: Mapping[str, torch.Tensor],
+    tied: dict[str, torch.Tensor],
     weights: Mapping[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
-    threshold: float,
     k: int,
 ) -> None:
-    """Add to ``masks`` (which hold the scores above the threshold) the scores equal to it
-    with the largest ``|w|`` (then by position), until exactly ``k`` are kept."""
+    """Add to ``masks`` (which hold the scores above the threshold) the positions ``tied``
+    at it with the largest ``|w|`` (then by position), until exactly ``k`` are kept."""
     need = k - sum(int(torch.count_nonzero(m)) for m in masks.values())
     if need <= 0:
         return
-    tied: list[tuple[str, torch.Tensor]] = []
-    for n in names:
-        at = (scores[n].detach() == threshold).flatten().nonzero().flatten()
-        if at.numel():
-            tied.append((n, at))
-    magnitude = torch.cat([weights[n].detach().abs().flatten()[at] for n, at in tied])
+    order = list(tied.items())
+    magnitude = torch.cat([weights[n].detach().view(-1)[at].abs() for n, at in order])
     chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
     chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
-    for (n, at), pick in zip(tied, chosen.split([at.numel() for _, at in tied]), strict=True):
+    for (n, at), pick in zip(order, chosen.split([at.numel() for _, at in order]), strict=True):
         masks[n].view(-1)[at[pick]] = True

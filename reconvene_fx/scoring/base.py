@@ -15,6 +15,7 @@ from ..layers import module_layer
 __all__ = [
     "SCORERS",
     "Scorer",
+    "check_finite",
     "get_scorer",
     "prunable_weights",
     "register_scorer",
@@ -149,9 +150,16 @@ def _checked(
     label: str, gm: torch.fx.GraphModule, scores: Mapping[str, torch.Tensor]
 ) -> Mapping[str, torch.Tensor]:
     """Every prunable weight has a finite score of its shape. Scores computed on access
-    (``lazy`` mappings such as magnitude's) are checked one at a time and stay lazy, so a
-    large model never holds a second copy of all its weights for them."""
+    (``lazy`` mappings such as magnitude's) stay lazy, so a large model never holds a
+    second copy of all its weights for them: here only their names are checked; their
+    values are checked where they are read (:func:`check_finite`)."""
     lazy = bool(getattr(scores, "lazy", False))
+    if lazy:
+        given = set(scores)
+        missing = [name for name, _ in prunable_weights(gm) if name not in given]
+        if missing:
+            raise ValueError(f"scoring method {label!r} gave no score for {missing[0]!r}")
+        return scores
     out: dict[str, torch.Tensor] = {}
     for name, weight in prunable_weights(gm):
         s = scores.get(name)
@@ -163,16 +171,20 @@ def _checked(
                 f"scoring method {label!r} gave {name!r} scores of shape {tuple(s.shape)}; "
                 f"the weight has shape {tuple(weight.shape)}"
             )
-        low, high = torch.aminmax(s) if s.numel() else (torch.zeros(()), torch.zeros(()))
-        if not (math.isfinite(float(low)) and math.isfinite(float(high))):  # NaN propagates
-            bad = int((~torch.isfinite(s)).sum())
-            raise ValueError(
-                f"scoring method {label!r} gave {bad} non-finite score(s) for {name!r} "
-                "(overflow or NaN in the model's forward/backward pass?)"
-            )
-        if not lazy:
-            out[name] = s
-    return scores if lazy else out
+        check_finite(label, name, s)
+        out[name] = s
+    return out
+
+
+def check_finite(label: str, name: str, s: torch.Tensor) -> None:
+    """Raise ``ValueError`` when the scores ``s`` of ``name`` hold a NaN or an infinity."""
+    low, high = torch.aminmax(s) if s.numel() else (torch.zeros(()), torch.zeros(()))
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):  # NaN propagates
+        bad = int((~torch.isfinite(s)).sum())
+        raise ValueError(
+            f"scoring method {label!r} gave {bad} non-finite score(s) for {name!r} "
+            "(overflow or NaN in the model's forward/backward pass?)"
+        )
 
 
 def kth_largest(
@@ -207,9 +219,11 @@ def kth_largest(
     positions = torch.randint(n, (sample_size,), generator=generator).sort().values
     starts = torch.cumsum(torch.tensor([0, *sizes]), 0)
     which = torch.searchsorted(starts, positions, right=True) - 1
+    gather = getattr(parts, "gather", None)  # lazy parts: compute the sampled entries only
     sample = torch.cat([
-        parts[i].flatten()[positions[which == i] - starts[i]]
-        for i in range(len(parts)) if bool((which == i).any())
+        gather(i, local) if gather is not None else parts[i].flatten()[local]
+        for i in range(len(parts))
+        if (local := positions[which == i] - starts[i]).numel()
     ]).sort().values  # fmt: skip
     q = 1.0 - k / n  # quantile of the answer
     margin = 4.0 * math.sqrt(q * (1.0 - q) / sample_size) + 2.0 / sample_size
@@ -217,21 +231,22 @@ def kth_largest(
     hi = float(sample[min(sample_size - 1, math.ceil((q + margin) * sample_size))])
     # one read of each part: what lies above the bracket, at its low end, and inside it
     # (count_nonzero: ~6x faster than bool.sum() on tens of millions of elements)
-    above = at_lo = 0
+    above = 0
     inside: list[torch.Tensor] = []
     for p in parts:
         le_hi = p <= hi
         above += p.numel() - int(torch.count_nonzero(le_hi))
-        at_lo += int(torch.count_nonzero(p == lo))
         inside.append(p[le_hi & (p > lo)].flatten())
     inner = torch.cat(inside)
-    # the answer lies in [lo, hi] when fewer than k lie above and at least k at or above lo;
-    # lo itself may be tied many times over (SynFlow's zeros): counted, not selected
-    if above < k <= above + inner.numel() + at_lo:
-        rank = k - above
-        if rank > inner.numel():
+    # the answer lies in (lo, hi] when fewer than k lie above and at least k above lo
+    if above < k <= above + inner.numel():
+        return float(torch.kthvalue(inner, inner.numel() - (k - above) + 1).values)
+    # else it may be lo itself, tied many times over (SynFlow's zeros): counted, not
+    # selected, in a second pass that continuous scores never need
+    if above + inner.numel() < k:
+        at_lo = sum(int(torch.count_nonzero(p == lo)) for p in parts)
+        if k <= above + inner.numel() + at_lo:
             return lo
-        return float(torch.kthvalue(inner, inner.numel() - rank + 1).values)
     return _kth_by_sort(parts, n, k)
 
 

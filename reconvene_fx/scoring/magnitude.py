@@ -34,7 +34,8 @@ def magnitude(
 
 class LazyScores(Mapping[str, torch.Tensor]):
     """``{param_name: fn(weight)}``, computed when read, so scoring a large model does not
-    hold a second copy of every weight at once."""
+    hold a second copy of every weight at once. ``fn`` must be elementwise (``gather``
+    applies it to a few entries only)."""
 
     lazy = True  # read by run_scorer and SensitivityPass: keep it lazy, read it in parts
 
@@ -46,6 +47,10 @@ class LazyScores(Mapping[str, torch.Tensor]):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._fn(self._weights[name].detach())
+
+    def gather(self, name: str, positions: torch.Tensor) -> torch.Tensor:
+        """The scores of ``name`` at flat ``positions`` (only those are computed)."""
+        return self._fn(self._weights[name].detach().reshape(-1)[positions])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._weights)

@@ -63,17 +63,25 @@ def _traced(name: str = "residual") -> torch.fx.GraphModule:
     return rfx.trace(build(name))
 
 
+def _scores() -> SensitivityPass:
+    return SensitivityPass(0.5, example_inputs=(X,))
+
+
+def _plan() -> PlanPass:
+    return PlanPass(0.5, example_inputs=(X,))
+
+
 @pytest.mark.parametrize(
     ("passes", "missing"),
     [
-        ([ShapePass((X,)), SensitivityPass(0.5, example_inputs=(X,)), PlanPass(0.5, example_inputs=(X,))], "ChannelGroupPass"),
-        ([ShapePass((X,)), ChannelGroupPass(), PlanPass(0.5, example_inputs=(X,))], "SensitivityPass"),
+        ([ShapePass((X,)), _scores(), _plan()], "ChannelGroupPass"),
+        ([ShapePass((X,)), ChannelGroupPass(), _plan()], "SensitivityPass"),
         ([ChannelGroupPass()], "ShapePass"),
         ([ShapePass((X,)), ChannelGroupPass(), ShrinkPass()], "PlanPass"),
-        ([SensitivityPass(0.5, example_inputs=(X,)), ReportPass()], "ShrinkPass"),
+        ([_scores(), ReportPass()], "ShrinkPass"),
         ([MaskPass()], "ShrinkPass"),
     ],
-)  # fmt: skip
+)
 def test_a_pass_run_too_early_names_the_pass_it_needs(passes: list, missing: str) -> None:
     gm = _traced()
     *before, last = passes

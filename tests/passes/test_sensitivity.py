@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from models import build
 
@@ -72,3 +73,13 @@ def test_mask_density_takes_the_tightest_limit() -> None:
     assert mask_density(0.3) == 0.3
     assert mask_density(rfx.Budget(params=0.5, flops=0.2)) == 0.2
     assert mask_density(rfx.Budget(latency=0.6)) == 0.6
+
+
+def test_lazy_scores_are_checked_where_they_are_read() -> None:
+    """Magnitude scores are computed on read; a NaN weight still stops the pass."""
+    model = build("residual")
+    with torch.no_grad():
+        model.get_submodule("conv3.0").weight[0, 0, 0, 0] = float("nan")
+    gm = torch.fx.symbolic_trace(model)
+    with pytest.raises(ValueError, match=r"non-finite score\(s\) for 'conv3.0.weight'"):
+        SensitivityPass(0.5, example_inputs=(X,))(gm)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from models import build
+from models import HAND_BUILT, build
 
 from reconvene_fx.meta import TENSOR_META, VALUE
 from reconvene_fx.passes import ShapePass
@@ -24,8 +25,6 @@ def test_records_shapes_and_sizes_without_touching_state() -> None:
 
 
 def test_a_bad_example_input_names_the_node_and_the_cause() -> None:
-    import pytest
-
     import reconvene_fx as rfx
 
     gm = torch.fx.symbolic_trace(build("se"))
@@ -46,3 +45,33 @@ def test_fake_propagation_records_the_same_shapes_and_values_as_a_real_run() -> 
             assert meta_a.shape == meta_b.shape, a.name
         if VALUE in a.meta:
             assert a.meta[VALUE].value == b.meta[VALUE].value, a.name
+
+
+def _shapes(gm: torch.fx.GraphModule) -> dict[str, object]:
+    return {n.name: n.meta.get(TENSOR_META) for n in gm.graph.nodes}
+
+
+def _meta_and_real(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict, dict]:
+    fake, real = torch.fx.symbolic_trace(model), torch.fx.symbolic_trace(model)
+    ShapePass((x,), fake=True)(fake)
+    ShapePass((x,))(real)
+    return _shapes(fake), _shapes(real)
+
+
+@pytest.mark.parametrize("name", sorted(HAND_BUILT))
+def test_meta_shortcuts_record_what_a_real_run_records(name: str) -> None:
+    """Convs, linears and cats are computed from shapes on meta tensors: the recorded
+    shapes, dtypes and strides equal those of a real run."""
+    fake, real = _meta_and_real(build(name), torch.randn(2, 3, 16, 16))
+    assert fake == real
+
+
+def test_meta_shortcuts_handle_strides_dilations_and_odd_sizes() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+        torch.nn.Conv2d(8, 6, 1, stride=3),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 2 * 3, 5),
+    )
+    fake, real = _meta_and_real(net, torch.randn(2, 3, 11, 13))
+    assert fake == real

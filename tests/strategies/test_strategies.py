@@ -26,7 +26,7 @@ def test_builtin_strategies_are_registered() -> None:
 
 
 def test_unknown_strategy_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown strategy 'widest'.*global.*reconvene"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'widest'.*global.*reconvene"):
         get_strategy("widest")
     with pytest.raises(ValueError, match="unknown strategy"):
         rfx.compile(build("residual"), 0.5, (X,), strategy="widest")
