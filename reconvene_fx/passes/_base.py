@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import PassOrderError
+from ..log import logger
 
 __all__ = ["ReconvenePass", "require_meta", "require_node_meta"]
-
-logger = logging.getLogger("reconvene_fx")
 
 
 class ReconvenePass(PassBase):

@@ -117,6 +117,11 @@ class SensitivityPass(ReconvenePass):
         return PassResult(graph_module, False)
 
 
+# lazy scores of a larger weight are computed this many elements at a time (by rows):
+# vgg16's classifier.0 holds 103 M weights, and |w| of it at once would cost 411 MB
+_CHUNK = 1 << 22
+
+
 def _rate_layers(
     gm: torch.fx.GraphModule,
     scores: Mapping[str, torch.Tensor],
@@ -124,37 +129,56 @@ def _rate_layers(
     keep_scores: bool,
     label: str,
 ) -> dict[str, LayerSensitivity]:
-    """The mask, masses and ratings of every layer. Scores are read layer by layer, never
-    concatenated: the threshold's passes, then one pass for masks, masses and the
-    positions tied at the threshold (lazy scores are recomputed on each read)."""
+    """The mask, masses and ratings of every layer. Scores are read layer by layer (lazy
+    ones in row blocks of at most ``_CHUNK`` elements), never concatenated: the threshold's
+    passes, then one pass for masks, masses and the positions tied at the threshold."""
     weights = dict(prunable_weights(gm))
     modules = {name: name.rpartition(".")[0] for name in weights}
-    names = list(weights)
-    threshold, k = _threshold(names, scores, weights, density)
+    layers_of = {n: module_layer(m, gm.get_submodule(m)) for n, m in modules.items()}
+    lazy = bool(getattr(scores, "lazy", False)) and hasattr(scores, "rows")
+    pieces = _pieces(weights, layers_of, lazy)
+    threshold, k = _threshold(pieces, scores, weights, density)
+    by_weight: dict[str, list[_Piece]] = {}
+    for piece in pieces:
+        by_weight.setdefault(piece[0], []).append(piece)
     masks: dict[str, torch.Tensor] = {}
     masses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     tied: dict[str, torch.Tensor] = {}
-    lazy = bool(getattr(scores, "lazy", False))
-    for name in names:
-        s = scores[name].detach()
-        if lazy:
-            check_finite(label, name, s)
-        if threshold is None:
-            masks[name] = torch.ones_like(s, dtype=torch.bool)
-        else:
-            masks[name] = s > threshold
-            at = (s == threshold).view(-1).nonzero().view(-1)
-            if at.numel():
-                tied[name] = at
-        layer = module_layer(modules[name], gm.get_submodule(modules[name]))
+    for name, weight in weights.items():
+        layer = layers_of[name]
         assert layer is not None
-        masses[name] = layer.handler.channel_mass(layer, s)
+        mask = torch.empty(weight.shape, dtype=torch.bool)
+        out_mass: list[torch.Tensor] = []
+        in_mass: torch.Tensor | None = None
+        ties: list[torch.Tensor] = []
+        for _, start, stop in by_weight[name]:
+            s = _read(scores, name, start, stop, weight).detach()
+            if lazy:
+                check_finite(label, name, s)
+            block = mask[start:stop]
+            if threshold is None:
+                block.fill_(True)
+            else:
+                torch.gt(s, threshold, out=block)
+                at = (s == threshold).view(-1).nonzero().view(-1)
+                if at.numel():
+                    ties.append(at + start * (weight.numel() // max(weight.shape[0], 1)))
+            rows = layer if stop - start == weight.shape[0] else dataclasses.replace(
+                layer, out_channels=stop - start)  # fmt: skip
+            o, i = layer.handler.channel_mass(rows, s)
+            out_mass.append(o)
+            in_mass = i if in_mass is None else in_mass + i
+        masks[name] = mask
+        assert in_mass is not None
+        masses[name] = (torch.cat(out_mass) if len(out_mass) > 1 else out_mass[0], in_mass)
+        if ties:
+            tied[name] = torch.cat(ties)
     if tied:
         _break_ties(tied, weights, masks, k)
     kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
     global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
     layers: dict[str, LayerSensitivity] = {}
-    for name in names:
+    for name in weights:
         module_name, mask = modules[name], masks[name]
         layer_density = kept[name] / max(mask.numel(), 1)
         sensitivity = layer_density / global_density if global_density > 0 else 0.0
@@ -173,40 +197,82 @@ def _rate_layers(
     return layers
 
 
-class _Parts(Sequence[torch.Tensor]):
-    """``scores[names[i]]`` in order, read on access (lazy scores stay lazy)."""
+_Piece = tuple[str, int, int]  # weight name, first row, end row
 
-    def __init__(self, scores: Mapping[str, torch.Tensor], names: list[str]) -> None:
-        self.scores, self.names = scores, names
+
+def _pieces(
+    weights: Mapping[str, torch.Tensor], layers: Mapping[str, Any], lazy: bool
+) -> list[_Piece]:
+    """Row blocks to read the scores in: whole weights, except that lazy scores of large
+    ungrouped layers are split into blocks of at most ``_CHUNK`` elements."""
+    pieces: list[_Piece] = []
+    for name, w in weights.items():
+        rows = w.shape[0] if w.dim() else 1
+        layer = layers[name]
+        if not lazy or w.numel() <= _CHUNK or layer is None or layer.groups != 1:
+            pieces.append((name, 0, rows))
+            continue
+        step = max(1, _CHUNK // max(w.numel() // rows, 1))
+        pieces.extend((name, a, min(a + step, rows)) for a in range(0, rows, step))
+    return pieces
+
+
+def _read(
+    scores: Mapping[str, torch.Tensor], name: str, start: int, stop: int, weight: torch.Tensor
+) -> torch.Tensor:
+    if start == 0 and stop == (weight.shape[0] if weight.dim() else 1):
+        return scores[name]
+    return scores.rows(name, start, stop)  # type: ignore[attr-defined]
+
+
+class _Parts(Sequence[torch.Tensor]):
+    """The scores of each piece in order, read on access (lazy scores stay lazy)."""
+
+    def __init__(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        pieces: list[_Piece],
+        weights: Mapping[str, torch.Tensor],
+    ) -> None:
+        self.scores, self.pieces, self.weights = scores, pieces, weights
 
     def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
-        return self.scores[self.names[i]].detach()
+        name, start, stop = self.pieces[i]
+        return _read(self.scores, name, start, stop, self.weights[name]).detach()
 
     def gather(self, i: int, positions: torch.Tensor) -> torch.Tensor:
-        """Part ``i`` at flat ``positions``, without computing all of a lazy part."""
+        """Piece ``i`` at flat ``positions``, without computing all of a lazy piece."""
         gather = getattr(self.scores, "gather", None)
-        if gather is not None:
-            return gather(self.names[i], positions)
-        return self[i].reshape(-1)[positions]
+        if gather is None:
+            return self[i].reshape(-1)[positions]
+        name, start, _ = self.pieces[i]
+        w = self.weights[name]
+        return gather(name, positions + start * (w.numel() // max(w.shape[0] if w.dim() else 1, 1)))
+
+    def size(self, i: int) -> int:
+        name, start, stop = self.pieces[i]
+        w = self.weights[name]
+        return w.numel() // max(w.shape[0] if w.dim() else 1, 1) * (stop - start)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.pieces)
 
 
 def _threshold(
-    names: list[str],
+    pieces: list[_Piece],
     scores: Mapping[str, torch.Tensor],
     weights: Mapping[str, torch.Tensor],
     density: float,
 ) -> tuple[float | None, int]:
     """The k-th largest score, ``k = N - int((1 - density) N)`` of the ``N`` weights
     (None when every weight is kept), and k."""
-    sizes = [weights[n].numel() for n in names]
+    parts = _Parts(scores, pieces, weights)
+    sizes = [parts.size(i) for i in range(len(parts))]
     total = sum(sizes)
     k = total - int((1.0 - density) * total)
     if k >= total or not total:
         return None, k
-    return kth_largest(_Parts(scores, names), k, sizes=sizes), k
+    return kth_largest(parts, k, sizes=sizes), k
 
 
 def _break_ties(

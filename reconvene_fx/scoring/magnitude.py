@@ -48,6 +48,10 @@ class LazyScores(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._fn(self._weights[name].detach())
 
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """The scores of rows ``start:stop`` (dim 0) of ``name`` (only those are computed)."""
+        return self._fn(self._weights[name].detach()[start:stop])
+
     def gather(self, name: str, positions: torch.Tensor) -> torch.Tensor:
         """The scores of ``name`` at flat ``positions`` (only those are computed)."""
         return self._fn(self._weights[name].detach().reshape(-1)[positions])
