@@ -45,9 +45,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import _common as C
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["main", "run_one"]
 
@@ -96,6 +99,45 @@ def _after_plan(exc: BaseException, passes_done: list[str]) -> bool:
     return "PlanPass" in passes_done or str(exc).lstrip().startswith(_AFTER_PLAN)
 
 
+def _plain(value: Any) -> Any:
+    """A comparable summary of a plain module attribute."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)) and all(
+        v is None or isinstance(v, (bool, int, float, str)) for v in value
+    ):
+        return tuple(value)
+    if isinstance(value, (dict, list, tuple, set)):
+        return (type(value).__name__, len(value))
+    return type(value).__name__
+
+
+def _fingerprint(model: torch.nn.Module) -> list[tuple[Any, ...]]:
+    return [
+        (name, type(m).__name__, m.training,
+         tuple(sorted((k, _plain(v)) for k, v in vars(m).items() if not k.startswith("_"))))
+        for name, m in model.named_modules()
+    ]  # fmt: skip
+
+
+def _changed(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], shape: list[tuple[Any, ...]]
+) -> str | None:
+    """What of the caller's model differs from the snapshot, or None."""
+    import torch
+
+    now = model.state_dict(keep_vars=True)
+    if now.keys() != state.keys():
+        return "its state_dict keys"
+    for key, value in state.items():
+        if now[key].shape != value.shape or not torch.equal(now[key].detach(), value.detach()):
+            return f"tensor {key}"
+    for before, after in zip(shape, _fingerprint(model), strict=False):
+        if before != after:
+            return f"module {before[0] or '(root)'} ({before[1]}) attributes or flags"
+    return None if len(shape) == len(_fingerprint(model)) else "its modules"
+
+
 def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
     """Compile, verify and export one model in this process; return its record."""
     import io
@@ -114,6 +156,11 @@ def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
         "reason": "",
         "stage": "compile",
     }
+    # the caller's model must come out bit-identical: state, flags, plain attributes
+    state_before = {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()}
+    shape_before = _fingerprint(model)
+    with contextlib.redirect_stderr(io.StringIO()):
+        rfx.analyze(model, budget, inputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
@@ -195,6 +242,13 @@ def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
         return rec
     finally:
         rec["onnx_s"] = round(time.perf_counter() - t0, 3)
+
+    rec["stage"] = "model untouched"
+    changed = _changed(model, state_before, shape_before)
+    rec["model_untouched"] = changed is None
+    if changed is not None:
+        rec["reason"] = f"the caller's model changed: {changed}"
+        return rec
 
     rec["stage"] = "done"
     if rep.params_ratio > budget + 1e-9:

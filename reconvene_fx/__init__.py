@@ -28,7 +28,14 @@ from .budget import Budget
 from .compiler import compile
 from .composite import bake_masks
 from .config import CompileConfig
-from .errors import BudgetError, PassOrderError, ReconveneError, TraceError, VerifyError
+from .errors import (
+    BudgetError,
+    PassOrderError,
+    ReconveneError,
+    ShrinkError,
+    TraceError,
+    VerifyError,
+)
 from .report import LayerPlan, PruningReport, report
 from .tracing import trace
 from .verify import VerifyResult, verify
@@ -46,6 +53,7 @@ __all__ = [
     "PassOrderError",
     "PruningReport",
     "ReconveneError",
+    "ShrinkError",
     "TraceError",
     "VerifyError",
     "SensitivityTable",

@@ -7,6 +7,7 @@ __all__ = [
     "ExportError",
     "PassOrderError",
     "ReconveneError",
+    "ShrinkError",
     "TraceError",
     "VerifyError",
 ]
@@ -18,6 +19,16 @@ class ReconveneError(Exception):
 
 class PassOrderError(ReconveneError, ValueError):
     """A pass ran before the pass whose results it needs; the message names both."""
+
+
+class ShrinkError(ReconveneError):
+    """Shrinking left a module inconsistent: one of its tensors still has the old size of
+    channels that were narrowed. ``module`` and ``tensor`` name it."""
+
+    def __init__(self, message: str, *, module: str, tensor: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.tensor = tensor
 
 
 class TraceError(ReconveneError):

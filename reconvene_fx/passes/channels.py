@@ -97,7 +97,7 @@ class ChannelGroupPass(ReconvenePass):
             return None  # constants, and plain values such as sizes
         rule = self.rules.lookup(node, gm)
         if rule is None:
-            if any(isinstance(layouts.get(n), (Layout, Scrambled, tuple))
+            if any(isinstance(layouts.get(n), (Layout, Scrambled, tuple, dict))
                    for n in node.all_input_nodes):  # fmt: skip
                 warnings.warn(
                     f"no channel rule for node {node.name!r} ({_describe_target(node, module)});"

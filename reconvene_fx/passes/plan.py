@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
+from torch.utils._pytree import tree_leaves
 
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
@@ -206,10 +207,11 @@ def _normalized(channel_scores: torch.Tensor) -> torch.Tensor:
 
 
 def _all_infos(gm: torch.fx.GraphModule) -> dict[int, ChannelInfo]:
+    """The channel info of every channel space, from every node's outputs however deeply
+    they nest (a leaf module may return tuples of tuples)."""
     infos: dict[int, ChannelInfo] = {}
     for node in gm.graph.nodes:
-        value = node.meta.get(CHANNELS)
-        for info in value if isinstance(value, tuple) else (value,):
+        for info in tree_leaves(node.meta.get(CHANNELS)):
             if isinstance(info, ChannelInfo):
                 infos.setdefault(info.space, info)
     return infos

@@ -12,6 +12,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..costs import count_params
+from ..errors import ShrinkError
 from ..layers import Layer, layer_calls, module_layer
 from ..meta import (
     APPROXIMATE,
@@ -85,6 +86,7 @@ class ShrinkPass(ReconvenePass):
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         generator = torch.Generator().manual_seed(self.seed)
         params_before = count_params(graph_module)
+        tensors_before = _direct_tensors(graph_module)
         changes: dict[str, dict[str, Any]] = {}
         shrunk: dict[str, Layer] = {}
         originals: list[Layer] = []
@@ -113,6 +115,7 @@ class ShrinkPass(ReconvenePass):
                 "macs_before": before,
                 "macs_after": after,
             }
+        _check_nothing_left_over(graph_module, tensors_before)
         _update_shapes(graph_module)
         modified = any(
             new is not layer for layer, new in zip(originals, shrunk.values(), strict=True)
@@ -149,6 +152,56 @@ class ShrinkPass(ReconvenePass):
         new = layer.handler.describe(layer.name, layer.module, None)
         assert new is not None
         return new
+
+
+def _direct_tensors(gm: torch.fx.GraphModule) -> dict[str, dict[str, torch.Tensor]]:
+    """``{module: {name: tensor}}``: the parameters and buffers each called module holds."""
+    found: dict[str, dict[str, torch.Tensor]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target not in found:
+            m = gm.get_submodule(str(node.target))
+            found[str(node.target)] = {
+                k: t for k, t in (*m._parameters.items(), *m._buffers.items()) if t is not None
+            }
+    return found
+
+
+def _check_nothing_left_over(
+    gm: torch.fx.GraphModule, before: dict[str, dict[str, torch.Tensor]]
+) -> None:
+    """Every tensor of a module whose channels were narrowed was either sliced or does not
+    follow those channels: a tensor still holding the old channel count in some dimension
+    (a per-channel ``gain`` that no layer handler knows of) would break the model at run
+    time, so it is named here instead.
+
+    Raises:
+        ShrinkError: naming the module, the tensor and the channel counts.
+    """
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        narrowed = {
+            found[0].size: int(found[0].index.numel())
+            for found in (_keep_of(node), _keep_of(node.args[0] if node.args else None))
+            if found is not None
+        }
+        if not narrowed:
+            continue
+        name = str(node.target)
+        module = gm.get_submodule(name)
+        for key, old in before.get(name, {}).items():
+            now = module._parameters.get(key, module._buffers.get(key))
+            stale = [d for d in old.shape if d in narrowed]
+            if now is old and stale:
+                raise ShrinkError(
+                    f"ShrinkPass narrowed the channels of module {name!r} "
+                    f"({type(module).__name__}) from {stale[0]} to {narrowed[stale[0]]} but "
+                    f"left its tensor {key!r} of shape {tuple(old.shape)} at the old size; "
+                    f"register a layer handler for {type(module).__name__} in "
+                    "reconvene_fx.layers that slices it, or list the module in ignore=",
+                    module=name,
+                    tensor=key,
+                )
 
 
 def _keep_of(node: Any) -> tuple[ChannelKeep, ChannelInfo] | None:

@@ -82,9 +82,12 @@ def split(ctx: RuleContext) -> Any:
 
 @DEFAULT_RULES.function(operator.getitem)
 def getitem(ctx: RuleContext) -> Any:
-    """An element of a tuple-valued node, or indexing into a tensor (data movement)."""
+    """An element of a tuple- or dict-valued node, or indexing into a tensor (data
+    movement)."""
     source = ctx.layout(ctx.node.args[0])
+    index = ctx.node.args[1]
     if isinstance(source, tuple):
-        index = ctx.node.args[1]
         return source[index] if isinstance(index, int) else ctx.boundary()
+    if isinstance(source, dict):  # an entry of a dict a leaf module returned
+        return source[index] if isinstance(index, str) and index in source else ctx.boundary()
     return data_movement(ctx)

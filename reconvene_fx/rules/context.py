@@ -134,6 +134,8 @@ class RuleContext:
                 self.graph.pin(layout.small)
             elif isinstance(layout, (tuple, list)):
                 self.pin(*layout)
+            elif isinstance(layout, dict):
+                self.pin(*layout.values())
 
     def boundary(self) -> Any:
         """Treat the node as an opaque op: pin its inputs and give it pinned outputs."""
@@ -152,6 +154,8 @@ class RuleContext:
                 return self.new(shape[dim], dim, pinned=True)
             if isinstance(meta, (tuple, list)):
                 return tuple(make(m) for m in meta)
+            if isinstance(meta, dict):
+                return {k: make(m) for k, m in meta.items()}
             return None
 
         return make(tm)

@@ -164,3 +164,41 @@ def test_reconvene_is_deterministic_per_seed(method: str) -> None:
     ra, rc = rfx.report(a), rfx.report(c)
     same = all(torch.equal(ra.layers[n].out_idx, rc.layers[n].out_idx) for n in ra.layers)
     assert not same or not all(torch.equal(sa[k], c.state_dict()[k]) for k in sa)
+
+
+class _NestedHead(torch.nn.Module):
+    """A head kept as a leaf whose output nests tuples and dicts two levels deep (as
+    Ultralytics' Segment head returns ``((y, proto), dict)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(16, 4, 1)
+        self.b = torch.nn.Conv2d(16, 3, 1)
+        self.c = torch.nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return ((self.a(x), self.b(x)), {"mask": self.c(x), "extra": (self.a(x),)})
+
+
+class _NestedNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(32, 16, 3), torch.nn.ReLU())  # fmt: skip
+        self.head = _NestedHead()
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return self.head(self.stem(x))
+
+
+def test_a_leaf_with_nested_outputs_at_the_end_is_planned_and_kept_whole() -> None:
+    model = _NestedNet().eval()
+    gm = rfx.compile(model, budget=0.6, example_inputs=(X,), reinit=False,
+                     leaf_modules=[_NestedHead])  # fmt: skip
+    rep = rfx.report(gm)
+    assert rep.layers["stem.0"].narrowed and rep.params_ratio <= 0.6
+    assert "head.a" not in rep.layers  # inside a leaf: kept whole
+    assert gm.get_submodule("head.a").in_channels == 16
+    assert rfx.verify(model, gm, (X,)).exact
+    (y, proto), extra = gm(X)
+    assert y.shape[1] == 4 and proto.shape[1] == 3 and extra["mask"].shape[1] == 2

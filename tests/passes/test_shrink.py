@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from models import build
 
@@ -81,3 +82,64 @@ def test_rlr_draws_narrowed_layers_at_their_new_shape() -> None:
     bn = gm.get_submodule("4")
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+class _GainConv(torch.nn.Conv2d):
+    """A conv with a per-output-channel gain (as timm's ScaledStdConv2d): its forward is
+    its own, so no built-in layer handler claims it."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+        self.gain = torch.nn.Parameter(torch.rand(cout, 1, 1, 1) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.gain, self.bias)
+
+
+def _gain_net() -> torch.nn.Module:
+    return torch.nn.Sequential(_GainConv(3, 16), torch.nn.ReLU(), torch.nn.Conv2d(16, 4, 1))
+
+
+def test_a_tensor_left_at_its_old_size_is_named() -> None:
+    from reconvene_fx.rules import get_default_registry
+    from reconvene_fx.rules.layers import conv
+
+    rules = get_default_registry()
+    rules.module(_GainConv)(conv)  # the user taught the channel flow, not the layer
+    with pytest.raises(rfx.ShrinkError) as info:
+        rfx.compile(
+            _gain_net(), budget=0.95, example_inputs=(X,), rules=rules, leaf_modules=[_GainConv]
+        )
+    assert info.value.module == "0" and info.value.tensor in ("weight", "gain")
+    assert "register a layer handler for _GainConv" in str(info.value)
+
+
+def test_a_handler_that_slices_the_gain_makes_it_prunable() -> None:
+    from reconvene_fx.layers import DEFAULT_LAYERS, new_param, take
+    from reconvene_fx.layers.conv import ConvHandler
+    from reconvene_fx.rules import get_default_registry
+    from reconvene_fx.rules.layers import conv
+
+    class GainConvHandler(ConvHandler):
+        def shrink(self, layer, in_idx, out_idx):
+            gain = layer.module.gain
+            super().shrink(layer, in_idx, out_idx)
+            layer.module.gain = new_param(take(gain, 0, out_idx), gain)
+
+    rules = get_default_registry()
+    rules.module(_GainConv)(conv)
+    DEFAULT_LAYERS.modules[_GainConv] = GainConvHandler()
+    try:
+        model = _gain_net()
+        gm = rfx.compile(
+            model,
+            budget=0.5,
+            example_inputs=(X,),
+            rules=rules,
+            reinit=False,
+            leaf_modules=[_GainConv],
+        )
+        assert rfx.verify(model, gm, (X,)).exact
+    finally:
+        del DEFAULT_LAYERS.modules[_GainConv]
+    assert gm.get_submodule("0").gain.shape[0] == gm.get_submodule("0").out_channels < 16
