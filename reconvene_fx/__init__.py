@@ -19,10 +19,10 @@ onnxruntime or torchvision.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import layers, passes, rules, scoring, strategies
+from ._lazy import lazy_exports
 from .analysis import SensitivityTable, analyze
 from .budget import Budget
 from .compiler import compile
@@ -73,17 +73,5 @@ __all__ = [
     "verify",
 ]
 
-# name -> the module that defines it, imported when the name is first read (PEP 562)
-_LAZY = {"export_onnx": "reconvene_fx.emit.onnx"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+# imported when first read, so that importing the package does not import onnx
+__getattr__, __dir__ = lazy_exports(globals(), {"export_onnx": "reconvene_fx.emit.onnx"})

@@ -11,9 +11,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from reconvene_fx._lazy import lazy_exports
 from reconvene_fx.emit.torch import load, save
 
 if TYPE_CHECKING:
@@ -21,17 +21,5 @@ if TYPE_CHECKING:
 
 __all__ = ["export_onnx", "load", "save"]
 
-# name -> the module that defines it, imported when the name is first read
-_LAZY = {"export_onnx": "reconvene_fx.emit.onnx"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+# imported when first read, so that importing the package does not import onnx
+__getattr__, __dir__ = lazy_exports(globals(), {"export_onnx": "reconvene_fx.emit.onnx"})
