@@ -146,25 +146,24 @@ class LayerRegistry:
 
     def module(self, *types: type) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
         """Class decorator: register one instance of the handler for ``types``."""
-
-        def register(cls: type[LayerHandler]) -> type[LayerHandler]:
-            handler = cls()
-            for t in types:
-                self.modules[t] = handler
-            return cls
-
-        return register
+        return self._register(self.modules, types)
 
     def function(
         self, *functions: Callable[..., Any]
     ) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
         """Class decorator for handlers of functional layers (``F.conv2d`` on ``get_attr``
-        parameters): ``describe`` then gets the holder of the weight as ``module``."""
+        parameters): ``describe`` gets the module holding the call's first ``get_attr``
+        tensor (the weight) and that module's name."""
+        return self._register(self.functions, functions)
 
+    @staticmethod
+    def _register(
+        table: dict[Any, LayerHandler], keys: tuple[Any, ...]
+    ) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
         def register(cls: type[LayerHandler]) -> type[LayerHandler]:
             handler = cls()
-            for f in functions:
-                self.functions[f] = handler
+            for key in keys:
+                table[key] = handler
             return cls
 
         return register
@@ -181,11 +180,21 @@ class LayerRegistry:
 
     def describe(self, node: torch.fx.Node, gm: torch.nn.Module) -> Layer | None:
         """The layer called at ``node``, or None."""
-        if node.op != "call_module":
-            return None
-        module = gm.get_submodule(str(node.target))
-        handler = self.for_module(module)
-        return handler.describe(str(node.target), module, node) if handler else None
+        if node.op == "call_module":
+            module = gm.get_submodule(str(node.target))
+            handler = self.for_module(module)
+            return handler.describe(str(node.target), module, node) if handler else None
+        if node.op == "call_function" and self.functions:
+            try:
+                handler = self.functions.get(node.target)  # type: ignore[arg-type]
+            except TypeError:  # unhashable target
+                return None
+            weight = next((a for a in node.all_input_nodes if a.op == "get_attr"), None)
+            if handler is None or weight is None:
+                return None
+            holder = str(weight.target).rpartition(".")[0]
+            return handler.describe(holder, gm.get_submodule(holder), node)
+        return None
 
     def copy(self) -> LayerRegistry:
         other = LayerRegistry()

@@ -13,6 +13,8 @@ from reconvene_fx.layers import (
     DEFAULT_LAYERS,
     Layer,
     LayerHandler,
+    get_default_layer_registry,
+    layer_calls,
     module_layer,
     new_param,
     take,
@@ -155,3 +157,32 @@ def test_a_new_layer_type_is_one_handler_and_one_rule() -> None:
     assert rep.layers["2"].narrowed and deconv.in_channels < 16 and deconv.out_channels < 12
     assert rep.params_ratio <= 0.4
     assert rep.layers["2"].params_after == deconv.weight.numel() + deconv.bias.numel()
+
+
+def test_a_functional_layer_handler_gets_the_module_holding_its_weight() -> None:
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Module()
+            self.proj.weight = nn.Parameter(torch.randn(4, 6))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x, self.proj.weight)
+
+    seen = []
+
+    class FunctionalLinear(LayerHandler):
+        def describe(self, name, module, node):
+            seen.append((name, module))
+            return Layer(name, module, self, node, True, module.weight.shape[1],
+                         module.weight.shape[0], in_dim=-1, out_dim=-1)  # fmt: skip
+
+    registry = get_default_layer_registry()
+    registry.function(torch.nn.functional.linear)(FunctionalLinear)
+    model = Holder()
+    gm = torch.fx.symbolic_trace(model)
+    (node, layer), *rest = list(layer_calls(gm, registry))
+    assert not rest and node.target is torch.nn.functional.linear
+    assert seen == [("proj", gm.get_submodule("proj"))]
+    assert (layer.name, layer.in_channels, layer.out_channels, layer.params) == ("proj", 6, 4, 24)
+    assert list(layer_calls(gm)) == []  # the default registry has no functional handlers
