@@ -18,6 +18,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 
+from .._lookup import for_type
+
 __all__ = [
     "DEFAULT_LAYERS",
     "Layer",
@@ -169,14 +171,7 @@ class LayerRegistry:
         return register
 
     def for_module(self, module: nn.Module) -> LayerHandler | None:
-        module_type = type(module)
-        for base in module_type.__mro__:
-            handler = self.modules.get(base)
-            if handler is not None:
-                if base is module_type or module_type.forward is base.forward:
-                    return handler
-                return None
-        return None
+        return for_type(self.modules, type(module))
 
     def describe(self, node: torch.fx.Node, gm: torch.nn.Module) -> Layer | None:
         """The layer called at ``node``, or None."""

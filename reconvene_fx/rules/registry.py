@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.fx
 
+from .._lookup import for_type
+
 if TYPE_CHECKING:
     from .context import RuleContext
 
@@ -87,14 +89,7 @@ class RuleRegistry:
         if self._pending:
             self._resolve_pending()
         if node.op == "call_module":
-            module_type = type(gm.get_submodule(str(node.target)))
-            for base in module_type.__mro__:
-                rule = self.modules.get(base)
-                if rule is not None:
-                    if base is module_type or module_type.forward is base.forward:
-                        return rule
-                    return None
-            return None
+            return for_type(self.modules, type(gm.get_submodule(str(node.target))))
         if node.op == "call_function":
             try:
                 return self.functions.get(node.target)  # type: ignore[arg-type]
