@@ -9,7 +9,7 @@ from torch.fx.passes.infra.pass_manager import PassManager
 
 import reconvene_fx as rfx
 from reconvene_fx.meta import CHANNELS, KEEP
-from reconvene_fx.passes import compile_passes
+from reconvene_fx.passes import ShrinkPass, compile_passes
 
 torch.manual_seed(0)
 model = torchvision.models.mobilenet_v2(weights=None).eval()
@@ -17,8 +17,9 @@ x = torch.randn(1, 3, 64, 64)
 
 # rfx.trace shares the model's tensors instead of copying them; no pass writes into them
 gm = rfx.trace(model)
-passes = compile_passes(0.5, (x,))  # Shape, ChannelGroup, Sensitivity, Plan, Shrink, ...
-analysis, rewrite = passes[:4], passes[4:]
+passes = compile_passes(0.5, (x,))  # Shape, Lift, ChannelGroup, Sensitivity, Plan, Shrink...
+cut = next(i for i, p in enumerate(passes) if isinstance(p, ShrinkPass))
+analysis, rewrite = passes[:cut], passes[cut:]
 PassManager(analysis)(gm)  # analysis passes only write node.meta / gm.meta
 
 node = next(n for n in gm.graph.nodes if n.target == "features.2.conv.0.0")

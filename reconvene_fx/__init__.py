@@ -37,7 +37,7 @@ from .errors import (
     VerifyError,
 )
 from .report import LayerPlan, PruningReport, report
-from .tracing import trace
+from .tracing import AutoLeafWarning, trace
 from .verify import VerifyResult, verify
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __version__ = "0.2.0"
 
 __all__ = [
+    "AutoLeafWarning",
     "Budget",
     "BudgetError",
     "CompileConfig",

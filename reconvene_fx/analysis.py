@@ -12,7 +12,7 @@ from .budget import Budget, as_budget
 from .config import CompileConfig
 from .log import progress_to_stderr
 from .meta import SENSITIVITY_TABLE, SensitivityTable
-from .passes import SensitivityPass, run_passes
+from .passes import LiftLayersPass, SensitivityPass, ShapePass, run_passes
 from .scoring import get_scorer
 from .tracing import trace
 
@@ -78,8 +78,12 @@ def analyze(
     )
     with progress_to_stderr(progress):
         gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args)
-        run_passes(gm, [SensitivityPass(budget, example_inputs=example_inputs, config=config,
-                                         keep_scores=keep_scores)])  # fmt: skip
+        run_passes(gm, [
+            ShapePass(example_inputs, fake=True),
+            LiftLayersPass(),
+            SensitivityPass(budget, example_inputs=example_inputs, config=config,
+                            keep_scores=keep_scores),
+        ])  # fmt: skip
     table = gm.meta[SENSITIVITY_TABLE]
     assert isinstance(table, SensitivityTable)
     return table

@@ -43,16 +43,18 @@ def compile(
 
     The steps: :func:`~reconvene_fx.trace` (which shares the model's tensors instead of
     copying them), then one ``PassManager`` run of
-    :func:`~reconvene_fx.passes.compile_passes`: ShapePass and ChannelGroupPass (which
-    channels are coupled); SensitivityPass (score every conv/linear weight with
-    ``method``, global top-k mask at the budget, per-layer density and sensitivity);
-    PlanPass (``strategy``, default ``reconvene``: narrow the least sensitive layers
-    first); ShrinkPass (slice, and with ``reinit=True`` re-initialize what was narrowed:
-    RLR); MaskPass (``composite=True``: the untouched layers keep their masks); ReportPass;
+    :func:`~reconvene_fx.passes.compile_passes`: ShapePass, LiftLayersPass (functional
+    layers on parameters become modules) and ChannelGroupPass (which channels are
+    coupled); SensitivityPass (score every conv/linear weight with ``method``, global
+    top-k mask at the budget, per-layer density and sensitivity); PlanPass
+    (``strategy``, default ``reconvene``: narrow the least sensitive layers first);
+    ShrinkPass (slice, and with ``reinit=True`` re-initialize what was narrowed: RLR);
+    MaskPass (``composite=True``: the untouched layers keep their masks); ReportPass;
     DetachPass (copies the tensors still shared with ``model``).
 
     Raises:
-        TraceError: the model cannot be traced.
+        TraceError: the model's own forward cannot be traced (a submodule that cannot
+            becomes a leaf, with an :class:`~reconvene_fx.tracing.AutoLeafWarning`).
         BudgetError: the budget is below what the unprunable layers keep.
 
     Example:
@@ -69,5 +71,6 @@ def compile(
         get_scorer(config.method)  # fail fast on an unknown method
     example_inputs = check_inputs(model, example_inputs)
     with progress_to_stderr(progress):
-        gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args)
+        gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
+                   auto_leaf=config.auto_leaf)  # fmt: skip
         return run_passes(gm, compile_passes(budget, example_inputs, config))

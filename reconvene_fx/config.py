@@ -42,6 +42,8 @@ class CompileConfig:
         targets: class indices for SNIP/GraSP, shaped like the output without its class
             dim; drawn uniformly with ``seed`` when None.
         leaf_modules: module types or names that tracing keeps opaque.
+        auto_leaf: a submodule torch.fx cannot trace becomes a leaf (one warning naming
+            it) instead of a ``TraceError`` (see :func:`reconvene_fx.trace`).
         concrete_args: fixed arguments for tracing control flow.
         rules: a :class:`~reconvene_fx.rules.RuleRegistry` replacing the built-in rules.
         init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer.
@@ -60,6 +62,7 @@ class CompileConfig:
     reinit: bool = True
     targets: torch.Tensor | None = None
     leaf_modules: Sequence[Any] = ()
+    auto_leaf: bool = True
     concrete_args: dict[str, Any] | None = None
     rules: Any = None
     init_fn: Callable[[torch.nn.Module, torch.Generator], None] | None = None

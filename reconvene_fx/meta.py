@@ -15,8 +15,10 @@ from ._table import format_rows
 
 __all__ = [
     "APPROXIMATE",
+    "AUTO_LEAVES",
     "CHANNELS",
     "KEEP",
+    "LIFTED",
     "REPORT",
     "SENSITIVITY",
     "SENSITIVITY_TABLE",
@@ -47,6 +49,8 @@ SENSITIVITY_TABLE = "reconvene.sensitivity_table"  # gm.meta: SensitivityTable
 PLAN = "reconvene.plan"  # gm.meta: PlanSummary
 SHRINK = "reconvene.shrink"  # gm.meta: ShrinkRecord (what ShrinkPass changed)
 BORROWED = "reconvene.borrowed"  # gm.meta: BorrowedTensors (tensors shared with the model)
+AUTO_LEAVES = "reconvene.auto_leaves"  # gm.meta: {module: why} made leaves by trace
+LIFTED = "reconvene.lifted"  # gm.meta: {module: LiftedLayer} functional layers made modules
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,25 @@
-"""Symbolic tracing with torch.fx, with errors that say what to do."""
+"""Symbolic tracing with torch.fx that goes as far as it can, with errors that say what to do.
+
+Beyond ``torch.fx.symbolic_trace``:
+
+* functions that model libraries mark as not FX-traceable (timm's
+  ``register_notrace_function``) are kept as calls, and any module type a channel rule
+  knows is kept whole (timm's ``Conv2dSame``; a subclass that keeps its base's
+  ``forward`` included);
+* a forward taking ``*args``/``**kwargs`` is traced for its named parameters;
+* iterating over, or taking ``len()`` of, the result of ``chunk``/``split``/``tensor_split``
+  with literal section counts works (``list(x.chunk(2, 1))``, as Ultralytics' C2f does);
+* a submodule that still cannot be traced becomes a leaf (called as a black box, its
+  channels pinned), with one :class:`AutoLeafWarning` naming it; only a failure in the
+  model's own ``forward`` is a :class:`~reconvene_fx.errors.TraceError`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import inspect
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -10,28 +27,118 @@ import torch.fx
 
 from ._copy import structural_copy, tensors_of
 from .errors import TraceError
-from .meta import BORROWED, BorrowedTensors
+from .meta import AUTO_LEAVES, BORROWED, BorrowedTensors
+from .rules import DEFAULT_RULES
 
-__all__ = ["trace"]
+__all__ = ["AutoLeafWarning", "trace"]
 
 LeafSpec = str | type[torch.nn.Module]
 
+# a model needing more automatic leaves than this is reported rather than retried on
+_MAX_AUTO_LEAVES = 64
+
+
+class AutoLeafWarning(UserWarning):
+    """A submodule could not be traced and is called as a black box (not pruned through)."""
+
+
+def _library_notrace() -> tuple[Callable[..., Any], ...]:
+    """The functions that already imported model libraries mark as not traceable (timm's
+    FX registry); nothing is imported here. (timm's list of leaf *modules* is not used:
+    it serves feature extraction, and holds whole blocks that trace fine.)"""
+    fx = sys.modules.get("timm.layers._fx")
+    if fx is None:
+        return ()
+    return tuple(f for f in fx.get_notrace_functions() if callable(f))
+
+
+def _sections(node: torch.fx.Node) -> int | None:
+    """How many tensors ``node`` returns when that is fixed by literals in the graph:
+    ``chunk(n)``, ``split([a, b, ...])``, ``tensor_split([i, j, ...])`` / ``(n)``."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", None)
+    if node.op not in ("call_method", "call_function") or len(node.args) < 2:
+        return None
+    spec = node.args[1]
+    if name == "chunk" and isinstance(spec, int):
+        return spec
+    if name == "split" and isinstance(spec, (list, tuple)):
+        return len(spec)
+    if name == "tensor_split":
+        if isinstance(spec, int):
+            return spec
+        if isinstance(spec, (list, tuple)):
+            return len(spec) + 1
+    return None
+
+
+def _without_varargs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` without its ``*args``/``**kwargs`` (``forward(self, x, *args, **kwargs)``, as
+    Ultralytics writes it): torch.fx would make each a placeholder proxy that the forward
+    then unpacks, which cannot be traced. The inputs a model is compiled for are its named
+    parameters."""
+    sig = inspect.signature(fn)
+    varargs = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    named = [p for p in sig.parameters.values() if p.kind not in varargs]
+    if len(named) == len(sig.parameters) or any(
+        p.kind is inspect.Parameter.POSITIONAL_ONLY for p in named
+    ):
+        return fn
+    defaults = {p.name: p.default for p in named if p.default is not inspect.Parameter.empty}
+    params = ", ".join(f"{p.name}=__defaults[{p.name!r}]" if p.name in defaults else p.name
+                       for p in named)  # fmt: skip
+    call = ", ".join(f"{p.name}={p.name}" for p in named)
+    scope: dict[str, Any] = {"__fn": fn, "__defaults": defaults}
+    exec(f"def forward({params}):\n    return __fn({call})\n", scope)
+    wrapper = scope["forward"]
+    wrapper.__qualname__ = getattr(fn, "__qualname__", "forward")
+    return wrapper
+
+
+class _Proxy(torch.fx.Proxy):
+    """A proxy whose ``len()`` is known when the section count is a literal."""
+
+    def __len__(self) -> int:
+        count = _sections(self.node)
+        if count is None:
+            return super().__len__()
+        return count
+
 
 class _Tracer(torch.fx.Tracer):
-    """A tracer that treats extra modules as leaves and remembers where tracing is."""
+    """A tracer that keeps extra modules and rule-known ones as leaves, iterates over split
+    results of known length, and remembers the innermost module that failed."""
 
-    def __init__(self, leaf_modules: Iterable[LeafSpec] = ()) -> None:
-        # the default lets pickle rebuild a GraphModule: it re-traces with this class
-        super().__init__()
+    def __init__(
+        self, leaf_modules: Iterable[LeafSpec] = (), auto_leaves: Iterable[str] = ()
+    ) -> None:
+        # the defaults let pickle rebuild a GraphModule: it re-traces with this class
+        super().__init__(autowrap_functions=_library_notrace())
         specs = list(leaf_modules)
-        self._leaf_names = {s for s in specs if isinstance(s, str)}
+        self._leaf_names = {s for s in specs if isinstance(s, str)} | set(auto_leaves)
         self._leaf_types = tuple(s for s in specs if isinstance(s, type))
-        self.failed_in: str | None = None
+        self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
             return True
-        return super().is_leaf_module(m, module_qualified_name)
+        if super().is_leaf_module(m, module_qualified_name):
+            return True
+        # a module a channel rule knows is kept whole (timm's weight-standardized convs)
+        return DEFAULT_RULES.for_module(m) is not None
+
+    def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
+        return _Proxy(node, self)
+
+    def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
+        count = _sections(obj.node)
+        if count is None:
+            return super().iter(obj)
+        return iter([obj[i] for i in range(count)])
+
+    def create_args_for_root(
+        self, root_fn: Callable[..., Any], is_module: bool, concrete_args: Any = None
+    ) -> Any:
+        return super().create_args_for_root(_without_varargs(root_fn), is_module, concrete_args)
 
     def call_module(
         self, m: torch.nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict
@@ -41,7 +148,7 @@ class _Tracer(torch.fx.Tracer):
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:
-                self.failed_in = f"{name} ({type(m).__name__})"
+                self.failed_in = (name, type(m).__name__)
             raise
 
 
@@ -50,6 +157,7 @@ def trace(
     *,
     leaf_modules: Iterable[LeafSpec] = (),
     concrete_args: dict[str, Any] | None = None,
+    auto_leaf: bool = True,
 ) -> torch.fx.GraphModule:
     """Trace ``model`` into a ``torch.fx.GraphModule``.
 
@@ -59,12 +167,19 @@ def trace(
     in ``gm.meta["reconvene.borrowed"]``: the passes never write into them, and
     :class:`~reconvene_fx.passes.DetachPass` copies those still in use at the end.
 
+    Functions that timm marks as not traceable are kept as calls when timm is imported,
+    and modules a channel rule knows are leaves. A submodule whose forward cannot be
+    traced becomes a leaf with one :class:`AutoLeafWarning` (``auto_leaf=False`` raises
+    instead); the leaves chosen this way are listed in
+    ``gm.meta["reconvene.auto_leaves"]`` (``{name: reason}``).
+
     Args:
         model: the module to trace; it is not modified.
         leaf_modules: module types or qualified names to keep as opaque calls (their
             channels are never pruned through unless a rule knows the type).
         concrete_args: forwarded to ``torch.fx.Tracer.trace`` to fix arguments that drive
             control flow.
+        auto_leaf: make submodules that cannot be traced leaves instead of failing.
 
     Raises:
         TraceError: naming the module (or the model's own ``forward``) that broke tracing.
@@ -81,17 +196,40 @@ def trace(
     if isinstance(work, torch.fx.GraphModule) and not concrete_args and not leaf_modules:
         work.meta[BORROWED] = borrowed
         return work
-    tracer = _Tracer(leaf_modules)
-    try:
-        graph = tracer.trace(work, concrete_args=concrete_args)
-    except Exception as exc:
-        where = tracer.failed_in or f"{type(model).__name__}.forward"
-        raise TraceError(
-            f"torch.fx could not trace the model: in {where}: {type(exc).__name__}: {exc}\n"
-            "What to do: mark that module as a leaf (leaf_modules=[...]) so it is called as "
-            "a black box, or fix the arguments that drive its control flow with "
-            "concrete_args={...}."
-        ) from exc
+    specs = list(leaf_modules)
+    auto: dict[str, str] = {}
+    while True:
+        tracer = _Tracer(specs, auto)
+        try:
+            graph = tracer.trace(work, concrete_args=concrete_args)
+            break
+        except Exception as exc:
+            failed = tracer.failed_in
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            give_up = not auto_leaf or failed is None or len(auto) >= _MAX_AUTO_LEAVES
+            if give_up or failed[0] in auto:  # type: ignore[index]
+                where = (
+                    f"{failed[0]} ({failed[1]})"
+                    if failed
+                    else f"{model.__class__.__name__}.forward"
+                )
+                raise TraceError(
+                    f"torch.fx could not trace the model: in {where}: {type(exc).__name__}: "
+                    f"{exc}\nWhat to do: mark that module as a leaf (leaf_modules=[...]) so it "
+                    "is called as a black box, or fix the arguments that drive its control "
+                    "flow with concrete_args={...}."
+                ) from exc
+            auto[failed[0]] = f"{failed[1]}: {reason}"
+    for name, reason in auto.items():
+        warnings.warn(
+            f"torch.fx could not trace module {name!r} ({reason}); it is called as a black "
+            "box and its channels are not pruned through. Pass leaf_modules=[...] to choose "
+            "the leaves yourself, or auto_leaf=False to get the error.",
+            AutoLeafWarning,
+            stacklevel=2,
+        )
     gm = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta[BORROWED] = borrowed
+    if auto:
+        gm.meta[AUTO_LEAVES] = dict(auto)
     return gm

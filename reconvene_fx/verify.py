@@ -15,6 +15,8 @@ from torch.utils._pytree import tree_leaves
 from .composite import masks_of
 from .errors import ReconveneError, VerifyError
 from .layers import module_layer
+from .meta import LIFTED
+from .passes.lift import LiftedLayer
 from .report import PruningReport, report
 
 __all__ = ["VerifyResult", "verify", "zeroed_reference"]
@@ -30,13 +32,18 @@ class VerifyResult:
 
 
 def zeroed_reference(
-    model: nn.Module, rep: PruningReport, masks: Mapping[str, torch.Tensor] | None = None
+    model: nn.Module,
+    rep: PruningReport,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    lifted: Mapping[str, LiftedLayer] | None = None,
 ) -> nn.Module:
     """A copy of ``model`` where every conv/linear ignores the inputs the plan removed.
 
     Removing channel set R is equivalent to zeroing, in every consumer that mixes channels,
     the input slices R feeds (design §5). ``masks`` (composite mode: ``{module: mask}``)
-    are multiplied into the named modules' weights.
+    are multiplied into the named modules' weights. ``lifted`` (``gm.meta`` of
+    :class:`~reconvene_fx.passes.LiftLayersPass`) says which layer a module whose forward
+    calls a functional layer was compiled as.
     """
     ref = copy.deepcopy(model)
     with torch.no_grad():
@@ -46,7 +53,10 @@ def zeroed_reference(
         for name, lp in rep.layers.items():
             if lp.in_idx.numel() == lp.in_channels:
                 continue
-            layer = module_layer(name, ref.get_submodule(name))
+            held = ref.get_submodule(name)
+            layer = module_layer(name, held)
+            if layer is None and name in (lifted or {}):
+                layer = module_layer(name, lifted[name].build(held))  # type: ignore[index]
             if layer is None:
                 raise ReconveneError(f"no layer handler knows module {name!r} of the model")
             removed = torch.ones(lp.in_channels, dtype=torch.bool)
@@ -94,7 +104,7 @@ def verify(
         )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    ref = zeroed_reference(model, rep, masks_of(gm))
+    ref = zeroed_reference(model, rep, masks_of(gm), gm.meta.get(LIFTED))
     ref_out, ref_acts = _run(ref, example_inputs, rep)
     gm_out, gm_acts = _run(gm, example_inputs, rep)
     ref_leaves, gm_leaves = tree_leaves(ref_out), tree_leaves(gm_out)

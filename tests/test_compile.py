@@ -180,34 +180,6 @@ def test_bad_input_is_rejected_clearly(kwargs: dict, error: type, match: str) ->
         rfx.compile(build("se"), **args)
 
 
-def test_untraceable_model_raises_trace_error_naming_the_module() -> None:
-    class DataDependent(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2 if x.sum() > 0 else x
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 8, 3)
-            self.gate = DataDependent()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.gate(self.conv(x))
-
-    with pytest.raises(rfx.TraceError, match=r"(?s)gate \(DataDependent\).*leaf_modules") as info:
-        rfx.compile(Net(), budget=0.5, example_inputs=(_x(),))
-    assert isinstance(info.value, rfx.ReconveneError)
-    # the suggested remedy works: the leaf is kept opaque and the channels it reads pinned
-    with pytest.warns(UnknownOpWarning, match="gate"):
-        gm = rfx.compile(Net(), budget=1.0, example_inputs=(_x(),), leaf_modules=["gate"])
-    assert gm.get_submodule("conv").out_channels == 8
-    with (
-        pytest.warns(UnknownOpWarning),
-        pytest.raises(rfx.BudgetError, match=r"smallest reachable params budget is 1\.0000"),
-    ):
-        rfx.compile(Net(), budget=0.9, example_inputs=(_x(),), leaf_modules=[DataDependent])
-
-
 def test_groupnorm_is_pruned_through_and_reported_approximate() -> None:
     model = nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(),

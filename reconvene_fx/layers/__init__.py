@@ -1,10 +1,11 @@
 """Layer handlers: what each kind of layer holds, registered once (see :mod:`.base`).
 
-Importing this package registers the built-in handlers (convs, linear, norms) in
+Importing this package registers the built-in handlers (convs, linear, norms, timm's
+leaf convs when timm is imported) in
 :data:`DEFAULT_LAYERS`.
 """
 
-from . import conv, linear, norms
+from . import conv, linear, norms, timm
 from .base import (
     DEFAULT_LAYERS,
     Layer,
@@ -30,4 +31,5 @@ __all__ = [
     "new_param",
     "norms",
     "take",
+    "timm",
 ]

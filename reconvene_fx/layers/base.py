@@ -10,6 +10,7 @@ layer type is one handler (plus a channel rule), registered once.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,8 @@ class LayerRegistry:
     def __init__(self) -> None:
         self.modules: dict[type, LayerHandler] = {}
         self.functions: dict[Callable[..., Any], LayerHandler] = {}
+        # handlers for module types of libraries not imported yet: (module, name, handler)
+        self._pending: list[tuple[str, str, LayerHandler]] = []
 
     def module(self, *types: type) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
         """Class decorator: register one instance of the handler for ``types``."""
@@ -170,7 +173,21 @@ class LayerRegistry:
 
         return register
 
+    def lazy(self, module: str, name: str, handler: LayerHandler) -> None:
+        """Register ``handler`` for the module type ``module.name`` once that library is
+        imported, without importing it (a model that uses it has imported it already)."""
+        self._pending.append((module, name, handler))
+
     def for_module(self, module: nn.Module) -> LayerHandler | None:
+        if self._pending:
+            waiting = []
+            for lib, name, handler in self._pending:
+                found = getattr(sys.modules.get(lib), name, None)
+                if isinstance(found, type):
+                    self.modules[found] = handler
+                else:
+                    waiting.append((lib, name, handler))
+            self._pending = waiting
         return for_type(self.modules, type(module))
 
     def describe(self, node: torch.fx.Node, gm: torch.nn.Module) -> Layer | None:
@@ -195,6 +212,7 @@ class LayerRegistry:
         other = LayerRegistry()
         other.modules = copy.copy(self.modules)
         other.functions = copy.copy(self.functions)
+        other._pending = list(self._pending)
         return other
 
 

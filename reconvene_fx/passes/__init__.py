@@ -7,6 +7,7 @@ each declares what it needs (``requires``) and raises
 
 from .channels import ChannelGroupPass, UnknownOpWarning
 from .detach import DetachPass
+from .lift import LiftedLayer, LiftLayersPass
 from .masks import MaskPass
 from .pipeline import compile_passes, run_passes
 from .plan import PlanPass
@@ -18,6 +19,8 @@ from .shrink import ShrinkPass, default_init
 __all__ = [
     "ChannelGroupPass",
     "DetachPass",
+    "LiftLayersPass",
+    "LiftedLayer",
     "MaskPass",
     "PlanPass",
     "ReportPass",

@@ -13,6 +13,7 @@ from ..config import CompileConfig
 from ..errors import ReconveneError
 from .channels import ChannelGroupPass
 from .detach import DetachPass
+from .lift import LiftLayersPass
 from .masks import MaskPass
 from .plan import PlanPass
 from .report import ReportPass
@@ -30,7 +31,8 @@ def compile_passes(
 ) -> list[PassBase]:
     """The passes :func:`reconvene_fx.compile` runs, in order, for your own ``PassManager``.
 
-    ShapePass (on meta tensors) -> ChannelGroupPass -> SensitivityPass -> PlanPass ->
+    ShapePass (on meta tensors) -> LiftLayersPass -> ChannelGroupPass -> SensitivityPass ->
+    PlanPass ->
     ShrinkPass -> MaskPass -> ReportPass -> DetachPass. Run on ``reconvene_fx.trace(model)``
     they give the model and report ``compile`` gives.
 
@@ -49,6 +51,7 @@ def compile_passes(
     example_inputs = tuple(example_inputs)
     return [
         ShapePass(example_inputs, fake=True),
+        LiftLayersPass(),
         ChannelGroupPass(config.rules),
         SensitivityPass(budget, example_inputs=example_inputs, config=config),
         PlanPass(budget, example_inputs=example_inputs, config=config),

@@ -3,7 +3,7 @@
 Importing this package registers the built-in rules in :data:`DEFAULT_RULES`.
 """
 
-from . import concat, elementwise, layers, movement, norms, pooling
+from . import concat, elementwise, layers, movement, norms, pooling, timm
 from .context import RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES, Rule, RuleRegistry, get_default_registry
@@ -22,4 +22,5 @@ __all__ = [
     "movement",
     "norms",
     "pooling",
+    "timm",
 ]

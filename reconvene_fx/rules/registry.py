@@ -84,12 +84,18 @@ class RuleRegistry:
                 (self.modules if kind == "module" else self.functions)[target] = rule
         self._pending = waiting
 
+    def for_module(self, module: torch.nn.Module) -> Rule | None:
+        """The rule for calls of ``module``, or ``None``."""
+        if self._pending:
+            self._resolve_pending()
+        return for_type(self.modules, type(module))
+
     def lookup(self, node: torch.fx.Node, gm: torch.fx.GraphModule) -> Rule | None:
         """The rule for ``node``, or ``None`` when no rule is known (the node is a boundary)."""
         if self._pending:
             self._resolve_pending()
         if node.op == "call_module":
-            return for_type(self.modules, type(gm.get_submodule(str(node.target))))
+            return self.for_module(gm.get_submodule(str(node.target)))
         if node.op == "call_function":
             try:
                 return self.functions.get(node.target)  # type: ignore[arg-type]

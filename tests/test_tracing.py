@@ -1,0 +1,111 @@
+"""trace: what it gets through beyond torch.fx.symbolic_trace, and what it still refuses."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+import reconvene_fx as rfx
+from reconvene_fx.passes import UnknownOpWarning
+
+
+def _x() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x
+
+
+class Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.gate = DataDependent()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gate(self.conv(x)))
+
+
+def test_an_untraceable_submodule_becomes_a_leaf_with_one_warning() -> None:
+    with pytest.warns(rfx.AutoLeafWarning, match=r"'gate' \(DataDependent: TraceError") as seen:
+        gm = rfx.trace(Gated())
+    assert len([w for w in seen if issubclass(w.category, rfx.AutoLeafWarning)]) == 1
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["conv", "gate", "head"]
+    assert list(gm.meta["reconvene.auto_leaves"]) == ["gate"]
+    torch.testing.assert_close(gm(_x()), Gated.forward(gm, _x()))
+    # pruned around: the leaf's channels are pinned, the rest compiles
+    with pytest.warns(UnknownOpWarning, match="gate"):
+        out = rfx.compile(Gated(), budget=1.0, example_inputs=(_x(),))
+    assert out.get_submodule("conv").out_channels == 8
+
+
+def test_auto_leaf_off_gives_the_trace_error_naming_the_module() -> None:
+    with pytest.raises(rfx.TraceError, match=r"(?s)gate \(DataDependent\).*leaf_modules") as info:
+        rfx.compile(Gated(), budget=0.5, example_inputs=(_x(),), auto_leaf=False)
+    assert isinstance(info.value, rfx.ReconveneError)
+    # the suggested remedy works: the leaf is kept opaque and the channels it reads pinned
+    with pytest.warns(UnknownOpWarning, match="gate"):
+        gm = rfx.compile(Gated(), budget=1.0, example_inputs=(_x(),), leaf_modules=["gate"],
+                         auto_leaf=False)  # fmt: skip
+    assert gm.get_submodule("conv").out_channels == 8
+    with (
+        pytest.warns(UnknownOpWarning),
+        pytest.raises(rfx.BudgetError, match=r"smallest reachable params budget"),
+    ):
+        rfx.compile(Gated(), budget=0.2, example_inputs=(_x(),), leaf_modules=[DataDependent])
+
+
+def test_the_models_own_forward_failing_is_a_trace_error() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) if x.sum() > 0 else x
+
+    with pytest.raises(rfx.TraceError, match=r"Branchy\.forward"):
+        rfx.trace(Branchy())
+
+
+class C2f(nn.Module):
+    """Ultralytics' C2f in short: iterates over a chunk and takes len() of a split."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.cv1 = nn.Conv2d(3, 2 * c, 1)
+        self.m = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1) for _ in range(2))
+        self.cv2 = nn.Conv2d(4 * c + 8, 8, 1)
+        self.extra = nn.Conv2d(3, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(x).chunk(2, 1))
+        y.extend(m(y[-1]) for m in self.m)
+        parts = self.extra(x).split([4, 4], 1)
+        assert len(parts) == 2
+        return self.cv2(torch.cat([*y, *parts], 1))
+
+
+def test_iterating_over_chunks_and_len_of_splits_trace_and_compile() -> None:
+    model = C2f().eval()
+    gm = rfx.trace(model)
+    torch.testing.assert_close(gm(_x()), model(_x()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rfx.AutoLeafWarning)
+        out = rfx.compile(model, budget=0.5, example_inputs=(_x(),), reinit=False)
+    assert out.get_submodule("m.0").out_channels < 16  # a chunk's consumer is narrowed
+    assert rfx.verify(model, out, (_x(),)).exact
+
+
+def test_a_traced_model_with_leaves_pickles() -> None:
+    with pytest.warns(rfx.AutoLeafWarning):
+        gm = rfx.trace(Gated())
+    again = pickle.loads(pickle.dumps(gm))
+    torch.testing.assert_close(again(_x()), gm(_x()))
