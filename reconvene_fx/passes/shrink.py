@@ -27,6 +27,7 @@ from ..meta import (
     ShrinkRecord,
 )
 from ._base import ReconvenePass, require_meta
+from ._literals import rewrite_literals
 
 __all__ = ["ShrinkPass", "default_init"]
 
@@ -62,8 +63,9 @@ class ShrinkPass(ReconvenePass):
     not change that model's weights); ``groups`` is recomputed. With ``reinit=True``
     narrowed layers are re-initialized by ``init_fn`` (default :func:`default_init`) from
     a generator seeded with ``seed``. The shapes in ``tensor_meta`` are updated to the kept
-    channels (the graph itself is unchanged) and a :class:`~reconvene_fx.meta.ShrinkRecord`
-    is written to ``gm.meta[SHRINK]``.
+    channels, literal split sizes along narrowed channel dims are rewritten to the kept
+    counts (the only graph edit; the code is regenerated) and a
+    :class:`~reconvene_fx.meta.ShrinkRecord` is written to ``gm.meta[SHRINK]``.
 
     Example:
         >>> import reconvene_fx as rfx
@@ -116,6 +118,8 @@ class ShrinkPass(ReconvenePass):
                 "macs_after": after,
             }
         _check_nothing_left_over(graph_module, tensors_before)
+        if rewrite_literals(graph_module):
+            graph_module.recompile()
         _update_shapes(graph_module)
         modified = any(
             new is not layer for layer, new in zip(originals, shrunk.values(), strict=True)

@@ -1,4 +1,4 @@
-"""Rules for ops that join or cut along a dimension: cat, split, chunk, tuple getitem."""
+"""Rules for ops that join or cut along a dimension: cat, stack, split, chunk, getitem."""
 
 from __future__ import annotations
 
@@ -12,7 +12,26 @@ from .layout import Layout
 from .movement import data_movement
 from .registry import DEFAULT_RULES
 
-__all__ = ["cat", "getitem", "split"]
+__all__ = ["cat", "getitem", "literal_split", "split", "stack", "unbind"]
+
+
+def literal_split(node: torch.fx.Node) -> tuple[int, Any] | None:
+    """``(position, sizes)`` of the literal sizes of a ``split`` call (an int or a list of
+    ints, positional or keyword), or None when they are computed or absent."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if node.op not in ("call_method", "call_function") or name != "split":
+        return None
+    if len(node.args) > 1:
+        position, how = 1, node.args[1]
+    else:
+        key = next((k for k in ("split_size_or_sections", "split_size") if k in node.kwargs), None)
+        if key is None:
+            return None
+        position, how = -1, node.kwargs[key]
+    literal = isinstance(how, int) or (
+        isinstance(how, (list, tuple)) and all(isinstance(s, int) for s in how)
+    )
+    return (position, how) if literal else None
 
 
 @DEFAULT_RULES.function(torch.cat, torch.concat, torch.concatenate)
@@ -47,11 +66,59 @@ def cat(ctx: RuleContext) -> Any:
     return layouts[0]
 
 
+@DEFAULT_RULES.function(torch.stack)
+def stack(ctx: RuleContext) -> Any:
+    """Stacking along a new dim: the inputs' channels line up (as in an elementwise op)
+    and move one dim up when the new dim comes before them."""
+    tensors = ctx.arg(0, "tensors")
+    try:
+        dim = ctx.value(ctx.arg(1, "dim", 0))
+    except NoValue:
+        return ctx.boundary()
+    out_shape = ctx.out_shape
+    if not isinstance(tensors, (tuple, list)) or out_shape is None or not isinstance(dim, int):
+        return ctx.boundary()
+    layouts = [ctx.layout(t) for t in tensors]
+    if (
+        not all(isinstance(lay, Layout) for lay in layouts)
+        or len({(lay.dim, lay.size) for lay in layouts}) != 1
+    ):
+        return ctx.boundary()
+    for lay in layouts[1:]:
+        ctx.tie(layouts[0], lay)
+    first = layouts[0]
+    dim %= len(out_shape)
+    return Layout(first.space, first.dim + (dim <= first.dim), first.size)
+
+
+@DEFAULT_RULES.function(torch.unbind)
+@DEFAULT_RULES.method("unbind")
+def unbind(ctx: RuleContext) -> Any:
+    """Removing a dim other than the channels: every piece keeps the channels (one dim
+    lower when the removed dim came first). Unbinding the channel dim pins it."""
+    x = ctx.layout(ctx.node.args[0])
+    shape = ctx.shape(ctx.node.args[0])
+    out_meta = ctx.node.meta.get("tensor_meta")
+    try:
+        dim = ctx.value(ctx.arg(1, "dim", 0))
+    except NoValue:
+        return ctx.boundary()
+    if not isinstance(x, Layout) or shape is None or not isinstance(out_meta, (tuple, list)):
+        return ctx.boundary()
+    if not isinstance(dim, int) or dim % len(shape) == x.dim:
+        return ctx.boundary()
+    moved = Layout(x.space, x.dim - (dim % len(shape) < x.dim), x.size)
+    return tuple(moved for _ in out_meta)
+
+
 @DEFAULT_RULES.function(torch.split, torch.chunk, torch.tensor_split)
 @DEFAULT_RULES.method("split", "chunk", "tensor_split")
 def split(ctx: RuleContext) -> Any:
-    """Cutting the channel dim into equal pieces ties position ``j`` across pieces (so the
-    pieces stay equal after pruning); literal piece sizes pin the channels."""
+    """Cutting the channel dim: literal piece sizes (``x.split([16, 48], 1)``) give each
+    piece the channels of its range, and ShrinkPass rewrites the sizes to the kept counts;
+    equal pieces of one size (``chunk``, ``split(32, 1)``, a size computed from the input)
+    tie position ``j`` across pieces so they stay equal (a literal size is rewritten too).
+    ``tensor_split`` with literal indices pins the channels."""
     x = ctx.layout(ctx.node.args[0])
     shape = ctx.shape(ctx.node.args[0])
     out_meta = ctx.node.meta.get("tensor_meta")
@@ -68,7 +135,17 @@ def split(ctx: RuleContext) -> Any:
     is_chunk = target in (torch.chunk, "chunk")
     how = ctx.arg(1, "chunks" if is_chunk else "split_size_or_sections")
     dynamic = isinstance(how, torch.fx.Node)
-    if len(set(sizes)) != 1 or not (is_chunk or dynamic):
+    literal = literal_split(ctx.node)
+    if literal is not None and isinstance(literal[1], (list, tuple)) and sum(sizes) == x.size:
+        ids, offset, ranges = ctx.ids(x), 0, []
+        for size in sizes:
+            out = ctx.new(size, dim)
+            ctx.tie_ids(ctx.ids(out), ids[offset : offset + size])
+            offset += size
+            ranges.append(out)
+        return tuple(ranges)
+    equal_literal = literal is not None and isinstance(literal[1], int)
+    if len(set(sizes)) != 1 or not (is_chunk or dynamic or equal_literal):
         return ctx.boundary()
     pieces = ctx.ids(x).view(len(sizes), sizes[0])
     ctx.tie_ids(pieces[:1].expand_as(pieces), pieces)

@@ -1,0 +1,60 @@
+"""Literal sizes in the graph that follow the plan: rewritten to the kept channel counts.
+
+A rule may let channels flow through an op whose arguments hold channel counts as
+literals (``x.split([16, 48], 1)``, ``x.split(32, 1)``) when the counts can be recomputed
+from what the plan keeps. After ShrinkPass has sliced the layers, :func:`rewrite_literals`
+writes the new counts into the node arguments, so the code matches the new widths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.fx
+from torch.fx.passes.shape_prop import TensorMetadata
+
+from ..meta import CHANNELS, KEEP, TENSOR_META, ChannelInfo, ChannelKeep
+from ..rules.concat import literal_split
+
+__all__ = ["rewrite_literals"]
+
+
+def _kept(keep: Any, info: Any) -> int | None:
+    if isinstance(keep, ChannelKeep):
+        return int(keep.index.numel())
+    return info.size if isinstance(info, ChannelInfo) else None
+
+
+def rewrite_literals(gm: torch.fx.GraphModule) -> bool:
+    """Write the kept channel counts into literal split sizes along narrowed channel dims
+    (read from the outputs' ``KEEP``/``CHANNELS`` meta). True if any node changed."""
+    changed = False
+    for node in gm.graph.nodes:
+        found = literal_split(node)
+        keeps, infos = node.meta.get(KEEP), node.meta.get(CHANNELS)
+        if found is None or not isinstance(keeps, tuple) or not isinstance(infos, tuple):
+            continue
+        if not any(isinstance(k, ChannelKeep) and k.narrowed for k in keeps):
+            continue
+        position, how = found
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        source = node.args[0].meta.get(TENSOR_META) if node.args else None
+        if not isinstance(dim, int) or not isinstance(source, TensorMetadata):
+            continue
+        dim %= len(source.shape)
+        if any(isinstance(i, ChannelInfo) and i.dim != dim for i in infos):
+            continue  # split along another dim: its sizes do not count channels
+        counts = [_kept(k, i) for k, i in zip(keeps, infos, strict=False)]
+        if any(c is None for c in counts):
+            raise AssertionError(f"split {node.name} narrowed without channel info")
+        new: Any = counts[0] if isinstance(how, int) else type(how)(counts)
+        if position >= 0:
+            args = list(node.args)
+            args[position] = new
+            node.args = tuple(args)
+        else:
+            key = "split_size_or_sections" if "split_size_or_sections" in node.kwargs \
+                else "split_size"  # fmt: skip
+            node.kwargs = {**node.kwargs, key: new}
+        changed = True
+    return changed
