@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import TypeVar
 
 import torch
 
-__all__ = ["structural_copy", "tensors_of"]
+__all__ = ["attributes_restored", "structural_copy", "tensors_of"]
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -36,3 +38,28 @@ def structural_copy(model: M) -> M:
     """
     memo = {id(t): t for t in tensors_of(model)}
     return copy.deepcopy(model, memo)
+
+
+@contextlib.contextmanager
+def attributes_restored(module: torch.nn.Module) -> Iterator[None]:
+    """Every submodule's attributes are put back on exit: a module that caches what its
+    forward computed (Ultralytics' Detect keeps its anchors) keeps nothing of a run on
+    meta tensors.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 2)
+        >>> with attributes_restored(m):
+        ...     m.cache = "meta"
+        >>> hasattr(m, "cache")
+        False
+    """
+    saved = {m: dict(vars(m)) for m in module.modules()}
+    try:
+        yield
+    finally:
+        for m, attributes in saved.items():
+            now = vars(m)
+            same = now.keys() == attributes.keys()
+            if not same or any(now[k] is not v for k, v in attributes.items()):
+                m.__dict__.clear()
+                m.__dict__.update(attributes)

@@ -77,7 +77,8 @@ def analyze(
         concrete_args=concrete_args,
     )
     with progress_to_stderr(progress):
-        gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args)
+        gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args,
+                   example_inputs=example_inputs)  # fmt: skip
         run_passes(gm, [
             ShapePass(example_inputs, fake=True),
             LiftLayersPass(),

@@ -72,5 +72,5 @@ def compile(
     example_inputs = check_inputs(model, example_inputs)
     with progress_to_stderr(progress):
         gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
-                   auto_leaf=config.auto_leaf)  # fmt: skip
+                   auto_leaf=config.auto_leaf, example_inputs=example_inputs)  # fmt: skip
         return run_passes(gm, compile_passes(budget, example_inputs, config))

@@ -23,6 +23,7 @@ __all__ = [
     "SENSITIVITY",
     "SENSITIVITY_TABLE",
     "TENSOR_META",
+    "TRACE_DECISIONS",
     "VALUE",
     "ChannelInfo",
     "ChannelKeep",
@@ -50,6 +51,7 @@ PLAN = "reconvene.plan"  # gm.meta: PlanSummary
 SHRINK = "reconvene.shrink"  # gm.meta: ShrinkRecord (what ShrinkPass changed)
 BORROWED = "reconvene.borrowed"  # gm.meta: BorrowedTensors (tensors shared with the model)
 AUTO_LEAVES = "reconvene.auto_leaves"  # gm.meta: {module: why} made leaves by trace
+TRACE_DECISIONS = "reconvene.trace_decisions"  # gm.meta: [str] answered for the inputs
 LIFTED = "reconvene.lifted"  # gm.meta: {module: LiftedLayer} functional layers made modules
 
 

@@ -16,18 +16,21 @@ Beyond ``torch.fx.symbolic_trace``:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.fx
 
 from ._copy import structural_copy, tensors_of
+from ._shadow import UNKNOWN, ShadowValues
 from .errors import TraceError
-from .meta import AUTO_LEAVES, BORROWED, BorrowedTensors
+from .log import logger
+from .meta import AUTO_LEAVES, BORROWED, TRACE_DECISIONS, BorrowedTensors
 from .rules import DEFAULT_RULES
 
 __all__ = ["AutoLeafWarning", "trace"]
@@ -95,10 +98,11 @@ def _without_varargs(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class _Proxy(torch.fx.Proxy):
-    """A proxy whose ``len()`` is known when the section count is a literal."""
+    """A proxy whose ``len()`` is known: from literal section counts, or from its value
+    for the example inputs."""
 
     def __len__(self) -> int:
-        count = _sections(self.node)
+        count = self.tracer._length(self)  # type: ignore[attr-defined]
         if count is None:
             return super().__len__()
         return count
@@ -109,7 +113,10 @@ class _Tracer(torch.fx.Tracer):
     results of known length, and remembers the innermost module that failed."""
 
     def __init__(
-        self, leaf_modules: Iterable[LeafSpec] = (), auto_leaves: Iterable[str] = ()
+        self,
+        leaf_modules: Iterable[LeafSpec] = (),
+        auto_leaves: Iterable[str] = (),
+        inputs: Mapping[str, Any] | None = None,
     ) -> None:
         # the defaults let pickle rebuild a GraphModule: it re-traces with this class
         super().__init__(autowrap_functions=_library_notrace())
@@ -117,6 +124,57 @@ class _Tracer(torch.fx.Tracer):
         self._leaf_names = {s for s in specs if isinstance(s, str)} | set(auto_leaves)
         self._leaf_types = tuple(s for s in specs if isinstance(s, type))
         self.failed_in: tuple[str, str] | None = None
+        self._inputs = inputs
+        self._shadow: ShadowValues | None = None
+        self._shadowing = False
+        self.decisions: list[str] = []
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Module calls and attribute reads run as they are instead of being recorded."""
+        self._shadowing = True
+        try:
+            yield
+        finally:
+            self._shadowing = False
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if self._shadowing:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def _value(self, proxy: torch.fx.Proxy) -> Any:
+        """The proxy's value for the example inputs (:data:`UNKNOWN` without them)."""
+        if self._inputs is None:
+            return UNKNOWN
+        if self._shadow is None:
+            self._shadow = ShadowValues(self.root, self.graph, self._inputs, self._quiet)
+        return self._shadow.value(proxy.node)
+
+    def _where(self) -> str:
+        stack = getattr(self, "module_stack", None)
+        path = next(reversed(stack), "") if stack else ""
+        return path or "forward"
+
+    def _length(self, proxy: torch.fx.Proxy) -> int | None:
+        count = _sections(proxy.node)
+        if count is not None:
+            return count
+        value = self._value(proxy)
+        if isinstance(value, (tuple, list, torch.Size)):
+            self.decisions.append(f"{self._where()}: len({proxy.node.name}) = {len(value)}")
+            return len(value)
+        return None
+
+    def to_bool(self, obj: torch.fx.Proxy) -> bool:
+        value = self._value(obj)
+        if isinstance(value, (bool, int)):
+            node = obj.node
+            op = getattr(node.target, "__name__", str(node.target))
+            args = ", ".join(str(a) for a in node.args)
+            self.decisions.append(f"{self._where()}: {op}({args}) -> {bool(value)}")
+            return bool(value)
+        return super().to_bool(obj)
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
@@ -130,7 +188,7 @@ class _Tracer(torch.fx.Tracer):
         return _Proxy(node, self)
 
     def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
-        count = _sections(obj.node)
+        count = self._length(obj)
         if count is None:
             return super().iter(obj)
         return iter([obj[i] for i in range(count)])
@@ -143,6 +201,8 @@ class _Tracer(torch.fx.Tracer):
     def call_module(
         self, m: torch.nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict
     ) -> Any:
+        if self._shadowing:
+            return forward(*args, **kwargs)
         name = self.path_of_module(m)
         try:
             return super().call_module(m, forward, args, kwargs)
@@ -158,6 +218,7 @@ def trace(
     leaf_modules: Iterable[LeafSpec] = (),
     concrete_args: dict[str, Any] | None = None,
     auto_leaf: bool = True,
+    example_inputs: tuple[Any, ...] | None = None,
 ) -> torch.fx.GraphModule:
     """Trace ``model`` into a ``torch.fx.GraphModule``.
 
@@ -173,6 +234,11 @@ def trace(
     instead); the leaves chosen this way are listed in
     ``gm.meta["reconvene.auto_leaves"]`` (``{name: reason}``).
 
+    With ``example_inputs``, what the forward asks of a traced value (``if x.shape[-1] <
+    7``, ``len(parts)``, ``for p in x.unbind(1)``) is answered from the value those inputs
+    give, computed on the meta device when first asked: the graph is the path those inputs
+    take. Each answer is listed in ``gm.meta["reconvene.trace_decisions"]`` and logged.
+
     Args:
         model: the module to trace; it is not modified.
         leaf_modules: module types or qualified names to keep as opaque calls (their
@@ -180,6 +246,7 @@ def trace(
         concrete_args: forwarded to ``torch.fx.Tracer.trace`` to fix arguments that drive
             control flow.
         auto_leaf: make submodules that cannot be traced leaves instead of failing.
+        example_inputs: the inputs the model will be compiled for (positional).
 
     Raises:
         TraceError: naming the module (or the model's own ``forward``) that broke tracing.
@@ -197,9 +264,10 @@ def trace(
         work.meta[BORROWED] = borrowed
         return work
     specs = list(leaf_modules)
+    inputs = None if example_inputs is None else _named_inputs(work, example_inputs)
     auto: dict[str, str] = {}
     while True:
-        tracer = _Tracer(specs, auto)
+        tracer = _Tracer(specs, auto, inputs)
         try:
             graph = tracer.trace(work, concrete_args=concrete_args)
             break
@@ -232,4 +300,21 @@ def trace(
     gm.meta[BORROWED] = borrowed
     if auto:
         gm.meta[AUTO_LEAVES] = dict(auto)
+    if tracer.decisions:
+        gm.meta[TRACE_DECISIONS] = list(tracer.decisions)
+        for decision in tracer.decisions:
+            logger.info("trace: resolved for the example inputs: %s", decision)
     return gm
+
+
+def _named_inputs(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, Any]:
+    """The example inputs by the name of the forward parameter each one fills."""
+    try:
+        bound = inspect.signature(model.forward).bind_partial(*example_inputs)
+    except TypeError:
+        return {}
+    return {
+        name: value
+        for name, value in bound.arguments.items()
+        if not isinstance(value, (tuple, dict)) or name not in ("args", "kwargs")
+    }

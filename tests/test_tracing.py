@@ -109,3 +109,62 @@ def test_a_traced_model_with_leaves_pickles() -> None:
         gm = rfx.trace(Gated())
     again = pickle.loads(pickle.dumps(gm))
     torch.testing.assert_close(again(_x()), gm(_x()))
+
+
+class ConvMlp(nn.Module):
+    """timm's ConvMlp head in short: pools up small inputs, a branch on the input's shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(8, 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] < 3 or x.shape[-1] < 3:
+            x = torch.nn.functional.adaptive_avg_pool2d(x, (3, 3))
+        return self.fc1(x)
+
+
+class ShapeDriven(nn.Module):
+    """A forward with *args/**kwargs (as Ultralytics writes it), iteration over unbind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=4)
+        self.mlp = ConvMlp()
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        y = self.stem(x)
+        rows = [r for r in y.unsqueeze(2).unbind(2)]  # one piece
+        return self.head(self.mlp(sum(rows))).mean((2, 3))
+
+
+def test_shape_questions_are_answered_for_the_example_inputs() -> None:
+    model = ShapeDriven().eval()
+    small, large = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 24, 24)
+    gm = rfx.trace(model, example_inputs=(small,))
+    decisions = gm.meta["reconvene.trace_decisions"]
+    assert any(d.startswith("mlp: lt(") and d.endswith("-> True") for d in decisions)
+    assert any("len(unbind) = 1" in d for d in decisions)
+    torch.testing.assert_close(gm(small), model(small))
+    assert not any(n.op == "placeholder" and n.target.startswith("*") for n in gm.graph.nodes)
+    # the other input takes the other branch, and is traced that way
+    gm = rfx.trace(model, example_inputs=(large,))
+    torch.testing.assert_close(gm(large), model(large))
+    # without example inputs nothing can be answered: the branching module becomes a
+    # leaf, and iterating in the model's own forward is a TraceError
+    with pytest.warns(rfx.AutoLeafWarning, match="'1' \\(ConvMlp"):
+        rfx.trace(nn.Sequential(nn.Conv2d(3, 8, 3), ConvMlp()))
+    with pytest.raises(rfx.TraceError, match=r"ShapeDriven\.forward"):
+        rfx.trace(model)
+
+
+def test_a_model_that_branches_on_shapes_compiles_exactly() -> None:
+    model = ShapeDriven().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rfx.AutoLeafWarning)
+        warnings.simplefilter("error", UnknownOpWarning)
+        gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=False)
+    assert gm.get_submodule("mlp.fc1").out_channels < 16
+    assert rfx.verify(model, gm, (x,)).exact

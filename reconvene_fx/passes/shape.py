@@ -10,6 +10,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 from torch.nn.utils.stateless import _reparametrize_module
 
+from .._copy import attributes_restored
 from ..errors import ReconveneError
 from ..meta import TENSOR_META, VALUE, ConcreteValue
 from ._base import ReconvenePass
@@ -177,19 +178,10 @@ def _run_fake(gm: torch.fx.GraphModule, example_inputs: tuple[Any, ...]) -> bool
         for name, t in (*gm.named_parameters(), *gm.named_buffers())
     }
     inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in example_inputs]
-    # a leaf that caches what it computed (Ultralytics' Detect keeps its anchors) must not
-    # keep meta tensors: every module's attributes are restored after the run
-    attributes = {m: dict(vars(m)) for m in gm.modules()}
     try:
-        with _reparametrize_module(gm, state):
+        # a leaf that caches what it computed must not keep meta tensors
+        with attributes_restored(gm), _reparametrize_module(gm, state):
             _ValueProp(gm).run(*inputs)
     except Exception:
         return False
-    finally:
-        for module, saved in attributes.items():
-            if vars(module).keys() != saved.keys() or any(
-                vars(module)[k] is not v for k, v in saved.items()
-            ):
-                module.__dict__.clear()
-                module.__dict__.update(saved)
     return True
