@@ -54,12 +54,15 @@ def classification_models() -> list[str]:
 
 
 def parse_models(spec: str | None, default: Sequence[str]) -> list[str]:
-    """``"a,b,c"`` -> ``["a", "b", "c"]`` (unknown names raise), or ``default``."""
+    """``"a,b,c"`` -> ``["a", "b", "c"]`` (unknown names raise), or ``default``.
+
+    Names with a ``timm/``, ``yolo/`` or ``tv/`` prefix (see :func:`build`) are taken as
+    they are."""
     if not spec:
         return list(default)
     names = [n.strip() for n in spec.split(",") if n.strip()]
     known = set(classification_models())
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and not n.startswith(_PREFIXES)]
     if unknown:
         raise SystemExit(f"unknown torchvision classification model(s): {', '.join(unknown)}")
     return names
@@ -75,6 +78,37 @@ def input_size(name: str, size: int | None) -> int:
     return size
 
 
+_PREFIXES = ("timm/", "yolo/", "tv/")
+
+
+def _build_library_model(name: str, size: int | None) -> tuple[Any, int]:
+    """``timm/<model>`` (``pretrained=False``, its own input size), ``yolo/<yaml>``
+    (Ultralytics, from the yaml config shipped in the package, 640x640) or
+    ``tv/<function>`` (a torchvision segmentation model or detection backbone)."""
+    kind, _, model_name = name.partition("/")
+    if kind == "timm":
+        import timm
+
+        model = timm.create_model(model_name, pretrained=False)
+        return model, size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if kind == "yolo":
+        from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+
+        cls = SegmentationModel if "-seg" in model_name else DetectionModel
+        return cls(model_name, verbose=False), size or 640
+    import torchvision.models.detection.backbone_utils as bb
+    import torchvision.models.segmentation as seg
+
+    if model_name.endswith("_fpn"):  # a detection backbone with its FPN
+        backbone = model_name.removesuffix("_fpn")
+        if backbone.startswith("mobilenet"):
+            model = bb.mobilenet_backbone(backbone_name=backbone, weights=None, fpn=True)
+            return model, size or 320
+        return bb.resnet_fpn_backbone(backbone_name=backbone, weights=None), size or 320
+    fn = getattr(seg, model_name)
+    return fn(weights=None, weights_backbone=None), size or 320
+
+
 def build(name: str, size: int | None = None, seed: int = 0) -> tuple[Any, tuple[Any, ...]]:
     """A freshly initialized model in eval mode (``weights=None``) and its example inputs
     ``(x,)`` with ``x`` of shape ``1x3xSxS``; both drawn from ``seed``."""
@@ -82,6 +116,11 @@ def build(name: str, size: int | None = None, seed: int = 0) -> tuple[Any, tuple
     import torchvision
 
     torch.manual_seed(seed)
+    if name.startswith(_PREFIXES):
+        model, side = _build_library_model(name, size)
+        model.eval()
+        x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(seed))
+        return model, (x,)
     model = torchvision.models.get_model(name, weights=None, **_EXTRA_KWARGS.get(name, {}))
     model.eval()
     side = input_size(name, size)

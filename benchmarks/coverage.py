@@ -1,4 +1,5 @@
-"""Coverage: compile, verify and export every torchvision classification model.
+"""Coverage: compile, verify and export every torchvision classification model, one model
+per timm convnet family, Ultralytics YOLO and torchvision segmentation/detection backbones.
 
 For each model (``weights=None``, eval mode, seed 0; input 1x3x224x224, 299 for
 inception_v3, or ``--size``; vit/swin/maxvit always 224):
@@ -26,8 +27,19 @@ captured during compile: every pass logs ``"<PassName> done in X.XXs"`` when it 
 so a ``PlanPass done`` line means the error came after planning. An error whose message
 names ``ShrinkPass`` counts as after planning too.
 
+Suites (``--suite``): ``torchvision`` (default: every classification model),
+``timm`` (:data:`TIMM_MODELS`, ``pretrained=False``, each at its own input size) and
+``detection`` (:data:`DETECTION_MODELS`: YOLOv8n/-seg and YOLO11n from their yaml configs
+at 640x640, torchvision segmentation models and FPN detection backbones at 320x320). Every
+call is plain: no leaf modules, rules or wrappers. For the timm and detection suites
+Torch-Pruning runs beside ours in its own subprocess (MagnitudePruner, L1 importance,
+pruning_ratio 0.3, the last conv/linear or the YOLO head ignored): ``ok`` (pruned, the model
+runs and its outputs keep their shapes), ``wrong`` (pruned but it no longer runs, or an
+output changed shape), ``crash`` (the pruner raised) or ``timeout``.
+
 Usage:
     .venv/bin/python benchmarks/coverage.py                      # all models
+    .venv/bin/python benchmarks/coverage.py --suite timm         # results/coverage_timm.*
     .venv/bin/python benchmarks/coverage.py --models resnet18,vgg16 --update
     .venv/bin/python benchmarks/coverage.py --size 128 --budget 0.25
 
@@ -305,6 +317,71 @@ def _relative_error(gm: Any, inputs: tuple, max_error: float) -> dict[str, float
     return {"output_scale": scale, "verify_rel_error": rel}
 
 
+# one model per timm convnet family (hybrids with conv stems included), at most ~60 M params
+TIMM_MODELS = [
+    "resnet18", "resnet50d", "resnext26ts", "seresnet50", "ecaresnet26t", "resnest14d",
+    "res2net50_14w_8s", "skresnet18", "regnetx_002", "regnety_004", "regnetz_b16",
+    "efficientnet_b0", "tf_efficientnet_b0", "efficientnetv2_rw_t", "tf_efficientnetv2_b0",
+    "mobilenetv3_large_100", "tf_mobilenetv3_small_100", "mobilenetv2_100",
+    "mobilenetv4_conv_small", "mixnet_s", "tf_mixnet_s", "mnasnet_100", "fbnetc_100",
+    "spnasnet_100", "ghostnet_100", "ghostnetv2_100", "lcnet_050", "tinynet_a",
+    "hardcorenas_a", "densenet121", "dla34", "dpn68", "cspresnet50", "cspdarknet53",
+    "darknet17", "cs3darknet_s", "vgg11", "rexnet_100", "repvgg_a0", "repghostnet_050",
+    "hrnet_w18_small", "inception_v3", "xception41", "selecsls42b", "ese_vovnet19b_dw",
+    "tresnet_m", "gernet_s", "convnext_atto", "convnextv2_atto", "nf_resnet26",
+    "dm_nfnet_f0", "resnetv2_50x1_bit", "mobileone_s0", "fastvit_t8", "repvit_m1",
+    "inception_next_tiny", "poolformer_s12", "edgenext_xx_small", "hgnet_tiny",
+    "hgnetv2_b0", "starnet_s1", "efficientformer_l1", "mobilevit_xxs", "gcresnext26ts",
+    "bat_resnext26ts", "lambda_resnet26t",
+]  # fmt: skip
+DETECTION_MODELS = [
+    "yolo/yolov8n.yaml", "yolo/yolov8n-seg.yaml", "yolo/yolo11n.yaml",
+    "tv/fcn_resnet50", "tv/deeplabv3_resnet50", "tv/deeplabv3_mobilenet_v3_large",
+    "tv/lraspp_mobilenet_v3_large", "tv/resnet18_fpn", "tv/resnet50_fpn",
+    "tv/mobilenet_v3_large_fpn",
+]  # fmt: skip
+SUITES = {
+    "torchvision": ("Coverage: torchvision classification models", None),
+    "timm": ("Coverage: timm convnets (one per family)", [f"timm/{n}" for n in TIMM_MODELS]),
+    "detection": ("Coverage: YOLO, segmentation and detection backbones", DETECTION_MODELS),
+}
+TP_RATIO = 0.3
+
+
+def run_torch_pruning(name: str, size: int | None) -> dict[str, Any]:
+    """Torch-Pruning on the same model: ok, wrong (does not run / output shapes changed)
+    or crash."""
+    import torch
+    import torch_pruning as tp
+    from torch.utils._pytree import tree_leaves
+
+    model, inputs = C.build(name, size)
+    with torch.no_grad():
+        shapes = [t.shape for t in tree_leaves(model(*inputs)) if isinstance(t, torch.Tensor)]
+    ignored = [m for m in model.modules() if type(m).__name__ in ("Detect", "Segment")]
+    if not ignored:
+        last = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+        ignored = last[-1:]
+    before = sum(p.numel() for p in model.parameters())
+    try:
+        pruner = tp.pruner.MagnitudePruner(
+            model, inputs[0], importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=TP_RATIO, ignored_layers=ignored,
+        )  # fmt: skip
+        pruner.step()
+    except Exception as exc:
+        return {"tp": "crash", "tp_reason": C.first_line(exc, 160)}
+    after = sum(p.numel() for p in model.parameters())
+    try:
+        with torch.no_grad():
+            out = [t.shape for t in tree_leaves(model(*inputs)) if isinstance(t, torch.Tensor)]
+    except Exception as exc:
+        return {"tp": "wrong", "tp_reason": f"does not run: {C.first_line(exc, 160)}"}
+    if out != shapes:
+        return {"tp": "wrong", "tp_reason": "output shapes changed"}
+    return {"tp": "ok", "tp_params_ratio": round(after / before, 4)}
+
+
 def _line(rec: dict[str, Any]) -> str:
     status = rec["status"]
     if status == "ok":
@@ -316,7 +393,9 @@ def _line(rec: dict[str, Any]) -> str:
         detail = rec["reason"]
     secs = rec.get("compile_s")
     timing = f"compile {secs:7.2f}s" if isinstance(secs, (int, float)) else "compile     n/a"
-    return f"{rec['model']:<20} {status:<8} {timing}  wall {rec.get('wall_s', 0):6.1f}s  {detail}"
+    tp = f"  TP {rec['tp']}" if "tp" in rec else ""
+    return (f"{rec['model']:<20} {status:<8} {timing}  wall {rec.get('wall_s', 0):6.1f}s  "
+            f"{detail}{tp}")  # fmt: skip
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -338,14 +417,30 @@ def _notes(r: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
+def _tp_cell(r: dict[str, Any]) -> str:
+    if r.get("tp") == "ok":
+        return f"ok ({r['tp_params_ratio']:.3f})"
+    detail = r.get("tp_reason", "")
+    return f"{r.get('tp', '-')}{': ' + detail if detail else ''}".replace("|", "\\|")
+
+
 def write_markdown(path: Path, data: dict[str, Any]) -> None:
     recs = data["results"]
     counts = {s: sum(1 for r in recs if r["status"] == s) for s in ("ok", "refused", "failed")}
     exact = sum(1 for r in recs if r["status"] == "ok" and r.get("verify_exact"))
     cfg = data["config"]
-    side = f"1x3x{cfg['size']}x{cfg['size']}" if cfg["size"] else "1x3x224x224 (inception_v3 299)"
+    suite = cfg.get("suite", "torchvision")
+    if cfg["size"]:
+        side = f"1x3x{cfg['size']}x{cfg['size']}"
+    elif suite == "torchvision":
+        side = "1x3x224x224 (inception_v3 299)"
+    else:
+        side = "each model's own (timm's pretrained_cfg; YOLO 640, segmentation/FPN 320)"
+    with_tp = any("tp" in r for r in recs)
+    tp_counts = {s: sum(1 for r in recs if r.get("tp") == s)
+                 for s in ("ok", "wrong", "crash", "timeout")}  # fmt: skip
     lines = [
-        "# Coverage: torchvision classification models",
+        f"# {SUITES[suite][0]}",
         "",
         f"compile(budget={cfg['budget']}, method=magnitude, strategy="
         f"{cfg.get('strategy', 'uniform')}, reinit=False) -> verify -> "
@@ -359,7 +454,14 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         f"Run: {data['started']}.",
         "",
         f"**{counts['ok']} ok, {counts['refused']} refused, {counts['failed']} failed of "
-        f"{len(recs)}** ({exact} of the ok models verified exactly).",
+        f"{len(recs)}** ({exact} of the ok models verified exactly)."
+        + (
+            f" Torch-Pruning (pruning_ratio {TP_RATIO}): {tp_counts['ok']} ok, "
+            f"{tp_counts['wrong']} wrong, {tp_counts['crash']} crash, "
+            f"{tp_counts['timeout']} timeout."
+            if with_tp
+            else ""
+        ),
         "",
         "max error = rfx.verify's largest absolute difference; out scale = max |output| of "
         "the compact model; rel error = their ratio. verify's tolerance is "
@@ -367,8 +469,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "(efficientnet, mobilenet_v3) only the rel error column shows the check has teeth.",
         "",
         "| model | status | params ratio | flops ratio | compile s | narrowed | verify | "
-        "max error | out scale | rel error | reason |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "max error | out scale | rel error | reason |" + (" Torch-Pruning |" if with_tp else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_tp else ""),
     ]
     for r in recs:
         verify = {True: "exact", False: "approx"}.get(r.get("verify_exact"), "-")
@@ -380,7 +482,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
             f"{_fmt(r.get('flops_ratio'), '.3f')} | {_fmt(r.get('compile_s'), '.2f')} | "
             f"{narrowed} | {verify} | {_fmt(r.get('verify_max_error'), '.1e')} | "
             f"{_fmt(r.get('output_scale'), '.1e')} | {_fmt(r.get('verify_rel_error'), '.1e')} | "
-            f"{reason} |"
+            f"{reason} |" + (f" {_tp_cell(r)} |" if with_tp else "")
         )
     lines += ["", f"Totals: {counts['ok']} ok, {counts['refused']} refused, "
               f"{counts['failed']} failed of {len(recs)}", ""]  # fmt: skip
@@ -389,6 +491,9 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 
 def _child(args: argparse.Namespace) -> int:
     C.memory_watchdog(args.child_out, {"model": args.models, "status": "failed"})
+    if args.tp:
+        Path(args.child_out).write_text(json.dumps(run_torch_pruning(args.models, args.size)))
+        return 0
     rec = run_one(args.models, args.budget, args.size)
     Path(args.child_out).write_text(json.dumps(rec))
     return 0
@@ -396,7 +501,10 @@ def _child(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", help="comma-separated names (default: every classification model)")
+    p.add_argument("--models", help="comma-separated names (default: the suite's models)")
+    p.add_argument("--suite", choices=sorted(SUITES), default="torchvision",
+                   help="which models (default torchvision classifiers)")  # fmt: skip
+    p.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning's runs")
     p.add_argument("--budget", type=float, default=0.5, help="fraction of params kept (0.5)")
     p.add_argument(
         "--size",
@@ -410,14 +518,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="merge into the existing coverage.json instead of replacing it",
     )
-    p.add_argument("--out", type=Path, default=C.RESULTS / "coverage.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default results/coverage.json, coverage_<suite>.json)",
+    )
     p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--tp", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child_out:
         return _child(args)
 
-    names = C.parse_models(args.models, C.classification_models())
-    config = {"budget": args.budget, "size": args.size, "timeout_s": args.timeout,
+    default = SUITES[args.suite][1]
+    if args.out is None:
+        stem = "coverage" if args.suite == "torchvision" else f"coverage_{args.suite}"
+        args.out = C.RESULTS / f"{stem}.json"
+    names = C.parse_models(args.models, default or C.classification_models())
+    run_tp = args.suite != "torchvision" and not args.no_tp
+    config = {"suite": args.suite, "budget": args.budget, "size": args.size,
+              "timeout_s": args.timeout,
               "method": "magnitude", "strategy": "reconvene (default)",
               "reinit": False}  # fmt: skip
     previous: list[dict[str, Any]] = []
@@ -439,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         if "reason" not in rec:  # the memory watchdog stopped the child
             rec["reason"] = rec.get("error", "no result")
         rec["wall_s"] = wall
+        if run_tp:
+            tp = C.run_child(_SCRIPT, [*child_args, "--tp"], args.timeout)
+            rec.update(tp.result or {"tp": "timeout" if tp.timed_out else "crash",
+                                     "tp_reason": C.crash_reason(tp)})  # fmt: skip
         results.append(rec)
         print(_line(rec), flush=True)
         data["results"] = sorted(previous + results, key=lambda r: r["model"])
