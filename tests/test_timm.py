@@ -17,7 +17,7 @@ timm = pytest.importorskip("timm")  # a dev dependency: CI installs it
 # (model, exact): exact False where pruning runs through GroupNorm/LayerNorm statistics
 MODELS = [
     ("test_byobnet", True),
-    ("test_convnext", True),
+    ("test_convnext", False),  # stage widths go through LayerNorm2d
     ("test_efficientnet", True),
     ("test_efficientnet_gn", False),
     ("test_efficientnet_ln", False),

@@ -25,11 +25,35 @@ def _kept(keep: Any, info: Any) -> int | None:
     return info.size if isinstance(info, ChannelInfo) else None
 
 
+_VIEWS = ("view", "reshape")
+
+
+def _rewrite_view(node: torch.fx.Node) -> bool:
+    """A view/reshape whose output channel dim was narrowed and is given as a literal
+    (``gamma.view(1, 64, 1, 1)``, reached by a per-channel parameter): the kept count."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    keep, info = node.meta.get(KEEP), node.meta.get(CHANNELS)
+    if name not in _VIEWS or not isinstance(keep, ChannelKeep) or not keep.narrowed:
+        return False
+    assert isinstance(info, ChannelInfo)
+    packed = len(node.args) == 2 and isinstance(node.args[1], (tuple, list))
+    sizes = list(node.args[1] if packed else node.args[1:])
+    if info.dim >= len(sizes) or sizes[info.dim] != info.size:
+        return False  # -1 or a computed size: nothing to rewrite
+    sizes[info.dim] = int(keep.index.numel())
+    node.args = (node.args[0], type(node.args[1])(sizes)) if packed else (node.args[0], *sizes)
+    return True
+
+
 def rewrite_literals(gm: torch.fx.GraphModule) -> bool:
-    """Write the kept channel counts into literal split sizes along narrowed channel dims
-    (read from the outputs' ``KEEP``/``CHANNELS`` meta). True if any node changed."""
+    """Write the kept channel counts into literal split sizes along narrowed channel dims,
+    and into literal view sizes (read from the outputs' ``KEEP``/``CHANNELS`` meta). True
+    if any node changed."""
     changed = False
     for node in gm.graph.nodes:
+        if _rewrite_view(node):
+            changed = True
+            continue
         found = literal_split(node)
         keeps, infos = node.meta.get(KEEP), node.meta.get(CHANNELS)
         if found is None or not isinstance(keeps, tuple) or not isinstance(infos, tuple):

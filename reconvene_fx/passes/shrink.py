@@ -13,7 +13,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..costs import count_params
 from ..errors import ShrinkError
-from ..layers import Layer, layer_calls, module_layer
+from ..layers import Layer, layer_calls, module_layer, new_param, take
 from ..meta import (
     APPROXIMATE,
     CHANNELS,
@@ -118,6 +118,7 @@ class ShrinkPass(ReconvenePass):
                 "macs_after": after,
             }
         _check_nothing_left_over(graph_module, tensors_before)
+        _shrink_attributes(graph_module)
         if rewrite_literals(graph_module):
             graph_module.recompile()
         _update_shapes(graph_module)
@@ -156,6 +157,26 @@ class ShrinkPass(ReconvenePass):
         new = layer.handler.describe(layer.name, layer.module, None)
         assert new is not None
         return new
+
+
+def _shrink_attributes(gm: torch.fx.GraphModule) -> None:
+    """Slice the per-channel parameters and buffers read by ``get_attr`` whose channels
+    were narrowed (a layer scale ``gamma``): new tensors, parameters stay parameters."""
+    for node in gm.graph.nodes:
+        keep, info = node.meta.get(KEEP), node.meta.get(CHANNELS)
+        if node.op != "get_attr" or not isinstance(keep, ChannelKeep) or not keep.narrowed:
+            continue
+        assert isinstance(info, ChannelInfo)
+        holder_name, _, attr = str(node.target).rpartition(".")
+        holder = gm.get_submodule(holder_name) if holder_name else gm
+        old = getattr(holder, attr)
+        new = take(old, info.dim, keep.index)
+        if isinstance(old, nn.Parameter):
+            setattr(holder, attr, new_param(new, old))
+        elif attr in holder._buffers:
+            holder._buffers[attr] = new
+        else:
+            setattr(holder, attr, new)
 
 
 def _direct_tensors(gm: torch.fx.GraphModule) -> dict[str, dict[str, torch.Tensor]]:

@@ -13,6 +13,12 @@ from .layout import Layout, Scrambled
 
 __all__ = ["NoValue", "RuleContext"]
 
+# ops that move a per-channel parameter into place without changing its values
+_PER_CHANNEL_VIEWS = frozenset({
+    "reshape", "view", "unsqueeze", "squeeze", "flatten", "to", "type", "float", "half",
+    "bfloat16", "contiguous", "expand_as", "view_as", "reshape_as",
+})  # fmt: skip
+
 
 class NoValue(Exception):
     """An argument's concrete value was not recorded by ShapePass."""
@@ -95,6 +101,48 @@ class RuleContext:
             lambda n: found.append(n) if self.is_tensor(n) else None,
         )
         return found
+
+    def parameter(self, arg: Any, dim: int, size: int) -> Layout | None:
+        """A layout for a constant operand that is one value per channel read from a
+        parameter or buffer (``x * self.gamma.reshape(1, -1, 1, 1)``), so that its entries
+        follow the channels instead of pinning them; None for any other constant.
+
+        ``dim`` is the operand's dim that lines up with ``size`` channels. The operand may
+        come from a ``get_attr`` through reshapes (one non-1 dim throughout); every node on
+        the way is read by the next one only. The layouts are given to those nodes (the
+        ``get_attr`` included), so ShrinkPass slices the tensor and literal view sizes are
+        rewritten.
+        """
+        chain: list[torch.fx.Node] = []
+        node = arg
+        while isinstance(node, torch.fx.Node) and node.op != "get_attr":
+            name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+            if name not in _PER_CHANNEL_VIEWS or len(node.users) != 1 or not node.args:
+                return None
+            chain.append(node)
+            node = node.args[0]
+        if not isinstance(node, torch.fx.Node) or len(node.users) != 1:
+            return None
+        chain.append(node)
+        graph = node.graph
+        target = str(node.target)
+        if sum(1 for n in graph.nodes if n.op == "get_attr" and str(n.target) == target) != 1:
+            return None  # the tensor is read elsewhere too
+        dims = []
+        for n in chain:
+            shape = self.shape(n)
+            along = [d for d, s in enumerate(shape or ()) if s != 1]
+            if shape is None or along != [d for d, s in enumerate(shape) if s == size] or \
+                    len(along) != 1:  # fmt: skip
+                return None
+            dims.append(along[0])
+        arg_shape = self.shape(arg)
+        if arg_shape is None or dims[0] != dim % len(arg_shape):
+            return None
+        space = self.graph.new_space(size)
+        for n, d in zip(chain, dims, strict=True):
+            self._layouts[n] = Layout(space, d, size)
+        return self._layouts[arg]
 
     # -- channel ids ---------------------------------------------------------------------
     def ids(self, layout: Layout) -> torch.Tensor:

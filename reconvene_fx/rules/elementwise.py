@@ -6,6 +6,7 @@ import operator
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -48,8 +49,10 @@ _METHODS = (
 def elementwise(ctx: RuleContext) -> Any:
     """Operands broadcast against each other; channel dims that line up are unified.
 
-    A constant operand (a parameter, a buffer) that varies along the channel dim pins it;
-    so does an operand whose channel dim lands elsewhere than the others'.
+    A constant operand that varies along the channel dim pins it, unless it is one value
+    per channel read from a parameter or buffer (a layer scale: its entries follow the
+    channels, see :meth:`RuleContext.parameter`); an operand whose channel dim lands
+    elsewhere than the others' pins it too.
     """
     module = ctx.module
     if isinstance(module, nn.PReLU) and module.num_parameters != 1:
@@ -66,12 +69,12 @@ def elementwise(ctx: RuleContext) -> Any:
         only = len(tensors) == 1 and tuple(scrambled[0].shape) == tuple(out_shape)
         return scrambled[0] if only else ctx.boundary()
     aligned: list[tuple[Layout, int]] = []
-    constants: list[torch.Size] = []
+    constants: list[tuple[torch.fx.Node, torch.Size]] = []
     for tensor, lay in zip(tensors, layouts, strict=True):
         shape = ctx.shape(tensor)
         assert shape is not None
         if lay is None:
-            constants.append(shape)
+            constants.append((tensor, shape))
         elif isinstance(lay, Layout):
             out_dim = lay.dim + len(out_shape) - len(shape)
             if lay.size == out_shape[out_dim]:
@@ -84,11 +87,15 @@ def elementwise(ctx: RuleContext) -> Any:
     if len(out_dims) != 1:
         return ctx.boundary()
     (out_dim,) = out_dims
-    for shape in constants:
+    first = aligned[0][0]
+    for tensor, shape in constants:
         dim = out_dim - (len(out_shape) - len(shape))
         if dim >= 0 and shape[dim] > 1:
-            ctx.pin(*[lay for lay, _ in aligned])
-    first = aligned[0][0]
+            per_channel = ctx.parameter(tensor, dim, first.size) if module is None else None
+            if per_channel is None:
+                ctx.pin(*[lay for lay, _ in aligned])
+            else:
+                ctx.tie(first, per_channel)
     for lay, _ in aligned[1:]:
         ctx.tie(first, lay)
     return Layout(first.space, out_dim, first.size)
