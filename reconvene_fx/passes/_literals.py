@@ -1,13 +1,15 @@
 """Literal sizes in the graph that follow the plan: rewritten to the kept channel counts.
 
 A rule may let channels flow through an op whose arguments hold channel counts as
-literals (``x.split([16, 48], 1)``, ``x.split(32, 1)``) when the counts can be recomputed
+literals (``x.split([16, 48], 1)``, ``x.split(32, 1)``, ``x[:, 4:20]``,
+``gamma.view(1, 64, 1, 1)``) when the counts can be recomputed
 from what the plan keeps. After ShrinkPass has sliced the layers, :func:`rewrite_literals`
 writes the new counts into the node arguments, so the code matches the new widths.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch.fx
@@ -15,6 +17,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..meta import CHANNELS, KEEP, TENSOR_META, ChannelInfo, ChannelKeep
 from ..rules.concat import literal_split
+from ..rules.movement import channel_range
 
 __all__ = ["rewrite_literals"]
 
@@ -45,13 +48,41 @@ def _rewrite_view(node: torch.fx.Node) -> bool:
     return True
 
 
+def _rewrite_range(node: torch.fx.Node) -> bool:
+    """A literal channel range (``x[:, a:b]``, ``x.narrow(1, a, n)``) of a narrowed input:
+    the bounds of the kept channels inside it."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, torch.fx.Node) or node.op not in ("call_function", "call_method"):
+        return False
+    keep, info = source.meta.get(KEEP), source.meta.get(CHANNELS)
+    if not isinstance(keep, ChannelKeep) or not keep.narrowed or not isinstance(info, ChannelInfo):
+        return False
+    meta = source.meta.get(TENSOR_META)
+    if not isinstance(meta, TensorMetadata):
+        return False
+    window = channel_range(node, info.dim, len(meta.shape))
+    if window is None:
+        return False
+    kept = keep.index
+    start = int((kept < window[0]).sum())
+    stop = int((kept < window[1]).sum())
+    if node.target is operator.getitem:
+        index = node.args[1]
+        entries = list(index) if isinstance(index, tuple) else [index]
+        entries[info.dim] = slice(start, stop)
+        node.args = (source, tuple(entries) if isinstance(index, tuple) else entries[0])
+    else:
+        node.args = (source, node.args[1], start, stop - start)
+    return True
+
+
 def rewrite_literals(gm: torch.fx.GraphModule) -> bool:
     """Write the kept channel counts into literal split sizes along narrowed channel dims,
     and into literal view sizes (read from the outputs' ``KEEP``/``CHANNELS`` meta). True
     if any node changed."""
     changed = False
     for node in gm.graph.nodes:
-        if _rewrite_view(node):
+        if _rewrite_view(node) or _rewrite_range(node):
             changed = True
             continue
         found = literal_split(node)

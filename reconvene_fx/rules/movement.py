@@ -19,7 +19,7 @@ from .context import NoValue, RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES
 
-__all__ = ["channel_shuffle", "data_movement"]
+__all__ = ["channel_range", "channel_shuffle", "data_movement"]
 
 _SHAPE_METHODS = ("view", "reshape", "expand", "unflatten")
 _METHODS = (
@@ -149,8 +149,10 @@ def data_movement(ctx: RuleContext) -> Any:
     Two cases constrain pruning. A fixed size on a dim that carries channels (the literal
     ``groups`` of ``x.view(n, groups, c // groups, h, w)``, or a size read off another
     tensor, whose channels are then pinned) ties position ``j`` across that dim, so the size
-    stays valid. An op that drops channels by position (``x[:, :16]``) pins its input,
-    because the position would not survive pruning.
+    stays valid. A literal range of channels (``x[:, 4:20]``, ``x.narrow(1, 4, 16)``) gives
+    the output the channels of that range, and ShrinkPass rewrites the bounds to the kept
+    positions; any other op that drops channels by position pins its input, because the
+    position would not survive pruning.
     """
     node = ctx.node
     source = node.args[0]
@@ -161,6 +163,13 @@ def data_movement(ctx: RuleContext) -> Any:
         return None
     if not isinstance(lay, (Layout, Scrambled)) or in_shape is None or out_shape is None:
         return ctx.boundary()
+    if isinstance(lay, Layout):
+        window = channel_range(node, lay.dim, len(in_shape))
+        if window is not None:
+            start, stop = window
+            out = ctx.new(stop - start, lay.dim)
+            ctx.tie_ids(ctx.ids(out), ctx.ids(lay)[start:stop])
+            return out
     ids_in = ctx.id_tensor(lay, in_shape)
     try:
         ids = _apply(ctx, ids_in)
@@ -181,6 +190,33 @@ def data_movement(ctx: RuleContext) -> Any:
     if ids.dim() == 0:
         return None
     return _describe(ctx, small, varying, tuple(ids.shape))
+
+
+def channel_range(node: torch.fx.Node, dim: int, ndim: int) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``node`` keeps a literal range of dim ``dim`` and leaves the
+    dims before it whole: ``x[:, a:b]`` (step 1, int or None bounds, no ``...`` before
+    it) or ``x.narrow(dim, start, length)`` with literals. None otherwise."""
+    size = node.args[0].meta["tensor_meta"].shape[dim]  # type: ignore[union-attr]
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name == "narrow" and len(node.args) == 4:
+        d, start, length = node.args[1:]
+        if all(isinstance(v, int) for v in (d, start, length)) and d % ndim == dim:
+            start %= size
+            return (start, start + length) if length < size else None
+        return None
+    if node.target is not operator.getitem:
+        return None
+    index = node.args[1]
+    index = index if isinstance(index, tuple) else (index,)
+    if len(index) <= dim or any(i != slice(None) for i in index[:dim]):
+        return None
+    entry = index[dim]
+    if not isinstance(entry, slice) or entry.step not in (None, 1):
+        return None
+    if not all(v is None or isinstance(v, int) for v in (entry.start, entry.stop)):
+        return None
+    start, stop, _ = entry.indices(size)
+    return (start, stop) if 0 < stop - start < size else None
 
 
 def _apply(ctx: RuleContext, ids_in: torch.Tensor) -> torch.Tensor:

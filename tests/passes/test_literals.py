@@ -101,3 +101,34 @@ def test_stacked_branches_are_pruned_together() -> None:
         gm = rfx.compile(model, budget=0.5, example_inputs=(_x(),), reinit=False)
     assert gm.a.out_channels == gm.b.out_channels == gm.head.in_channels < 32
     assert rfx.verify(model, gm, (_x(),)).exact
+
+
+class PartialResidual(nn.Module):
+    """Literal channel ranges: a partial residual, a narrow, a cat of slices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide = nn.Conv2d(3, 48, 3, padding=1)
+        self.short = nn.Conv2d(3, 16, 1)
+        self.mid = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Conv2d(48, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.wide(x).relu()
+        first = y[:, :16] + self.short(x)  # x[:, :C] + shortcut
+        middle = self.mid(y.narrow(1, 16, 16))
+        return self.head(torch.cat([first, middle, y[:, 32:]], 1)).mean((2, 3))
+
+
+def test_literal_channel_ranges_are_rewritten_to_the_kept_positions() -> None:
+    torch.manual_seed(0)
+    model = PartialResidual().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownOpWarning)
+        gm = rfx.compile(model, budget=0.5, example_inputs=(_x(),), reinit=False,
+                         strategy="uniform")  # fmt: skip
+    assert gm.wide.out_channels < 48
+    # the ranges line up with what each consumer kept
+    assert gm.short.out_channels + gm.mid.in_channels <= gm.wide.out_channels
+    assert gm.head.in_channels == gm.wide.out_channels - gm.mid.in_channels + gm.mid.out_channels
+    assert rfx.verify(model, gm, (_x(),)).exact

@@ -101,7 +101,7 @@ class _Ops(nn.Module):
         # a per-channel constant (folded into a tensor attribute at trace): sliced with them
         (lambda y: y * torch.arange(8.0).view(1, 8, 1, 1), False),
         (lambda y: y * 2.0 + 1.0, False),
-        (lambda y: torch.cat([y[:, :4], y[:, 4:]], 1), True),  # slicing by literal position
+        (lambda y: torch.cat([y[:, :4], y[:, 4:]], 1), False),  # literal ranges: rewritten
         (lambda y: y[:, :, 1:], False),  # spatial crop keeps every channel
         (lambda y: y.permute(0, 2, 3, 1).permute(0, 3, 1, 2), False),
         (lambda y: y - y.mean(1, keepdim=True), True),  # reduces over channels
