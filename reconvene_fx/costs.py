@@ -115,6 +115,10 @@ class LayerCosts:
         params = self.params_fixed + int(self._params.params(counts).sum())
         return params, int(self._macs.macs(counts).sum())
 
+    def layer_params(self, removed: torch.Tensor) -> torch.Tensor:
+        """Parameters per entry of ``layers`` (in order) with the atoms in ``removed`` out."""
+        return self._params.params(self._kept_counts(removed))
+
     def untouched(self, removed: torch.Tensor) -> torch.Tensor:
         """Bool per entry of ``layers`` (in order): the layer keeps all its channels."""
         counts = self._kept_counts(removed)

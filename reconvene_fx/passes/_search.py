@@ -66,6 +66,22 @@ class Search:
         self.latency_before: float | None = None
         self.latency_after: float | None = None
 
+    def _largest_whole(self, removed: torch.Tensor) -> str:
+        """The layers that hold the most parameters even with all that may go removed:
+        the part of a BudgetError that says where to look."""
+        held = self.costs.layer_params(removed).tolist()
+        total = max(self.costs.params_full, 1)
+        ranked = sorted(zip(self.costs.layers, held, strict=False), key=lambda nh: -nh[1])[:3]
+        if not ranked:
+            return ""
+        named = ", ".join(f"{name!r} ({count / total:.0%})" for name, count in ranked)
+        return (
+            f". The layers that keep the most of the params: {named}. Channels are pinned "
+            "by ops without a channel rule (see the UnknownOpWarning), leaf modules "
+            "(AutoLeafWarning, leaf_modules=), ignore= or the model's outputs: register a "
+            "rule for those ops, or raise the budget"
+        )
+
     def run(
         self, order: torch.Tensor, start: int, phase_ends: tuple[int, ...] = ()
     ) -> torch.Tensor:
@@ -94,7 +110,7 @@ class Search:
             raise BudgetError(
                 f"budget {q}={self.limits[q]:g} cannot be met: the layers that may not be "
                 f"pruned keep {got[q]:.4f} of the {q}; the smallest reachable {q} budget is "
-                f"{got[q]:.4f}",
+                f"{got[q]:.4f}{self._largest_whole(removed_for(n))}",
                 quantity=q,
                 smallest=got[q],
             )
