@@ -74,7 +74,9 @@ class PruningReport:
     ``params_after`` less the weights composite masks hold at zero (equal without masks);
     with ``composite=True`` the params budget bounds it. ``global_density`` is the fraction
     of conv/linear weights inside the PaI mask. ``latency_before``/``latency_after`` are the
-    planner's measurements (only for latency budgets).
+    planner's measurements (only for latency budgets). ``leaves`` names the submodules
+    tracing made leaves (and why); ``decisions`` lists what tracing answered for the
+    example inputs (a branch on a shape, a length): the compiled graph is that path.
     """
 
     params_before: int
@@ -92,6 +94,8 @@ class PruningReport:
     global_density: float = 1.0
     latency_before: float | None = None
     latency_after: float | None = None
+    leaves: dict[str, str] = field(default_factory=dict)
+    decisions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -161,6 +165,8 @@ class PruningReport:
             )
         lines = format_rows(rows)
         lines.append(self.summary())
+        lines += [f"leaf (not pruned through): {n}: {why}" for n, why in self.leaves.items()]
+        lines += [f"traced for the example inputs: {d}" for d in self.decisions]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +185,8 @@ class PruningReport:
             "composite": self.composite,
             "reinit": self.reinit,
             "approximate": dict(self.approximate),
+            "leaves": dict(self.leaves),
+            "decisions": list(self.decisions),
             "layers": {
                 name: {
                     "in_channels": lp.in_channels,

@@ -44,6 +44,9 @@ def test_an_untraceable_submodule_becomes_a_leaf_with_one_warning() -> None:
     with pytest.warns(UnknownOpWarning, match="gate"):
         out = rfx.compile(Gated(), budget=1.0, example_inputs=(_x(),))
     assert out.get_submodule("conv").out_channels == 8
+    rep = rfx.report(out)
+    assert list(rep.leaves) == ["gate"] and "DataDependent" in rep.leaves["gate"]
+    assert "leaf (not pruned through): gate" in rep.format_table()
 
 
 def test_auto_leaf_off_gives_the_trace_error_naming_the_module() -> None:
@@ -171,3 +174,7 @@ def test_a_model_that_branches_on_shapes_compiles_exactly() -> None:
         gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=False)
     assert gm.get_submodule("mlp.fc1").out_channels < 16
     assert rfx.verify(model, gm, (x,)).exact
+    rep = rfx.report(gm)
+    assert any(d.startswith("mlp: lt(") for d in rep.decisions)
+    assert rep.to_dict()["decisions"] == list(rep.decisions)
+    assert "traced for the example inputs: mlp: lt(" in rep.format_table()

@@ -9,10 +9,12 @@ from torch.fx.passes.infra.pass_base import PassResult
 from ..composite import masked_count, masks_of
 from ..costs import count_params
 from ..meta import (
+    AUTO_LEAVES,
     PLAN,
     REPORT,
     SENSITIVITY_TABLE,
     SHRINK,
+    TRACE_DECISIONS,
     PlanSummary,
     SensitivityTable,
     ShrinkRecord,
@@ -89,5 +91,7 @@ class ReportPass(ReconvenePass):
             global_density=table.global_density,
             latency_before=summary.latency_before if summary else None,
             latency_after=summary.latency_after if summary else None,
+            leaves=dict(graph_module.meta.get(AUTO_LEAVES, {})),
+            decisions=tuple(graph_module.meta.get(TRACE_DECISIONS, ())),
         )
         return PassResult(graph_module, False)
