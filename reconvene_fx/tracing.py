@@ -234,7 +234,9 @@ def trace(
     instead); the leaves chosen this way are listed in
     ``gm.meta["reconvene.auto_leaves"]`` (``{name: reason}``).
 
-    With ``example_inputs``, what the forward asks of a traced value (``if x.shape[-1] <
+    With ``example_inputs``, forward parameters they do not fill keep their defaults
+    (traced as constants, as ``concrete_args`` would), and what the forward asks of a
+    traced value (``if x.shape[-1] <
     7``, ``len(parts)``, ``for p in x.unbind(1)``) is answered from the value those inputs
     give, computed on the meta device when first asked: the graph is the path those inputs
     take. Each answer is listed in ``gm.meta["reconvene.trace_decisions"]`` and logged.
@@ -265,6 +267,8 @@ def trace(
         return work
     specs = list(leaf_modules)
     inputs = None if example_inputs is None else _named_inputs(work, example_inputs)
+    if inputs is not None:  # optional arguments the inputs do not fill keep their defaults
+        concrete_args = {**_unfilled_defaults(work, inputs), **(concrete_args or {})} or None
     auto: dict[str, str] = {}
     while True:
         tracer = _Tracer(specs, auto, inputs)
@@ -305,6 +309,22 @@ def trace(
         for decision in tracer.decisions:
             logger.info("trace: resolved for the example inputs: %s", decision)
     return gm
+
+
+def _unfilled_defaults(model: torch.nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The forward parameters with a default that ``inputs`` does not fill: traced as
+    constants (``forward(x, scale=None)`` compiled for ``(x,)``)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {
+        p.name: p.default
+        for p in params
+        if p.name not in inputs
+        and p.default is not inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
 
 
 def _named_inputs(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, Any]:

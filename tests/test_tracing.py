@@ -178,3 +178,30 @@ def test_a_model_that_branches_on_shapes_compiles_exactly() -> None:
     assert any(d.startswith("mlp: lt(") for d in rep.decisions)
     assert rep.to_dict()["decisions"] == list(rep.decisions)
     assert "traced for the example inputs: mlp: lt(" in rep.format_table()
+
+
+class Optional(nn.Module):
+    """Keyword options with defaults and a dict output, as model-hub forwards have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.head = nn.Linear(16, 4)
+
+    def forward(
+        self, pixel_values: torch.Tensor, scale: torch.Tensor | None = None, flag: bool = False
+    ) -> dict[str, torch.Tensor]:
+        f = self.conv(pixel_values).mean((2, 3))
+        if scale is not None:
+            f = f * scale
+        return {"logits": self.head(f) * (2.0 if flag else 1.0)}
+
+
+def test_options_the_inputs_leave_out_keep_their_defaults() -> None:
+    model = Optional().eval()
+    x = _x()
+    gm = rfx.compile(model, budget=0.5, example_inputs=(x,), reinit=False)
+    assert gm.get_submodule("conv").out_channels < 16
+    out = gm(x)
+    assert list(out) == ["logits"] and out["logits"].shape == (2, 4)
+    assert rfx.verify(model, gm, (x,)).exact

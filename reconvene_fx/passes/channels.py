@@ -50,13 +50,14 @@ class ChannelGroupPass(ReconvenePass):
         self.rules = rules if rules is not None else DEFAULT_RULES
 
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        for node in graph_module.graph.nodes:
-            if node.op == "placeholder" and TENSOR_META not in node.meta:
-                raise PassOrderError(
-                    "ChannelGroupPass needs ShapePass to run first (input "
-                    f"{node.name!r} has no 'tensor_meta'); run the passes in the order of "
-                    "reconvene_fx.passes.compile_passes(...)"
-                )
+        # an input left at its default (not a tensor) has no tensor_meta: look at them all
+        inputs = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+        if inputs and not any(TENSOR_META in n.meta for n in inputs):
+            raise PassOrderError(
+                f"ChannelGroupPass needs ShapePass to run first (input {inputs[0].name!r} "
+                "has no 'tensor_meta'); run the passes in the order of "
+                "reconvene_fx.passes.compile_passes(...)"
+            )
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         graph = ChannelGraph()
