@@ -101,6 +101,9 @@ class _Ops(nn.Module):
         # a per-channel constant (folded into a tensor attribute at trace): sliced with them
         (lambda y: y * torch.arange(8.0).view(1, 8, 1, 1), False),
         (lambda y: y * 2.0 + 1.0, False),
+        (lambda y: y * torch.ones_like(y), False),  # same shape, values follow no channel
+        (lambda y: y.type_as(torch.zeros(1)), False),  # the other tensor gives the dtype
+        (lambda y: y.new_full((1, 8, 1, 1), 2.0) * y, True),  # a constant over channels
         (lambda y: torch.cat([y[:, :4], y[:, 4:]], 1), False),  # literal ranges: rewritten
         (lambda y: y[:, :, 1:], False),  # spatial crop keeps every channel
         (lambda y: y.permute(0, 2, 3, 1).permute(0, 3, 1, 2), False),
