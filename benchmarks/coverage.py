@@ -444,8 +444,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "",
         f"compile(budget={cfg['budget']}, method=magnitude, strategy="
         f"{cfg.get('strategy', 'uniform')}, reinit=False) -> verify -> "
-        f"export_onnx (onnxruntime check); input {side} "
-        "(vit/swin/maxvit always 224); "
+        f"export_onnx (onnxruntime check); input {side}"
+        f"{' (vit/swin/maxvit always 224)' if suite == 'torchvision' else ''}; "
         f"per-model timeout {cfg['timeout_s']} s.",
         "",
         f"Machine: {data['machine'].get('cpu', '?')}, {data['machine']['cpu_count']} cores, "

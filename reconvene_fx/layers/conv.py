@@ -1,4 +1,5 @@
-"""Convolutions (``nn.Conv1d/2d/3d``): grouped and depthwise included."""
+"""Convolutions (``nn.Conv1d/2d/3d``: grouped and depthwise included) and transposed
+convolutions (``groups == 1``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn as nn
 
 from .base import DEFAULT_LAYERS, Layer, LayerHandler, new_param, take
 
-__all__ = ["ConvHandler"]
+__all__ = ["ConvHandler", "ConvTransposeHandler"]
 
 
 @DEFAULT_LAYERS.module(nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -87,5 +88,68 @@ class ConvHandler(LayerHandler):
         with torch.no_grad():
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu",
                                     generator=generator)  # fmt: skip
+            if m.bias is not None:
+                m.bias.zero_()
+
+
+@DEFAULT_LAYERS.module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+class ConvTransposeHandler(LayerHandler):
+    """Transposed convs (``groups == 1``): weight ``[in, out, *kernel]``, channels on dim 1.
+    A grouped one is not described (its channels are left alone).
+
+    Example:
+        >>> from reconvene_fx.layers import module_layer
+        >>> lay = module_layer("up", torch.nn.ConvTranspose2d(4, 8, 2, stride=2))
+        >>> lay.in_channels, lay.out_channels, lay.params
+        (4, 8, 136)
+    """
+
+    def describe(self, name: str, module: nn.Module, node: torch.fx.Node | None) -> Layer | None:
+        assert isinstance(module, nn.modules.conv._ConvTransposeNd)
+        if module.groups != 1:
+            return None
+        return Layer(
+            name=name,
+            module=module,
+            handler=self,
+            node=node,
+            weighted=True,
+            in_channels=module.in_channels,
+            out_channels=module.out_channels,
+            unit=math.prod(module.kernel_size),
+            bias=module.bias is not None,
+        )
+
+    def macs(self, layer: Layer, out_shape: torch.Size) -> int:
+        # every input pixel scatters in_channels x kernel taps into each output channel:
+        # counted per output element, as for a conv of the same kernel
+        return out_shape.numel() * layer.in_channels * layer.unit
+
+    def channel_mass(self, layer: Layer, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per = scores.flatten(2).sum(2)  # [in, out]
+        return per.sum(0).to(torch.float64), per.sum(1).to(torch.float64)
+
+    def shrink(
+        self, layer: Layer, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
+    ) -> None:
+        m = layer.module
+        assert isinstance(m, nn.modules.conv._ConvTransposeNd)
+        weight = take(m.weight, 0, in_idx)
+        if out_idx is not None:
+            weight = weight.index_select(1, out_idx)
+        m.weight = new_param(weight, m.weight)
+        if m.bias is not None:
+            m.bias = new_param(take(m.bias, 0, out_idx), m.bias)
+        m.in_channels, m.out_channels = weight.shape[0], weight.shape[1]
+
+    def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
+        with torch.no_grad():
+            layer.module.weight[removed] = 0.0
+
+    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+        """PyTorch's default at the new shape (Kaiming uniform, a=sqrt(5)), zero bias."""
+        m = layer.module
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
             if m.bias is not None:
                 m.bias.zero_()

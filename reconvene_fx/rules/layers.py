@@ -10,7 +10,7 @@ from .context import RuleContext
 from .layout import Layout
 from .registry import DEFAULT_RULES
 
-__all__ = ["conv", "linear"]
+__all__ = ["conv", "conv_transpose", "linear"]
 
 
 @DEFAULT_RULES.module(nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -60,3 +60,17 @@ def linear(ctx: RuleContext) -> Any:
         ctx.pin(x)
     out_shape = ctx.out_shape
     return ctx.new(m.out_features, len(out_shape) - 1)
+
+
+@DEFAULT_RULES.module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def conv_transpose(ctx: RuleContext) -> Any:
+    """As a conv with ``groups == 1``: output channels are a new space, inputs consumed.
+    A grouped transposed conv is a boundary."""
+    m = ctx.module
+    assert isinstance(m, nn.modules.conv._ConvTransposeNd)
+    if m.groups != 1:
+        return ctx.boundary()
+    x = ctx.layout(ctx.node.args[0])
+    if not (isinstance(x, Layout) and x.dim == 1 and x.size == m.in_channels):
+        ctx.pin(x)
+    return ctx.new(m.out_channels, 1)

@@ -33,6 +33,7 @@ def _direct_params(m: nn.Module) -> int:
         nn.Conv2d(4, 8, 3, groups=2),
         nn.Conv2d(8, 16, 3, groups=8, bias=False),
         nn.Conv3d(2, 4, (1, 2, 3)),
+        nn.ConvTranspose2d(4, 6, 2, stride=2),
         nn.Linear(6, 5),
         nn.BatchNorm2d(8),
         nn.GroupNorm(2, 8),
@@ -97,6 +98,19 @@ def _rebuilt(module: nn.Module, old: dict[str, torch.Tensor]) -> nn.Module:
     return ref
 
 
+def test_transposed_conv_is_pruned_on_both_sides_exactly() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.ConvTranspose2d(16, 12, 2, stride=2),
+                        nn.ReLU(), nn.Conv2d(12, 4, 1)).eval()  # fmt: skip
+    x = torch.randn(2, 3, 10, 10)
+    gm = rfx.compile(net, budget=0.4, example_inputs=(x,), reinit=False, strategy="uniform")
+    up = gm.get_submodule("2")
+    assert up.in_channels < 16 and up.out_channels < 12
+    rep = rfx.report(gm)
+    assert rep.layers["2"].params_after == up.weight.numel() + up.bias.numel()
+    assert rfx.verify(net, gm, (x,)).exact
+
+
 def test_zero_inputs_equals_zeroing_the_input_channels() -> None:
     conv = nn.Conv2d(4, 8, 3, groups=2)
     x = torch.randn(1, 4, 6, 6)
@@ -108,8 +122,11 @@ def test_zero_inputs_equals_zeroing_the_input_channels() -> None:
 
 
 def test_a_new_layer_type_is_one_handler_and_one_rule() -> None:
-    """ConvTranspose2d (weight [in, out, k, k]) becomes prunable with a handler and a rule,
-    and compile, report and verify follow."""
+    """A layer type of your own (here a transposed conv, weight [in, out, k, k]) becomes
+    prunable with a handler and a rule, and compile, report and verify follow."""
+
+    class Deconv(nn.ConvTranspose2d):
+        pass
 
     class ConvTransposeHandler(LayerHandler):
         def describe(self, name, module, node):
@@ -141,18 +158,18 @@ def test_a_new_layer_type_is_one_handler_and_one_rule() -> None:
     def conv_transpose_rule(ctx: RuleContext):
         return ctx.new(ctx.module.out_channels, 1)
 
-    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.ConvTranspose2d(16, 12, 3),
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), Deconv(16, 12, 3),
                         nn.ReLU(), nn.Conv2d(12, 4, 1))  # fmt: skip
     x = torch.randn(2, 3, 10, 10)
-    DEFAULT_LAYERS.modules[nn.ConvTranspose2d] = ConvTransposeHandler()
-    DEFAULT_RULES.modules[nn.ConvTranspose2d] = conv_transpose_rule
+    DEFAULT_LAYERS.modules[Deconv] = ConvTransposeHandler()
+    DEFAULT_RULES.modules[Deconv] = conv_transpose_rule
     try:
         gm = rfx.compile(net, budget=0.4, example_inputs=(x,), reinit=False, strategy="uniform")
         rep = rfx.report(gm)
         assert rfx.verify(net, gm, (x,)).exact
     finally:
-        del DEFAULT_LAYERS.modules[nn.ConvTranspose2d]
-        del DEFAULT_RULES.modules[nn.ConvTranspose2d]
+        del DEFAULT_LAYERS.modules[Deconv]
+        del DEFAULT_RULES.modules[Deconv]
     deconv = gm.get_submodule("2")
     assert rep.layers["2"].narrowed and deconv.in_channels < 16 and deconv.out_channels < 12
     assert rep.params_ratio <= 0.4
