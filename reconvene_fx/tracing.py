@@ -6,9 +6,13 @@ Beyond ``torch.fx.symbolic_trace``:
   ``register_notrace_function``) are kept as calls, and any module type a channel rule
   knows is kept whole (timm's ``Conv2dSame``; a subclass that keeps its base's
   ``forward`` included);
-* a forward taking ``*args``/``**kwargs`` is traced for its named parameters;
+* a forward taking ``*args``/``**kwargs`` is traced for its named parameters, and with
+  example inputs the parameters they leave out keep their defaults;
 * iterating over, or taking ``len()`` of, the result of ``chunk``/``split``/``tensor_split``
   with literal section counts works (``list(x.chunk(2, 1))``, as Ultralytics' C2f does);
+* with example inputs, any other question the forward asks of a traced value (a branch
+  on ``x.shape``, ``len()``, iteration) is answered from its value for those inputs
+  (:mod:`reconvene_fx._shadow`), and recorded;
 * a submodule that still cannot be traced becomes a leaf (called as a black box, its
   channels pinned), with one :class:`AutoLeafWarning` naming it; only a failure in the
   model's own ``forward`` is a :class:`~reconvene_fx.errors.TraceError`.
