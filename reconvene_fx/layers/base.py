@@ -104,6 +104,14 @@ class LayerHandler:
         dims)."""
         raise NotImplementedError
 
+    def view(
+        self, name: str, module: nn.Module, node: torch.fx.Node | None, **geometry: Any
+    ) -> Layer:
+        """The :class:`Layer` of this handler for ``module`` with the given channel
+        geometry (``in_channels``, ``out_channels``, ``groups``, ``unit``, ...)."""
+        return Layer(name=name, module=module, handler=self, node=node,
+                     weighted=self.weighted, **geometry)  # fmt: skip
+
     def weight(self, layer: Layer) -> torch.Tensor | None:
         return layer.module.weight if self.weighted else None
 

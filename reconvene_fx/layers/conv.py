@@ -27,12 +27,10 @@ class ConvHandler(LayerHandler):
 
     def describe(self, name: str, module: nn.Module, node: torch.fx.Node | None) -> Layer:
         assert isinstance(module, nn.modules.conv._ConvNd)
-        return Layer(
-            name=name,
-            module=module,
-            handler=self,
-            node=node,
-            weighted=True,
+        return self.view(
+            name,
+            module,
+            node,
             in_channels=module.in_channels,
             out_channels=module.out_channels,
             groups=module.groups,
@@ -108,12 +106,10 @@ class ConvTransposeHandler(LayerHandler):
         assert isinstance(module, nn.modules.conv._ConvTransposeNd)
         if module.groups != 1:
             return None
-        return Layer(
-            name=name,
-            module=module,
-            handler=self,
-            node=node,
-            weighted=True,
+        return self.view(
+            name,
+            module,
+            node,
             in_channels=module.in_channels,
             out_channels=module.out_channels,
             unit=math.prod(module.kernel_size),

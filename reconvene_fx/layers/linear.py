@@ -26,12 +26,10 @@ class LinearHandler(LayerHandler):
 
     def describe(self, name: str, module: nn.Module, node: torch.fx.Node | None) -> Layer:
         assert isinstance(module, nn.Linear)
-        return Layer(
-            name=name,
-            module=module,
-            handler=self,
-            node=node,
-            weighted=True,
+        return self.view(
+            name,
+            module,
+            node,
             in_channels=module.in_features,
             out_channels=module.out_features,
             bias=module.bias is not None,

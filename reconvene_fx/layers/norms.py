@@ -41,12 +41,10 @@ class NormHandler(LayerHandler):
         if channels is None or (node is not None and not _follows_channels(module, node)):
             return None
         per_channel = sum(p.numel() for p in module._parameters.values() if p is not None)
-        return Layer(
-            name=name,
-            module=module,
-            handler=self,
-            node=node,
-            weighted=False,
+        return self.view(
+            name,
+            module,
+            node,
             in_channels=channels,
             out_channels=channels,
             unit=per_channel // max(channels, 1),
