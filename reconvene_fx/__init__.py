@@ -31,6 +31,7 @@ from .config import CompileConfig
 from .errors import (
     BudgetError,
     PassOrderError,
+    RandomTargetsWarning,
     ReconveneError,
     ShrinkError,
     TraceError,
@@ -53,6 +54,7 @@ __all__ = [
     "LayerPlan",
     "PassOrderError",
     "PruningReport",
+    "RandomTargetsWarning",
     "ReconveneError",
     "ShrinkError",
     "TraceError",

@@ -38,7 +38,7 @@ __all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
 PROG = "reconvene-fx"
 OUTPUT_SUFFIXES = (".onnx", ".pt2", ".pt")
 _METHODS = ("magnitude", "random")  # used when the scorer registry cannot be read
-_STRATEGIES = ("reconvene", "uniform", "global")
+_STRATEGIES = ("reconvene", "uniform", "global", "none")
 
 
 class _UsageError(Exception):
@@ -59,6 +59,16 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
     if math.isnan(value) or not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
@@ -140,7 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy",
         choices=_STRATEGIES,
         default="reconvene",
-        help="how channel widths are allocated (default: reconvene)",
+        help="how channel widths are allocated (default: reconvene; none: masks only, "
+        "with --composite: the unstructured PaI model)",
+    )
+    common.add_argument(
+        "--min-width",
+        type=_unit_interval,
+        default=0.1,
+        metavar="F",
+        help="no coupled channel group keeps fewer than this fraction of its channels "
+        "(default: 0.1; 0 disables the floor)",
+    )
+    common.add_argument(
+        "--allocation",
+        choices=("density", "sqrt"),
+        default="density",
+        help="reconvene widths: match each layer's PaI density, or its square root "
+        "(halfway to uniform) (default: density)",
     )
     common.add_argument(
         "--composite",
@@ -323,6 +349,8 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
                 method_options=_method_options(args),
                 strategy=args.strategy,
                 composite=args.composite,
+                min_width=args.min_width,
+                allocation=args.allocation,
                 progress=not args.quiet,
                 seed=args.seed,
                 round_to=args.round_to,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .strategies import get_strategy
+from .strategies.reconvene import ALLOCATIONS
 
 __all__ = ["CompileConfig", "LatencyFn"]
 
@@ -29,10 +30,22 @@ class CompileConfig:
             mask prunes harder than the global density are narrowed first, each coupled
             group in proportion to its layers' densities (see PlanPass); ``"uniform"``
             removes the same fraction of every coupled group; ``"global"`` ranks channels
-            model-wide by their score relative to their group's mean.
+            model-wide by their score relative to their group's mean; ``"none"`` narrows
+            nothing (with ``composite=True``: the unstructured PaI model, masks only).
         composite: keep the unstructured PaI mask on the layers that were not narrowed, as
             a weight parametrization that survives training; the params budget then bounds
-            the nonzero parameters (the paper's composite mode).
+            the nonzero parameters (the paper's composite mode). Needs a strategy that
+            leaves layers whole: ``"reconvene"`` or ``"none"``.
+        min_width: no coupled group keeps fewer than ``ceil(min_width * n)`` of its ``n``
+            channels (the strongest ones), so no layer becomes a bottleneck of a few
+            channels; 0 disables the floor.
+        allocation: how ``strategy="reconvene"`` turns PaI densities into widths:
+            ``"density"`` (each narrowed layer's dense size matches what its mask kept) or
+            ``"sqrt"`` (those widths tempered halfway towards uniform).
+        data: labelled data for the scorers that need it (SNIP, GraSP): one batch
+            ``(inputs, targets)``, or an iterable of such batches (their scores are
+            summed). ``inputs`` is a tensor or a tuple of the model's inputs. Without it
+            these scorers run on ``example_inputs`` against ``targets``.
         seed: seeds scoring and re-initialization; equal seeds give equal models.
         round_to: kept width of every coupled group is a multiple of this (or the full
             width), e.g. 8 for tensor cores.
@@ -40,7 +53,8 @@ class CompileConfig:
         reinit: re-initialize narrowed layers (Kaiming normal as torchvision does; norms
             reset). ``False`` keeps the sliced original weights, which ``verify`` checks.
         targets: class indices for SNIP/GraSP, shaped like the output without its class
-            dim; drawn uniformly with ``seed`` when None.
+            dim; drawn uniformly with ``seed`` when None (with a
+            :class:`~reconvene_fx.errors.RandomTargetsWarning`; prefer ``data``).
         leaf_modules: module types or names that tracing keeps opaque.
         auto_leaf: a submodule torch.fx cannot trace becomes a leaf (one warning naming
             it) instead of a ``TraceError`` (see :func:`reconvene_fx.trace`).
@@ -56,6 +70,9 @@ class CompileConfig:
     method_options: Mapping[str, Any] = field(default_factory=dict)
     strategy: str = "reconvene"
     composite: bool = False
+    min_width: float = 0.1
+    allocation: str = "density"
+    data: Any = None
     seed: int = 0
     round_to: int = 1
     ignore: Sequence[str] = ()
@@ -71,6 +88,27 @@ class CompileConfig:
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)  # unknown: ValueError naming the known ones
+        if self.strategy == "none" and not self.composite:
+            raise ValueError(
+                "strategy='none' narrows nothing; add composite=True for the unstructured "
+                "PaI model (masks only)"
+            )
+        if self.composite and self.strategy in ("uniform", "global"):
+            raise ValueError(
+                f"composite=True keeps masks on the layers a plan leaves whole, and "
+                f"strategy={self.strategy!r} narrows every layer; use strategy='reconvene' "
+                "or 'none' with composite=True"
+            )
+        if self.data is not None and self.targets is not None:
+            raise ValueError("give data=(inputs, targets) or targets=, not both")
+        if isinstance(self.min_width, bool) or not isinstance(self.min_width, (int, float)):
+            raise TypeError(f"min_width must be a number in [0, 1], got {self.min_width!r}")
+        if not 0.0 <= self.min_width <= 1.0:
+            raise ValueError(f"min_width must lie in [0, 1], got {self.min_width}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}"
+            )
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
             raise TypeError(f"round_to must be a positive int, got {self.round_to!r}")
         if self.round_to < 1:

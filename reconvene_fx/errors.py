@@ -1,4 +1,5 @@
-"""Exceptions raised by reconvene_fx. Every error is a :class:`ReconveneError`."""
+"""Exceptions raised by reconvene_fx (every error is a :class:`ReconveneError`) and its
+warnings about results that may not be what the caller meant."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ __all__ = [
     "BudgetError",
     "ExportError",
     "PassOrderError",
+    "RandomTargetsWarning",
     "ReconveneError",
     "ShrinkError",
     "TraceError",
@@ -78,3 +80,9 @@ class ExportError(ReconveneError):
         super().__init__(message)
         self.output_index = output_index
         self.max_error = max_error
+
+
+class RandomTargetsWarning(UserWarning):
+    """A data-dependent scorer (SNIP, GraSP) ran against randomly drawn labels, because
+    neither ``data=(inputs, targets)`` nor ``targets=`` was given: its scores then reflect
+    noise labels, not the task."""

@@ -30,7 +30,7 @@ class LayerPlan:
         sensitivity: ``density`` relative to the global density (Reconvene's PSE).
         narrowed: whether any input or output channel was removed.
         params_before, params_after: parameters of the module (weight and bias).
-        flops_before, flops_after: multiply-accumulates on the example inputs.
+        flops_before, flops_after: multiply-accumulates per sample of the example inputs.
         selected: the PSE selected the layer (``sensitivity < 1``).
         masked: the layer keeps its unstructured mask (``composite=True``).
         nonzero_after: ``params_after`` less the weights its mask holds at zero.
@@ -60,13 +60,20 @@ class LayerPlan:
         """Fraction of the module's parameters physically kept."""
         return self.params_after / max(self.params_before, 1)
 
+    @property
+    def kept_density(self) -> float:
+        """Fraction of the module's parameters kept nonzero (``nonzero_after`` over
+        ``params_before``): what to compare with ``density``, the PaI mask's share."""
+        return self.nonzero_after / max(self.params_before, 1)
+
 
 @dataclass(frozen=True, eq=False)
 class PruningReport:
     """Totals and per-layer plans of one compilation (see :func:`report`).
 
     ``params_*`` count every parameter of the model (shared ones once); ``flops_*`` count
-    multiply-accumulates of conv and linear layers on the example inputs. ``layers`` is keyed
+    multiply-accumulates of conv and linear layers per sample: on the example inputs,
+    divided by their batch size ``batch_size``. ``layers`` is keyed
     by the qualified module name in the original model. ``approximate`` names the nodes
     where pruning changes values (LayerNorm/GroupNorm statistics) instead of only removing
     them; ``verify`` can then check shapes only. ``budget``, ``method``, ``strategy``,
@@ -96,6 +103,7 @@ class PruningReport:
     latency_after: float | None = None
     leaves: dict[str, str] = field(default_factory=dict)
     decisions: tuple[str, ...] = ()
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -143,9 +151,12 @@ class PruningReport:
         return text
 
     def format_table(self, *, only_narrowed: bool = False) -> str:
-        """A per-layer table: widths before/after, params, MACs, the PaI density and
-        sensitivity, ``PSE`` (selected), ``mask`` (composite), then the totals."""
-        header = ("layer", "in", "out", "params", "MACs", "density", "sens", "PSE", "mask")
+        """A per-layer table: widths before/after, params, MACs per sample, the PaI density,
+        the density kept (nonzero parameters over the original ones), sensitivity, ``PSE``
+        (selected), ``mask`` (composite), then the totals."""
+        header = (
+            "layer", "in", "out", "params", "MACs", "density", "kept", "sens", "PSE", "mask"
+        )  # fmt: skip
         rows = [header]
         for name, lp in self.layers.items():
             if only_narrowed and not lp.narrowed:
@@ -158,6 +169,7 @@ class PruningReport:
                     f"{lp.params_before:,}->{lp.params_after:,}",
                     f"{lp.flops_before:,}->{lp.flops_after:,}",
                     f"{lp.density:.3f}",
+                    f"{lp.kept_density:.3f}",
                     f"{lp.sensitivity:.2f}",
                     "yes" if lp.selected else "",
                     "yes" if lp.masked else "",
@@ -187,6 +199,7 @@ class PruningReport:
             "approximate": dict(self.approximate),
             "leaves": dict(self.leaves),
             "decisions": list(self.decisions),
+            "batch_size": self.batch_size,
             "layers": {
                 name: {
                     "in_channels": lp.in_channels,
@@ -194,6 +207,7 @@ class PruningReport:
                     "in_kept": int(lp.in_idx.numel()),
                     "out_kept": int(lp.out_idx.numel()),
                     "density": lp.density,
+                    "kept_density": lp.kept_density,
                     "sensitivity": lp.sensitivity,
                     "narrowed": lp.narrowed,
                     "selected": lp.selected,

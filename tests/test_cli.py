@@ -71,6 +71,8 @@ def _assert_one_error_line(err: str) -> None:
         (["report", *RESNET, "--budget", "0.5", "--flops", "2"], r"--flops: must be in"),
         (["compile", *RESNET, "--budget", "0.5", "-o", "out.txt"], "must end in .onnx"),
         (["compile", *RESNET, "--budget", "0.5", "--round-to", "0"], "positive integer"),
+        (["compile", *RESNET, "--budget", "0.5", "--min-width", "1.5"], r"must be in \[0, 1\]"),
+        (["compile", *RESNET, "--budget", "0.5", "--strategy", "none"], "composite=True"),
         (["compile", *RESNET, "--budget", "0.5", "--method", "oracle"], "invalid choice"),
         (["compile", *RESNET], "--budget and/or --flops"),
         (["compile", *RESNET, "--budget", "0.5", "--iterations", "5"], "synflow only"),
@@ -136,7 +138,8 @@ def test_compile_calls_the_api_with_the_options(
 
     monkeypatch.setattr(reconvene_fx, "compile", spy)
     args = ["--budget", "0.9", "--flops", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
-    args += ["--method", "random", "--strategy", "global", "--round-to", "2", "--no-reinit"]
+    args += ["--method", "random", "--strategy", "reconvene", "--round-to", "2", "--no-reinit"]
+    args += ["--min-width", "0.2", "--allocation", "sqrt"]
     assert main(["compile", small_net, *args, "--ignore", "7", "--composite", "-q"]) == 0
     (x,) = seen.pop("example_inputs")  # type: ignore[misc]
     assert tuple(x.shape) == (2, 3, 8, 8)
@@ -144,8 +147,10 @@ def test_compile_calls_the_api_with_the_options(
         "budget": reconvene_fx.Budget(params=0.9, flops=0.8),
         "method": "random",
         "method_options": {},
-        "strategy": "global",
+        "strategy": "reconvene",
         "composite": True,
+        "min_width": 0.2,
+        "allocation": "sqrt",
         "progress": False,
         "seed": 3,
         "round_to": 2,

@@ -94,3 +94,55 @@ def test_bake_masks_copies_and_keeps_the_numbers() -> None:
     gm.eval(), baked.eval()
     torch.testing.assert_close(baked(X), gm(X))
     assert rfx.bake_masks(baked) is baked
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.5])
+def test_strategy_none_is_the_unstructured_pai_model(budget: float) -> None:
+    model, gm = composite("residual", budget, strategy="none")
+    rep = rfx.report(gm)
+    table = gm.meta["reconvene.sensitivity_table"]
+    assert not any(lp.narrowed for lp in rep.layers.values())
+    assert rep.params_after == rep.params_before and rep.strategy == "none"
+    # the nonzero parameters (biases and norms included) fill the budget
+    assert budget - 0.01 <= rep.nonzero_ratio <= budget
+    masks = masks_of(gm)
+    kept = torch.cat([table.layers[n].scores[m] for n, m in masks.items()])
+    dropped = torch.cat([table.layers[n].scores[~m] for n, m in masks.items()])
+    assert float(kept.min()) > float(dropped.max())  # one global threshold
+    assert rfx.verify(model, gm, (X,)).exact
+
+
+def test_strategy_none_needs_composite() -> None:
+    with pytest.raises(ValueError, match=r"strategy='none' narrows nothing.*composite=True"):
+        rfx.compile(build("residual"), 0.5, (X,), strategy="none")
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "global"])
+def test_composite_with_a_strategy_that_narrows_everything_is_refused(strategy: str) -> None:
+    with pytest.raises(ValueError, match=f"strategy='{strategy}' narrows every layer"):
+        rfx.compile(build("residual"), 0.5, (X,), strategy=strategy, composite=True)
+
+
+def test_report_gives_pai_and_kept_density_per_layer() -> None:
+    _, gm = composite("residual", 0.4)
+    rep = rfx.report(gm)
+    table = rep.format_table()
+    assert "density" in table and "kept" in table
+    for lp in rep.layers.values():
+        assert lp.kept_density == pytest.approx(lp.nonzero_after / lp.params_before)
+        if lp.masked:  # a masked layer keeps about its PaI share (biases aside)
+            assert lp.kept_density <= lp.density + 0.05
+    assert rep.to_dict()["layers"]["fc"]["kept_density"] == rep.layers["fc"].kept_density
+
+
+def test_a_tight_composite_budget_narrows_beyond_the_selected_groups() -> None:
+    """When narrowing the selected groups to the floor and re-thresholding the masks is
+    not enough, the other groups narrow too: the budget holds instead of a BudgetError."""
+    model, gm = composite("residual", 0.08)
+    rep = rfx.report(gm)
+    table = gm.meta["reconvene.sensitivity_table"]
+    assert rep.nonzero_after <= 0.08 * rep.params_before
+    unselected_narrowed = [n for n, lp in rep.layers.items()
+                           if lp.narrowed and not table.layers[n].selected]  # fmt: skip
+    assert unselected_narrowed
+    assert rfx.verify(model, gm, (X,)).exact

@@ -55,11 +55,8 @@ class Search:
         # composite: the masks of untouched layers either are re-thresholded to fit the
         # params budget (so a plan fits when the touched layers alone do) or count as they
         # are
-        self.adjust_masks = (
-            settings.composite
-            and adjust_masks
-            and all(lay.scores is not None for lay in sens.values())
-        )
+        scores_kept = all(lay.scores is not None for lay in sens.values())
+        self.adjust_masks = settings.composite and adjust_masks and scores_kept
         self.savings = (
             _mask_savings(costs, sens, whole=self.adjust_masks) if settings.composite else None
         )
@@ -78,8 +75,9 @@ class Search:
         return (
             f". The layers that keep the most of the params: {named}. Channels are pinned "
             "by ops without a channel rule (see the UnknownOpWarning), leaf modules "
-            "(AutoLeafWarning, leaf_modules=), ignore= or the model's outputs: register a "
-            "rule for those ops, or raise the budget"
+            "(AutoLeafWarning, leaf_modules=), ignore=, the model's outputs or the "
+            "min_width floor: register a rule for those ops, lower min_width, or raise the "
+            "budget"
         )
 
     def run(

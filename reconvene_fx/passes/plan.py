@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_leaves
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..costs import LayerCosts
+from ..errors import BudgetError
 from ..meta import (
     CHANNELS,
     PLAN,
@@ -22,7 +23,7 @@ from ..meta import (
     PlanSummary,
     SensitivityTable,
 )
-from ..strategies import PlanInputs, get_strategy
+from ..strategies import PlanInputs, RemovalOrder, get_strategy
 from ._base import ReconvenePass, require_meta, require_node_meta
 from ._keep import write_keep
 from ._search import Search, SearchSettings
@@ -116,8 +117,10 @@ class PlanPass(ReconvenePass):
         self._pin_ignored(costs, pinned)
         scores = _atom_scores(costs, sens, num_atoms)
         protected = _best_atom_per_space(infos, scores, pinned)
+        protected |= _floor(group, scores, pinned, self.config.min_width)
         removable = (~pinned & ~protected).nonzero().flatten()
         strategy = get_strategy(self.config.strategy)
+        layer_groups, layer_density = _layer_groups(costs, sens)
         order = strategy(
             PlanInputs(
                 removable=removable,
@@ -126,6 +129,9 @@ class PlanPass(ReconvenePass):
                 producers=_producers(costs, sens, group),
                 composite=self.config.composite,
                 sensitivity=sens,
+                layer_groups=layer_groups,
+                layer_density=layer_density,
+                allocation=self.config.allocation,
             )
         )
         settings = SearchSettings(
@@ -135,8 +141,9 @@ class PlanPass(ReconvenePass):
             composite=self.config.composite,
             latency_fn=self.config.latency_fn,
         )
-        search = Search(settings, graph_module, costs, group, sens, order.adjust_masks)
-        removed = search.run(order.atoms, order.start, order.phase_ends)
+        search, removed = _search(
+            order, lambda adjust: Search(settings, graph_module, costs, group, sens, adjust)
+        )
         write_keep(graph_module, removed)
         masks = search.composite_masks(removed) if self.config.composite else {}
         graph_module.meta[PLAN] = PlanSummary(
@@ -179,6 +186,63 @@ def _atom_scores(
         if layer.in_info is not None and lay.in_mass.numel() == layer.in_info.size:
             atom_score.index_add_(0, layer.in_info.atoms, _normalized(lay.in_mass))
     return atom_score
+
+
+def _search(order: RemovalOrder, make: Callable[[bool], Search]) -> tuple[Search, torch.Tensor]:
+    """Run the search for ``order``; with a preferred prefix (composite plans), try it with
+    the masks as they are, then re-thresholded, before going on into the whole order."""
+    if order.preferred is None:
+        search = make(order.adjust_masks)
+        return search, search.run(order.atoms, order.start, order.phase_ends)
+    head = order.atoms[: order.preferred]
+    attempts = [(False, head, ()), (True, head, ()), (True, order.atoms, order.phase_ends)]
+    for i, (adjust, atoms, phase_ends) in enumerate(attempts):
+        search = make(adjust)
+        try:
+            return search, search.run(atoms, order.start, phase_ends)
+        except BudgetError:
+            if i == len(attempts) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _layer_groups(
+    costs: LayerCosts, sens: Mapping[str, LayerSensitivity]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per scored layer: ``[input group, output group]`` (-1 for none) and its density."""
+    rows: list[tuple[int, int]] = []
+    density: list[float] = []
+    for name, costed in costs.layers.items():
+        lay = sens.get(name)
+        if lay is None or not costed.layer.weighted:
+            continue
+        rows.append(tuple(-1 if i is None else i.group for i in (costed.in_info, costed.out_info)))
+        density.append(lay.density)
+    return (
+        torch.tensor(rows, dtype=torch.long).reshape(-1, 2),
+        torch.tensor(density, dtype=torch.float64),
+    )
+
+
+def _floor(
+    group: torch.Tensor, scores: torch.Tensor, pinned: torch.Tensor, min_width: float
+) -> torch.Tensor:
+    """The ``ceil(min_width * n)`` best atoms of each coupled group of ``n`` atoms (pinned
+    ones count towards it): no plan narrows a group below that."""
+    protected = torch.zeros_like(pinned)
+    if min_width <= 0 or group.numel() == 0:
+        return protected
+    size = torch.bincount(group)
+    floor = torch.ceil(min_width * size.double() - 1e-9).long()
+    # best first within each group, pinned atoms ahead of all others
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort((~pinned[order]).to(torch.int8), stable=True)]
+    order = order[torch.argsort(group[order], stable=True)]
+    starts = torch.cumsum(size, 0) - size
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel()) - starts[group[order]]
+    protected = rank < floor[group]
+    return protected & ~pinned
 
 
 def _producers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..composite import masked_count, masks_of
 from ..costs import count_params
@@ -14,6 +15,7 @@ from ..meta import (
     REPORT,
     SENSITIVITY_TABLE,
     SHRINK,
+    TENSOR_META,
     TRACE_DECISIONS,
     PlanSummary,
     SensitivityTable,
@@ -22,7 +24,7 @@ from ..meta import (
 from ..report import LayerPlan, PruningReport
 from ._base import ReconvenePass, require_meta
 
-__all__ = ["ReportPass"]
+__all__ = ["ReportPass", "example_batch_size"]
 
 
 class ReportPass(ReconvenePass):
@@ -52,6 +54,7 @@ class ReportPass(ReconvenePass):
         assert isinstance(record, ShrinkRecord) and isinstance(table, SensitivityTable)
         plan = graph_module.meta.get(PLAN)
         masks = masks_of(graph_module)
+        batch = example_batch_size(graph_module)
         layers = {}
         for name, change in record.layers.items():
             sens = table.layers.get(name)
@@ -67,8 +70,8 @@ class ReportPass(ReconvenePass):
                 or (change.out_idx.numel() < change.out_channels),
                 params_before=change.params_before,
                 params_after=change.params_after,
-                flops_before=change.macs_before,
-                flops_after=change.macs_after,
+                flops_before=change.macs_before // batch,
+                flops_after=change.macs_after // batch,
                 selected=bool(sens.selected) if sens is not None else False,
                 masked=mask is not None,
                 nonzero_after=change.params_after - (masked_count(mask) if mask is not None else 0),
@@ -78,8 +81,8 @@ class ReportPass(ReconvenePass):
         graph_module.meta[REPORT] = PruningReport(
             params_before=record.params_before,
             params_after=params_after,
-            flops_before=record.macs_before,
-            flops_after=record.macs_after,
+            flops_before=record.macs_before // batch,
+            flops_after=record.macs_after // batch,
             layers=layers,
             approximate=dict(record.approximate),
             budget=table.budget,
@@ -93,5 +96,19 @@ class ReportPass(ReconvenePass):
             latency_after=summary.latency_after if summary else None,
             leaves=dict(graph_module.meta.get(AUTO_LEAVES, {})),
             decisions=tuple(graph_module.meta.get(TRACE_DECISIONS, ())),
+            batch_size=batch,
         )
         return PassResult(graph_module, False)
+
+
+def example_batch_size(gm: torch.fx.GraphModule) -> int:
+    """The leading size the tensor inputs share (ShapePass's record of the example inputs),
+    or 1 when they share none: MACs are reported per sample of that batch."""
+    sizes = {
+        int(meta.shape[0])
+        for node in gm.graph.nodes
+        if node.op == "placeholder"
+        and isinstance(meta := node.meta.get(TENSOR_META), TensorMetadata)
+        and len(meta.shape) > 0
+    }
+    return sizes.pop() if len(sizes) == 1 and min(sizes) > 0 else 1

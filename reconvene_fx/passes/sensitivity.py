@@ -53,7 +53,7 @@ class SensitivityPass(ReconvenePass):
         example_inputs: inputs for the data-dependent scorers (SNIP, GraSP; SynFlow takes
             their shape).
         config: the compile options; the pass reads ``method`` (a registered scorer name
-            or a scorer function), ``targets``, ``seed``, ``method_options`` and
+            or a scorer function), ``data``, ``targets``, ``seed``, ``method_options`` and
             ``progress``.
         keep_scores: keep every weight's score in the meta (composite plans need them; it
             costs a copy of the weights in memory). Default: ``config.composite``.
@@ -97,6 +97,7 @@ class SensitivityPass(ReconvenePass):
             density=self.density,
             progress=config.progress,
             options=config.method_options,
+            data=config.data,
         )
         method = config.method if isinstance(config.method, str) else getattr(
             config.method, "__name__", repr(config.method))  # fmt: skip

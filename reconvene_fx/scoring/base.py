@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 import torch.fx
 
+from ..errors import RandomTargetsWarning
 from ..layers import module_layer
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "Scorer",
     "check_finite",
     "get_scorer",
+    "labelled_batches",
     "prunable_weights",
     "register_scorer",
     "run_scorer",
@@ -31,6 +34,8 @@ class Scorer(Protocol):
     important. ``density`` is the fraction of prunable weights the caller will keep (SynFlow
     uses it for its schedule); ``progress`` asks for a progress bar on stderr. A scorer may
     leave out any keyword it does not use: :func:`run_scorer` passes only those it accepts.
+    A scorer with the attribute ``needs_labels = True`` (SNIP, GraSP) is run once per
+    labelled batch when ``compile`` gets ``data=`` (see :func:`run_scorer`).
     """
 
     def __call__(
@@ -105,12 +110,17 @@ def run_scorer(
     density: float = 1.0,
     progress: bool = False,
     options: Mapping[str, Any] | None = None,
+    data: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Run a scorer and check what it returns.
 
     Keywords the scorer does not accept are not passed (``options`` are, and a scorer that
     rejects one raises ``TypeError`` naming it). Every prunable weight must get a finite
-    score of its own shape.
+    score of its own shape. A scorer that ``needs_labels`` runs on each batch of ``data``
+    (one ``(inputs, targets)`` pair or an iterable of them) and its scores are summed;
+    without ``data`` it runs on ``example_inputs`` and ``targets``, and when those are
+    None too, a :class:`~reconvene_fx.errors.RandomTargetsWarning` says the labels are
+    random. Other scorers ignore ``data``.
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(3, 2)))
@@ -130,8 +140,69 @@ def run_scorer(
                 f"scoring method {label!r} takes no option(s) {', '.join(unknown)}; "
                 f"it accepts: {', '.join(sorted(accepted - set(wanted))) or 'none'}"
             )
-    scores = fn(gm, example_inputs, targets, **kwargs, **extra)
-    return _checked(label, gm, scores)
+    if not getattr(fn, "needs_labels", False):
+        return _checked(label, gm, fn(gm, example_inputs, targets, **kwargs, **extra))
+    if data is None:
+        if targets is None:
+            warnings.warn(
+                f"scoring method {label!r} ranks weights by a loss on labels, and none were "
+                "given: it scores against random labels. Pass data=(inputs, targets) (or "
+                "targets=) to score on the task",
+                RandomTargetsWarning,
+                stacklevel=2,
+            )
+        return _checked(label, gm, fn(gm, example_inputs, targets, **kwargs, **extra))
+    total: dict[str, torch.Tensor] = {}
+    for batch_inputs, batch_targets in labelled_batches(data):
+        batch = _checked(label, gm, fn(gm, batch_inputs, batch_targets, **kwargs, **extra))
+        for name, value in batch.items():
+            total[name] = total[name] + value if name in total else value.clone()
+    return total
+
+
+def labelled_batches(data: Any) -> Iterator[tuple[tuple[Any, ...], torch.Tensor]]:
+    """``(inputs, targets)`` of each batch of ``data``: one ``(inputs, targets)`` pair
+    (``targets`` a tensor) or an iterable of such pairs, ``inputs`` a tensor or a tuple of
+    the model's inputs.
+
+    Example:
+        >>> x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+        >>> [tuple(i[0].shape) for i, _ in labelled_batches((x, y))]
+        [(4, 3)]
+        >>> len(list(labelled_batches([(x, y), (x, y)])))
+        2
+    """
+    if _is_batch(data):
+        batches: Any = [data]
+    else:
+        try:
+            batches = iter(data)
+        except TypeError:
+            raise TypeError(_BAD_DATA.format(type(data).__name__)) from None
+    count = 0
+    for batch in batches:
+        if not _is_batch(batch):
+            raise TypeError(_BAD_DATA.format(f"an item of type {type(batch).__name__}"))
+        inputs, targets = batch
+        count += 1
+        yield (tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)), targets
+    if count == 0:
+        raise ValueError("data holds no batch; give at least one (inputs, targets) pair")
+
+
+_BAD_DATA = (
+    "data must be a batch (inputs, targets), targets a tensor of class indices, or an "
+    "iterable of such batches (a DataLoader); got {}"
+)
+
+
+def _is_batch(value: Any) -> bool:
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and isinstance(value[1], torch.Tensor)
+        and isinstance(value[0], (torch.Tensor, tuple, list))
+    )
 
 
 def _keywords(fn: Callable[..., Any]) -> set[str] | None:

@@ -59,3 +59,6 @@ def grasp(
     total = abs(float(sum(float(s.sum(dtype=torch.float64)) for s in scores.values())))
     norm = total + 1e-10
     return {name: s / norm for name, s in scores.items()}
+
+
+grasp.needs_labels = True  # type: ignore[attr-defined]

@@ -45,3 +45,6 @@ def snip(
         name: (w.detach() * g).abs() if g is not None else torch.zeros_like(w.detach())
         for (name, w), g in zip(leaves.items(), grads, strict=True)
     }
+
+
+snip.needs_labels = True  # type: ignore[attr-defined]

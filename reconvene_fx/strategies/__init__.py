@@ -1,6 +1,7 @@
 """Width-allocation strategies behind one interface (see :class:`Strategy`).
 
-Built in: ``reconvene`` (default), ``uniform``, ``global``. Register your own with
+Built in: ``reconvene`` (default), ``uniform``, ``global``, ``none`` (masks only, with
+``composite=True``: the unstructured PaI model). Register your own with
 :func:`register_strategy`.
 """
 

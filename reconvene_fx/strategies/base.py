@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -35,6 +35,12 @@ class PlanInputs:
             output channels it holds; ``(-1, -1)`` where no scored layer produces it.
         composite: the plan keeps unstructured masks on the untouched layers.
         sensitivity: the PaI rating of every scored layer, by module name.
+        layer_groups: int64 ``[L, 2]``: per scored conv/linear layer, the coupled group of
+            its input and of its output channels (-1 where it has none).
+        layer_density: float64 ``[L]``: each of those layers' PaI density.
+        allocation: how the ``reconvene`` strategy turns densities into widths
+            (``"density"`` or ``"sqrt"``; see
+            :func:`~reconvene_fx.strategies.reconvene.group_targets`).
     """
 
     removable: torch.Tensor
@@ -43,6 +49,9 @@ class PlanInputs:
     producers: torch.Tensor
     composite: bool
     sensitivity: Mapping[str, LayerSensitivity]
+    layer_groups: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
+    layer_density: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    allocation: str = "density"
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,13 +64,19 @@ class RemovalOrder:
         phase_ends: prefix lengths where the budget counts may stop being monotone (the
             search is made phase by phase).
         adjust_masks: composite plans: re-threshold the masks of the untouched layers to
-            fill the params budget (else they keep their PaI masks as they are).
+            fill the params budget (else they keep their PaI masks as they are, and the
+            masks are re-thresholded only when no prefix of ``atoms`` fits the budget).
+        preferred: composite plans: the plan stays within the first ``preferred`` atoms
+            when it can, first with the masks as they are, then with the masks
+            re-thresholded; only when neither fits does it go on into the rest of
+            ``atoms`` (None: no such preference).
     """
 
     atoms: torch.Tensor
     start: int = 0
     phase_ends: tuple[int, ...] = ()
     adjust_masks: bool = False
+    preferred: int | None = None
 
 
 class Strategy(Protocol):

@@ -1,4 +1,4 @@
-"""The baseline strategies: ``uniform`` and ``global``."""
+"""The baseline strategies: ``uniform``, ``global`` and ``none`` (unstructured PaI)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 
 from .base import PlanInputs, RemovalOrder, by_key, fraction_in_group, register_strategy
 
-__all__ = ["global_ranking", "uniform"]
+__all__ = ["global_ranking", "uniform", "unstructured"]
 
 
 @register_strategy("uniform")
@@ -30,3 +30,11 @@ def global_ranking(inputs: PlanInputs) -> RemovalOrder:
     mean = total / count.clamp(min=1)
     key = torch.where(mean[g] > 0, s / mean[g], s)
     return RemovalOrder(inputs.removable[by_key(inputs, key)])
+
+
+@register_strategy("none")
+def unstructured(inputs: PlanInputs) -> RemovalOrder:
+    """Nothing narrowed: with ``composite=True``, the unstructured PaI model (every scored
+    layer keeps its mask, re-thresholded model-wide so the nonzero parameters, biases and
+    norms included, fit the params budget)."""
+    return RemovalOrder(inputs.removable[:0], adjust_masks=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from models import build
@@ -37,7 +35,7 @@ def test_uniform_removes_the_same_fraction_from_every_group() -> None:
 
 def test_magnitude_keeps_the_heaviest_channels() -> None:
     model = build("se")
-    gm = rfx.compile(model, budget=0.5, example_inputs=(X,), reinit=False)
+    gm = rfx.compile(model, budget=0.5, example_inputs=(X,), reinit=False, strategy="uniform")
     lp = rfx.report(gm).layers["reduce"]
     produced = model.get_submodule("reduce").weight.detach().abs().flatten(1).sum(1)
     consumed = model.get_submodule("expand").weight.detach().abs().sum((0, 2, 3))
@@ -94,43 +92,67 @@ def layered_scorer():
     SCORERS.pop("test-layered")
 
 
-def test_pse_point_narrows_exactly_the_selected_producers_to_sqrt_density(
-    layered_scorer: str,
+@pytest.mark.parametrize("budget", [0.25, 0.5])
+def test_composite_keeps_the_pai_masks_and_narrows_only_selected_groups(
+    layered_scorer: str, budget: float
 ) -> None:
-    """composite reconvene stops at s = 1 when it fits: a group selected iff its producer
-    is; it keeps size - floor((size - 1) (1 - sqrt(d))) channels (one is protected)."""
+    """Layers left whole keep exactly their PaI mask (never thinned); the narrowed layers
+    hold no more dense weights than their masks kept, so the nonzero budget splits as the
+    global mask split it."""
     model = Chain()
-    budget = 0.5
     table = rfx.analyze(model, budget, (X,), method=layered_scorer)
     assert table.selected == [n for n, lay in table.layers.items()
                               if lay.density < table.global_density]  # fmt: skip
     assert set(table.selected) >= {"c"} and "a" not in table.selected
     gm = rfx.compile(model, budget, (X,), method=layered_scorer, composite=True, reinit=False)
     rep = rfx.report(gm)
+    masks = rfx.composite.masks_of(gm)
     for name in "abcd":
-        lay, size = table.layers[name], getattr(model, name).out_channels
-        kept = rep.layers[name].out_idx.numel()
-        if lay.selected:
-            assert kept == size - math.floor((size - 1) * (1 - math.sqrt(lay.density)))
-        else:
-            assert kept == size
+        narrowed = rep.layers[name].out_idx.numel() < getattr(model, name).out_channels
+        assert narrowed == table.layers[name].selected, name
+    touched = [n for n, lp in rep.layers.items() if lp.narrowed]
+    for name in rep.layers:
+        if name in touched:
+            assert name not in masks
+        elif table.layers[name].kept < table.layers[name].total:
+            assert torch.equal(masks[name], table.layers[name].mask), name
+    dense_weights = sum(gm.get_submodule(n).weight.numel() for n in touched)
+    assert dense_weights <= sum(table.layers[n].kept for n in touched)
     assert rep.nonzero_after <= budget * rep.params_before
     assert rfx.verify(model, gm, (X,)).exact
 
 
 @pytest.mark.parametrize("budget", [0.25, 0.5])
-def test_least_sensitive_groups_lose_the_most(layered_scorer: str, budget: float) -> None:
+def test_least_sensitive_layers_lose_the_most(layered_scorer: str, budget: float) -> None:
     model = Chain()
     table = rfx.analyze(model, budget, (X,), method=layered_scorer)
-    gm = rfx.compile(model, budget, (X,), method=layered_scorer, reinit=False)
+    gm = rfx.compile(model, budget, (X,), method=layered_scorer, reinit=False, min_width=0.0)
     rep = rfx.report(gm)
     assert rep.params_after <= budget * rep.params_before
-    kept = {n: rep.layers[n].out_idx.numel() / getattr(model, n).out_channels for n in "abcd"}
-    by_density = sorted("abcd", key=lambda n: table.layers[n].density)
-    fractions = [kept[n] for n in by_density]
-    assert fractions == sorted(fractions), (by_density, kept)
-    assert kept[by_density[0]] < kept[by_density[-1]]
+    kept = {n: rep.layers[n].kept for n in table.layers}
+    by_density = sorted(table.layers, key=lambda n: table.layers[n].density)
+    # the PaI mask's least dense layer keeps the smallest share, its densest the largest
+    assert kept[by_density[0]] == min(kept.values()) < max(kept.values())
+    assert kept[by_density[-1]] == max(kept.values())
     assert rfx.verify(model, gm, (X,)).exact
+
+
+@pytest.mark.parametrize("min_width", [0.0, 0.25, 0.5])
+def test_min_width_floors_every_group(layered_scorer: str, min_width: float) -> None:
+    model = Chain()
+    gm = rfx.compile(model, 0.4, (X,), method=layered_scorer, reinit=False, min_width=min_width,
+                     composite=True)  # fmt: skip
+    rep = rfx.report(gm)
+    widths = [rep.layers[n].out_idx.numel() / rep.layers[n].out_channels for n in "abcd"]
+    assert min(widths) >= min_width
+    assert rep.nonzero_after <= 0.4 * rep.params_before
+    if min_width == 0.0:  # "c" (density ~0) collapses without the floor
+        assert min(widths) < 0.25
+
+
+def test_min_width_too_high_for_the_budget_is_a_budget_error(layered_scorer: str) -> None:
+    with pytest.raises(rfx.BudgetError, match=r"smallest reachable params budget.*min_width"):
+        rfx.compile(Chain(), 0.1, (X,), method=layered_scorer, min_width=0.5)
 
 
 @pytest.mark.parametrize("name", ["residual", "densenet", "shufflenet", "depthwise"])
