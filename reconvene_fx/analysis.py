@@ -26,6 +26,7 @@ def analyze(
     *,
     method: str = "magnitude",
     targets: torch.Tensor | None = None,
+    data: Any = None,
     seed: int = 0,
     progress: bool = False,
     method_options: Mapping[str, Any] | None = None,
@@ -47,6 +48,8 @@ def analyze(
         method: ``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow`` or a registered
             name.
         targets: class indices for SNIP/GraSP; drawn with ``seed`` when None.
+        data: labelled batches for SNIP/GraSP, ``(inputs, targets)`` or an iterable of
+            them (see :class:`~reconvene_fx.config.CompileConfig`).
         seed: seeds drawn targets and the random scorer.
         progress: progress bar on stderr for SynFlow.
         method_options: extra keyword arguments for the scorer, e.g. ``{"iterations": 20}``.
@@ -70,6 +73,7 @@ def analyze(
     config = CompileConfig(
         method=method,
         targets=targets,
+        data=data,
         seed=seed,
         progress=progress,
         method_options=method_options or {},

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 import torch
 
+from ._atomic import check_writable
 from .errors import ReconveneError
 from .loading import ModelSpecError, default_input_shape, load_model, parse_input_shape
 from .log import logger, progress_to_stderr
@@ -255,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
                 raise _UsageError("give --budget and/or --flops and/or --latency")
             if args.iterations is not None and args.method != "synflow":
                 raise _UsageError("--iterations applies to --method synflow only")
+            if getattr(args, "output", None) is not None:
+                try:  # before the model is loaded and compiled
+                    check_writable(args.output)
+                except OSError as err:
+                    raise _UsageError(str(err)) from err
             with progress_to_stderr(not args.quiet):
                 return int(args.run(args))
         except SystemExit as stop:  # --help and --version
             return stop.code if isinstance(stop.code, int) else 0
         except (_UsageError, ModelSpecError) as err:
             return _fail(err, status=2)
-        except ReconveneError as err:
+        except (ReconveneError, OSError) as err:
             return _fail(err, status=1)
         except KeyboardInterrupt:
             return _fail("interrupted", status=130)
@@ -275,7 +281,6 @@ def _run_compile(args: argparse.Namespace) -> int:
     if args.output is not None:
         from .emit import save
 
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         with _step(f"writing {args.output}"):
             path = save(gm, args.output, example)
         print(f"wrote {path}")

@@ -50,8 +50,10 @@ class CompileConfig:
         round_to: kept width of every coupled group is a multiple of this (or the full
             width), e.g. 8 for tensor cores.
         ignore: qualified module names whose channels are never pruned.
-        reinit: re-initialize narrowed layers (Kaiming normal as torchvision does; norms
-            reset). ``False`` keeps the sliced original weights, which ``verify`` checks.
+        reinit: re-initialize narrowed layers (RLR): weights drawn at the spread the
+            model's own initialization gave the layer, rescaled to its new fan-in
+            (:func:`~reconvene_fx.passes.matched_init`); norms reset. ``False`` keeps the
+            sliced original weights, which ``verify`` checks.
         targets: class indices for SNIP/GraSP, shaped like the output without its class
             dim; drawn uniformly with ``seed`` when None (with a
             :class:`~reconvene_fx.errors.RandomTargetsWarning`; prefer ``data``).
@@ -60,7 +62,8 @@ class CompileConfig:
             it) instead of a ``TraceError`` (see :func:`reconvene_fx.trace`).
         concrete_args: fixed arguments for tracing control flow.
         rules: a :class:`~reconvene_fx.rules.RuleRegistry` replacing the built-in rules.
-        init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer.
+        init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer
+            instead (e.g. :func:`~reconvene_fx.passes.torchvision_init`, Kaiming normal).
         latency_fn: ``latency_fn(module, example_inputs) -> cost`` for latency budgets;
             default: the median wall time of forward passes on this machine.
         progress: log each pass's time to stderr and show SynFlow's progress bar.

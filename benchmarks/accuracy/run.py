@@ -56,7 +56,6 @@ import reconvene_fx as rfx
 from accuracy import data as datasets
 from accuracy import models, tables
 from accuracy import train as training
-from reconvene_fx.layers import module_layer
 
 RESULTS = C.RESULTS / "accuracy"
 SCORING_BATCH = 256
@@ -204,14 +203,13 @@ def _widths(lp: rfx.LayerPlan) -> list[int]:
 
 
 def _fresh_init(gm: nn.Module, seed: int) -> None:
-    """Every conv/linear/norm drawn afresh with the library's re-initialization (the one
-    RLR gives narrowed layers), so the control differs from ``reconvene`` only in the
-    weights the layers left whole inherit."""
-    generator = torch.Generator().manual_seed(seed)
-    for name, module in gm.named_modules():
-        layer = module_layer(name, module)
-        if layer is not None:
-            layer.handler.reinit(layer, generator)
+    """Every layer drawn afresh with the model's own initialization (``reset_parameters``
+    at the compiled shapes: the scale RLR matches), so the control differs from
+    ``reconvene`` only in the weights the layers left whole inherit."""
+    torch.manual_seed(seed)
+    for module in gm.modules():
+        if module is not gm and callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
 
 
 def scoring_batch(ds: datasets.Dataset, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -171,7 +171,10 @@ def _header(meta: dict[str, Any], conditions: list[str]) -> list[str]:
         f"{label}; torch {info.get('torch')}, {info.get('cpu_count')} CPUs "
         f"({info.get('cpu', info.get('processor'))}), {meta['jobs']} jobs x 1 thread. PaI "
         f"method `{meta['method']}`, scoring batch of {meta['scoring_batch']} training images "
-        f"with their labels. Cells: test accuracy in %, mean ± std over seeds "
+        f"with their labels. A budget is the fraction of conv/linear weights kept (the PaI "
+        "convention); biases and norm parameters stay, so every condition of a budget has "
+        "the same parameter count (`rfx.compile` gets that count as its params fraction). "
+        f"Cells: test accuracy in %, mean ± std over seeds "
         f"{', '.join(map(str, meta['seeds']))}; `refused`: the library raised BudgetError "
         "(the budget is below what that mode can reach on the model).",
         "",

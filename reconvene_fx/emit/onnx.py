@@ -27,6 +27,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import torch
 
+from reconvene_fx._atomic import atomic_write, check_writable
 from reconvene_fx._mode import eval_mode, flatten_tensors
 from reconvene_fx.composite import bake_masks
 from reconvene_fx.errors import ExportError
@@ -64,7 +65,10 @@ def export_onnx(
 
     Args:
         gm: the module to export, usually a ``torch.fx.GraphModule``.
-        path: the ``.onnx`` file to write; parent folders are created.
+        path: the ``.onnx`` file to write; parent folders are created. It is checked
+            to be writable first, and written atomically: an existing file is replaced
+            only by a complete, checked new one (an error, a failed check or a killed
+            process leaves it as it was).
         example_inputs: positional inputs, used for tracing and for the check.
         opset: ONNX opset version; ``None`` lets the exporter choose.
         check: run the exported model with onnxruntime and compare with PyTorch.
@@ -79,6 +83,7 @@ def export_onnx(
     Raises:
         ExportError: both exporters failed, or an output differs from PyTorch (the message
             names the output index and the largest absolute error).
+        OSError: ``path`` cannot be written.
 
     Example:
         >>> import tempfile, torch
@@ -90,7 +95,7 @@ def export_onnx(
         ...     print(path.name, gm.training)
         tiny.onnx True
     """
-    path = Path(path)
+    path = check_writable(path)
     gm = bake_masks(gm)  # composite masks go into the weights; the caller's gm keeps them
     example_inputs = tuple(example_inputs)
     flat_inputs = flatten_tensors(example_inputs)
@@ -102,10 +107,11 @@ def export_onnx(
             raw = _export_raw(gm, example_inputs, Path(tmp), opset, in_names, out_names)
             model = onnx.load(str(raw))  # loads any external data into memory
     model = _cleanup(model)
-    _save(model, path)
-    onnx.checker.check_model(str(path))
-    if check:
-        _check_outputs(path, in_names, flat_inputs, expected, rtol=rtol, atol=atol)
+    with atomic_write(path) as tmp:  # the checks read the new file before it replaces path
+        _save(model, tmp)
+        onnx.checker.check_model(str(tmp))
+        if check:
+            _check_outputs(tmp, in_names, flat_inputs, expected, rtol=rtol, atol=atol)
     return path
 
 
@@ -215,7 +221,6 @@ def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
     """Write one self-contained file, or external data beside it past protobuf's limit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         too_big = model.ByteSize() > _MAX_PROTO_BYTES
     except Exception:  # some protobuf builds refuse to size messages over 2 GiB

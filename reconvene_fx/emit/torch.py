@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils import parametrize
 
+from reconvene_fx._atomic import atomic_write, check_writable
 from reconvene_fx._mode import eval_mode
 from reconvene_fx.composite import bake_masks
 from reconvene_fx.errors import ExportError
@@ -33,7 +34,9 @@ def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) ->
     :func:`reconvene_fx.bake_masks`), so every format holds plain modules with zeros.
     ``.pt2`` and ``.onnx`` capture the module in eval mode; the ``training`` flags of ``gm``
     are restored afterwards. ``.pt`` pickles the module as it is, so loading it needs
-    ``weights_only=False`` (see :func:`load`). Parent folders are created.
+    ``weights_only=False`` (see :func:`load`). Parent folders are created. The file is
+    written atomically: an existing file at ``path`` is replaced only once the new one is
+    complete (an error or a killed process leaves it as it was).
 
     Args:
         gm: the module to save, usually a ``torch.fx.GraphModule``.
@@ -45,6 +48,7 @@ def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) ->
 
     Raises:
         ValueError: the suffix is not one of ``.pt2``, ``.pt``, ``.onnx``.
+        OSError: ``path`` cannot be written (checked before anything is exported).
         ExportError: ``.pt`` of a module with parametrizations (pickle cannot hold them;
             use ``.pt2`` or a ``state_dict``), or the ONNX export failed its check.
 
@@ -62,16 +66,17 @@ def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) ->
     suffix = path.suffix.lower()
     if suffix not in _SAVE_SUFFIXES:
         raise ValueError(_suffix_message("save", path, _SAVE_SUFFIXES))
+    check_writable(path)
     gm = bake_masks(gm)
     if suffix == ".onnx":
         from reconvene_fx.emit.onnx import export_onnx  # imports onnx: only when asked for
 
         return export_onnx(gm, path, example_inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".pt2":
         with eval_mode(gm):
             program = torch.export.export(gm, tuple(example_inputs))
-        torch.export.save(program, str(path))
+        with atomic_write(path) as tmp:
+            torch.export.save(program, str(tmp))
         return path
     parametrized = [n for n, m in gm.named_modules() if parametrize.is_parametrized(m)]
     if parametrized:
@@ -79,7 +84,8 @@ def save(gm: torch.nn.Module, path: str | os.PathLike, example_inputs: tuple) ->
             f"cannot pickle {path.name}: modules {parametrized[:3]} have parametrizations "
             "(e.g. composite masks); save as .pt2 or .onnx, or save gm.state_dict()"
         )
-    torch.save(gm, str(path))
+    with atomic_write(path) as tmp:
+        torch.save(gm, str(tmp))
     return path
 
 

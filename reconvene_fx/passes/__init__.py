@@ -14,7 +14,7 @@ from .plan import PlanPass
 from .report import ReportPass
 from .sensitivity import SensitivityPass
 from .shape import ShapePass
-from .shrink import ShrinkPass, default_init
+from .shrink import ShrinkPass, default_init, matched_init, torchvision_init
 
 __all__ = [
     "ChannelGroupPass",
@@ -30,5 +30,7 @@ __all__ = [
     "UnknownOpWarning",
     "compile_passes",
     "default_init",
+    "matched_init",
+    "torchvision_init",
     "run_passes",
 ]

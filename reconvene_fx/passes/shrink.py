@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,13 +32,14 @@ from ..meta import (
 from ._base import ReconvenePass, require_meta
 from ._literals import rewrite_literals
 
-__all__ = ["ShrinkPass", "default_init"]
+__all__ = ["InitScale", "ShrinkPass", "default_init", "matched_init", "torchvision_init"]
 
 InitFn = Callable[[nn.Module, torch.Generator], None]
 
 
-def default_init(module: nn.Module, generator: torch.Generator) -> None:
-    """Re-initialize a narrowed layer at its new shape, as torchvision initializes CNNs.
+def torchvision_init(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-initialize a narrowed layer at its new shape, as torchvision initializes CNNs
+    (pass it as ``init_fn`` to use it instead of :func:`matched_init`).
 
     Convs: Kaiming normal (fan-out, ReLU), zero bias. Linear: PyTorch's default
     (Kaiming uniform, a=sqrt(5)) at the new fan-in. Norms: weight 1, bias 0, fresh stats.
@@ -43,7 +47,7 @@ def default_init(module: nn.Module, generator: torch.Generator) -> None:
 
     Example:
         >>> conv = torch.nn.Conv2d(3, 8, 3)
-        >>> default_init(conv, torch.Generator().manual_seed(0))
+        >>> torchvision_init(conv, torch.Generator().manual_seed(0))
         >>> float(conv.bias.detach().abs().sum())
         0.0
     """
@@ -54,6 +58,65 @@ def default_init(module: nn.Module, generator: torch.Generator) -> None:
         module.reset_parameters()
 
 
+default_init = torchvision_init  # the name of the default before 0.3 (kept for callers)
+
+
+@dataclass(frozen=True)
+class InitScale:
+    """How a layer's weights were drawn, measured before it was narrowed: the standard
+    deviation and mean of its weight and bias, and its fan-in."""
+
+    weight_std: float
+    fan_in: int
+    bias_mean: float = 0.0
+    bias_std: float = 0.0
+
+    @classmethod
+    def of(cls, module: nn.Module) -> InitScale | None:
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or weight.numel() < 2:
+            return None
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
+        bias = getattr(module, "bias", None)
+        with torch.no_grad():
+            scale = cls(float(weight.float().std()), int(fan_in))
+            if isinstance(bias, torch.Tensor) and bias.numel() > 1:
+                b = bias.float()
+                scale = dataclasses.replace(scale, bias_mean=float(b.mean()),
+                                            bias_std=float(b.std()))  # fmt: skip
+        return scale
+
+
+def matched_init(module: nn.Module, generator: torch.Generator, before: InitScale) -> None:
+    """Redraw a narrowed conv/linear at the scale the model's own initialization gave it.
+
+    Weights ~ N(0, s^2) with ``s = before.weight_std * sqrt(before.fan_in / fan_in)``: the
+    original spread, rescaled to the new fan-in, whatever scheme drew the original
+    (PyTorch's default, Kaiming fan-out, truncated normal, ...), so a narrowed layer trains
+    at the same effective step size as the layers left whole. Biases: the original mean
+    and spread, rescaled alike (zero biases stay zero).
+
+    Example:
+        >>> conv = torch.nn.Conv2d(64, 32, 3)
+        >>> before = InitScale.of(conv)
+        >>> narrow = torch.nn.Conv2d(16, 32, 3)  # a quarter of the fan-in
+        >>> matched_init(narrow, torch.Generator().manual_seed(0), before)
+        >>> round(float(narrow.weight.detach().std()) / before.weight_std, 1)
+        2.0
+    """
+    weight = module.weight
+    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
+    ratio = math.sqrt(before.fan_in / max(fan_in, 1))
+    with torch.no_grad():
+        weight.normal_(0.0, before.weight_std * ratio, generator=generator)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            if before.bias_std > 0:
+                bias.normal_(before.bias_mean, before.bias_std * ratio, generator=generator)
+            else:
+                bias.fill_(before.bias_mean)
+
+
 class ShrinkPass(ReconvenePass):
     """Slices every conv, linear and norm layer to the kept channels of PlanPass.
 
@@ -61,10 +124,11 @@ class ShrinkPass(ReconvenePass):
     kinds (parameters stay parameters); each changed layer gets new tensors (none of the
     old ones is written to, so a graph module that shares modules with another model does
     not change that model's weights); ``groups`` is recomputed. With ``reinit=True``
-    narrowed layers are re-initialized by ``init_fn`` (default :func:`default_init`) from
-    a generator seeded with ``seed``. The shapes in ``tensor_meta`` are updated to the kept
-    channels, literal split sizes along narrowed channel dims are rewritten to the kept
-    counts (the only graph edit; the code is regenerated) and a
+    narrowed layers are re-initialized from a generator seeded with ``seed``: by
+    ``init_fn`` when given, else convs and linears by :func:`matched_init` (the model's
+    own init scale at the new fan-in) and norms reset. The shapes in ``tensor_meta`` are
+    updated to the kept channels, literal split sizes along narrowed channel dims are
+    rewritten to the kept counts (the only graph edit; the code is regenerated) and a
     :class:`~reconvene_fx.meta.ShrinkRecord` is written to ``gm.meta[SHRINK]``.
 
     Example:
@@ -80,7 +144,7 @@ class ShrinkPass(ReconvenePass):
         super().__init__()
         self.reinit = reinit
         self.seed = seed
-        self.init_fn = init_fn or default_init
+        self.init_fn = init_fn
 
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
         require_meta(graph_module, PLAN, "ShrinkPass", "PlanPass")
@@ -141,6 +205,7 @@ class ShrinkPass(ReconvenePass):
         out_keep = _output_keep(node, layer)
         if in_keep is None and out_keep is None:
             return layer
+        before = InitScale.of(layer.module) if layer.weighted else None
         try:
             layer.handler.shrink(
                 layer,
@@ -153,7 +218,12 @@ class ShrinkPass(ReconvenePass):
                 f"at node {node.format_node()}: {exc}"
             ) from exc
         if self.reinit:
-            self.init_fn(layer.module, generator)
+            if self.init_fn is not None:
+                self.init_fn(layer.module, generator)
+            elif before is not None:
+                matched_init(layer.module, generator, before)
+            else:
+                torchvision_init(layer.module, generator)  # norms: reset
         new = layer.handler.describe(layer.name, layer.module, None)
         assert new is not None
         return new

@@ -62,26 +62,46 @@ def test_user_init_fn_is_called_on_narrowed_layers_only() -> None:
     assert all(float(gm.get_submodule(n).weight.detach().abs().sum()) == 0 for n in narrowed)
 
 
-def test_rlr_draws_narrowed_layers_at_their_new_shape() -> None:
-    """Kaiming normal (fan-out, ReLU) as torchvision: std = sqrt(2 / (out * k * k)) of the
-    narrowed shape; narrowed norms are reset."""
+def _three_convs() -> torch.nn.Sequential:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
+    return torch.nn.Sequential(
         torch.nn.Conv2d(3, 64, 3), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
         torch.nn.Conv2d(64, 256, 3), torch.nn.BatchNorm2d(256), torch.nn.ReLU(),
         torch.nn.Conv2d(256, 10, 1),
     )  # fmt: skip
+
+
+def test_rlr_redraws_narrowed_layers_at_the_models_own_scale() -> None:
+    """Default RLR: the original spread rescaled to the new fan-in, which for PyTorch's
+    default init is what a fresh layer of the narrowed shape would get; norms reset."""
+    model = _three_convs()
     gm = rfx.compile(model, budget=0.3, example_inputs=(X,), strategy="uniform", seed=3)
     rep = rfx.report(gm)
     for name in ("3", "6"):
-        conv = gm.get_submodule(name)
+        conv, original = gm.get_submodule(name), model.get_submodule(name)
         assert rep.layers[name].narrowed
-        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
-        std = float(conv.weight.detach().std())
-        assert abs(std / (2 / fan_out) ** 0.5 - 1) < 0.05, (name, std)
+        fan_in, fan_in_before = conv.weight[0].numel(), original.weight[0].numel()
+        expected = float(original.weight.detach().std()) * (fan_in_before / fan_in) ** 0.5
+        assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.05, name
+        fresh = (1 / (3 * fan_in)) ** 0.5  # PyTorch's default: Kaiming uniform, a=sqrt(5)
+        assert abs(float(conv.weight.detach().std()) / fresh - 1) < 0.08, name
+        kept = rep.layers[name].out_idx
+        assert not torch.equal(conv.weight[:, :1], original.weight[kept, :1])  # redrawn
     bn = gm.get_submodule("4")
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+def test_torchvision_init_draws_kaiming_fan_out() -> None:
+    """``init_fn=torchvision_init``: std = sqrt(2 / (out * k * k)) of the narrowed shape."""
+    model = _three_convs()
+    gm = rfx.compile(model, budget=0.3, example_inputs=(X,), strategy="uniform", seed=3,
+                     init_fn=rfx.passes.torchvision_init)  # fmt: skip
+    for name in ("3", "6"):
+        conv = gm.get_submodule(name)
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        std = float(conv.weight.detach().std())
+        assert abs(std / (2 / fan_out) ** 0.5 - 1) < 0.05, (name, std)
 
 
 class _GainConv(torch.nn.Conv2d):

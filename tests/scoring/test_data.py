@@ -70,3 +70,13 @@ def test_random_labels_warn_and_real_ones_do_not(gm) -> None:
         run_scorer("snip", gm, (X1,), Y1)
         run_scorer("grasp", gm, (), None, data=(X1, Y1))
         run_scorer("magnitude", gm, (X1,), None)  # needs no labels
+
+
+def test_analyze_takes_data_too() -> None:
+    model = build("residual")
+    from_data = rfx.analyze(model, 0.3, (X2,), method="snip", data=[(X1, Y1)])
+    from_targets = rfx.analyze(model, 0.3, (X1,), method="snip", targets=Y1)
+    assert all(
+        torch.equal(from_data.layers[n].mask, from_targets.layers[n].mask)
+        for n in from_targets.layers
+    )
