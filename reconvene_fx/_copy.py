@@ -9,7 +9,9 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["attributes_restored", "structural_copy", "tensors_of"]
+from .meta import OWNED
+
+__all__ = ["attributes_restored", "own_modules", "structural_copy", "tensors_of"]
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -38,6 +40,32 @@ def structural_copy(model: M) -> M:
     """
     memo = {id(t): t for t in tensors_of(model)}
     return copy.deepcopy(model, memo)
+
+
+def own_modules(gm: torch.nn.Module) -> None:
+    """Give ``gm`` submodules of its own before a pass changes any (copy on write).
+
+    A ``GraphModule`` from ``torch.fx.symbolic_trace(model)`` holds ``model``'s own
+    submodule objects, so slicing or replacing one of them would change ``model``. Each
+    child is replaced by a structural copy (modules copied, tensors shared, sharing between
+    children kept), once; ``gm.meta[OWNED]`` records it (:func:`reconvene_fx.trace` sets
+    it: its modules are copies already).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> gm = torch.fx.symbolic_trace(net)
+        >>> own_modules(gm)
+        >>> gm.get_submodule("0") is net[0], gm.get_submodule("0").weight is net[0].weight
+        (False, True)
+    """
+    meta = getattr(gm, "meta", None)
+    if meta is None or meta.get(OWNED):
+        return
+    memo = {id(t): t for t in tensors_of(gm)}
+    for name, child in list(gm._modules.items()):
+        if child is not None:
+            gm._modules[name] = copy.deepcopy(child, memo)
+    meta[OWNED] = True
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def analyze(
     """
     budget = as_budget(budget)
     get_scorer(method)
-    example_inputs = check_inputs(model, example_inputs)
+    example_inputs = check_inputs(model, example_inputs, concrete_args)
     config = CompileConfig(
         method=method,
         targets=targets,

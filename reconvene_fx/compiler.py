@@ -69,7 +69,7 @@ def compile(
     config = CompileConfig(progress=progress, **options)
     if isinstance(config.method, str):
         get_scorer(config.method)  # fail fast on an unknown method
-    example_inputs = check_inputs(model, example_inputs)
+    example_inputs = check_inputs(model, example_inputs, config.concrete_args)
     with progress_to_stderr(progress):
         gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
                    auto_leaf=config.auto_leaf, example_inputs=example_inputs)  # fmt: skip

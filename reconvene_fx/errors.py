@@ -6,9 +6,12 @@ from __future__ import annotations
 __all__ = [
     "BudgetError",
     "ExportError",
+    "InputError",
+    "ModelError",
     "PassOrderError",
     "RandomTargetsWarning",
     "ReconveneError",
+    "ScoringError",
     "ShrinkError",
     "TraceError",
     "VerifyError",
@@ -17,6 +20,22 @@ __all__ = [
 
 class ReconveneError(Exception):
     """Base class of every error this library raises on purpose."""
+
+
+class InputError(ReconveneError, ValueError):
+    """``example_inputs`` do not fit the model: more or fewer than its ``forward`` takes,
+    or inputs the model rejects (the message names the input shapes and the node)."""
+
+
+class ModelError(ReconveneError, ValueError):
+    """The model cannot be compiled as it is: its tensors are on the ``meta`` device
+    (nothing to score), or it has no conv or linear layer (nothing to prune). The message
+    says what to do."""
+
+
+class ScoringError(ReconveneError):
+    """The PaI scorer cannot run on this model; the message names the cause and another
+    method to use."""
 
 
 class PassOrderError(ReconveneError, ValueError):

@@ -29,6 +29,7 @@ __all__ = [
     "ChannelKeep",
     "ConcreteValue",
     "LayerSensitivity",
+    "OWNED",
     "PLAN",
     "PlanSummary",
     "SHRINK",
@@ -52,6 +53,7 @@ SHRINK = "reconvene.shrink"  # gm.meta: ShrinkRecord (what ShrinkPass changed)
 BORROWED = "reconvene.borrowed"  # gm.meta: BorrowedTensors (tensors shared with the model)
 AUTO_LEAVES = "reconvene.auto_leaves"  # gm.meta: {module: why} made leaves by trace
 TRACE_DECISIONS = "reconvene.trace_decisions"  # gm.meta: [str] answered for the inputs
+OWNED = "reconvene.owned"  # gm.meta: True when gm's submodules are not shared with a model
 LIFTED = "reconvene.lifted"  # gm.meta: {module: LiftedLayer} functional layers made modules
 
 

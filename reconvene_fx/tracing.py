@@ -34,7 +34,7 @@ from ._copy import structural_copy, tensors_of
 from ._shadow import UNKNOWN, ShadowValues
 from .errors import TraceError
 from .log import logger
-from .meta import AUTO_LEAVES, BORROWED, TRACE_DECISIONS, BorrowedTensors
+from .meta import AUTO_LEAVES, BORROWED, OWNED, TRACE_DECISIONS, BorrowedTensors
 from .rules import DEFAULT_RULES
 
 __all__ = ["AutoLeafWarning", "trace"]
@@ -268,6 +268,7 @@ def trace(
     work = structural_copy(model)
     if isinstance(work, torch.fx.GraphModule) and not concrete_args and not leaf_modules:
         work.meta[BORROWED] = borrowed
+        work.meta[OWNED] = True
         return work
     specs = list(leaf_modules)
     inputs = None if example_inputs is None else _named_inputs(work, example_inputs)
@@ -306,6 +307,7 @@ def trace(
         )
     gm = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta[BORROWED] = borrowed
+    gm.meta[OWNED] = True
     if auto:
         gm.meta[AUTO_LEAVES] = dict(auto)
     if tracer.decisions:

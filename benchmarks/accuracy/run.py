@@ -111,6 +111,14 @@ CONDITIONS: dict[str, Condition] = {
         {"strategy": "reconvene", "min_width": 0.0}, "reconvene without a width floor",
         widths=True,
     ),
+    "reconvene-floor25": Condition(
+        {"strategy": "reconvene", "min_width": 0.25}, "reconvene, width floor 0.25",
+        widths=True,
+    ),
+    "composite-sqrt": Condition(
+        {"strategy": "reconvene", "composite": True, "allocation": "sqrt"},
+        "composite, sqrt width allocation", widths=True,
+    ),
     "reconvene-sqrt": Condition(
         {"strategy": "reconvene", "allocation": "sqrt"}, "reconvene, sqrt width allocation",
         widths=True,

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from .._copy import own_modules
 from ..meta import LIFTED, TENSOR_META
 from ._base import ReconvenePass, require_node_meta
 
@@ -128,6 +129,7 @@ class LiftLayersPass(ReconvenePass):
                 or not _read_only_by(readers, {node for node, _, _ in found})
             ):
                 continue
+            own_modules(graph_module)  # a user's symbolic_trace shares the model's modules
             _install(graph_module, holder, first)
             for node, _, tensors in found:
                 node.op, node.target = "call_module", holder

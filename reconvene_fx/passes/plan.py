@@ -189,17 +189,22 @@ def _atom_scores(
 
 
 def _search(order: RemovalOrder, make: Callable[[bool], Search]) -> tuple[Search, torch.Tensor]:
-    """Run the search for ``order``; with a preferred prefix (composite plans), try it with
-    the masks as they are, then re-thresholded, before going on into the whole order."""
+    """Run the search for ``order``. With a preferred prefix (composite plans): the fewest
+    removals within it with the masks as they are; else all of it (narrowed as far as the
+    floor allows) with the untouched masks re-thresholded to fit; else on into the rest."""
     if order.preferred is None:
         search = make(order.adjust_masks)
         return search, search.run(order.atoms, order.start, order.phase_ends)
     head = order.atoms[: order.preferred]
-    attempts = [(False, head, ()), (True, head, ()), (True, order.atoms, order.phase_ends)]
-    for i, (adjust, atoms, phase_ends) in enumerate(attempts):
+    attempts = [
+        (False, head, order.start, ()),
+        (True, head, head.numel(), ()),
+        (True, order.atoms, head.numel(), order.phase_ends),
+    ]
+    for i, (adjust, atoms, start, phase_ends) in enumerate(attempts):
         search = make(adjust)
         try:
-            return search, search.run(atoms, order.start, phase_ends)
+            return search, search.run(atoms, start, phase_ends)
         except BudgetError:
             if i == len(attempts) - 1:
                 raise

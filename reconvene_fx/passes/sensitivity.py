@@ -12,6 +12,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
+from ..errors import ModelError
 from ..layers import module_layer
 from ..meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity, SensitivityTable
 from ..scoring.base import check_finite, kth_largest, prunable_weights, run_scorer
@@ -88,6 +89,12 @@ class SensitivityPass(ReconvenePass):
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         config = self.config
+        if next(prunable_weights(graph_module), None) is None:
+            raise ModelError(
+                "the model has no conv or linear layer, so there is nothing to prune; "
+                "pass the model whose convolutions should shrink (a leaf module's layers "
+                "are not seen: see leaf_modules= and the AutoLeafWarning)"
+            )
         scores = run_scorer(
             config.method,
             graph_module,

@@ -11,7 +11,7 @@ from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 from torch.nn.utils.stateless import _reparametrize_module
 
 from .._copy import attributes_restored
-from ..errors import ReconveneError
+from ..errors import InputError
 from ..meta import TENSOR_META, VALUE, ConcreteValue
 from ._base import ReconvenePass
 
@@ -87,6 +87,13 @@ class _ValueProp(ShapeProp):
     """ShapeProp that also keeps small values, and fails with the real cause (ShapeProp
     itself prints a traceback and raises an error that hides the message)."""
 
+    input_shapes = ""
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.input_shapes = _shapes(args)
+        self.extra_traceback = False  # our message names the node already
+        return super().run(*args, **kwargs)
+
     def _shortcut_on_meta(self, n: torch.fx.Node) -> torch.Tensor | None:
         """The meta result of a common op computed from shapes alone (meta kernels of
         convolutions and concatenations run Python decompositions, ~0.2-0.6 ms a call),
@@ -112,9 +119,10 @@ class _ValueProp(ShapeProp):
             if result is None:
                 result = torch.fx.Interpreter.run_node(self, n)
         except Exception as exc:
-            raise ReconveneError(
-                f"running the model on example_inputs failed at node {n.format_node()}: "
-                f"{type(exc).__name__}: {exc}"
+            raise InputError(
+                f"the model rejected example_inputs of shape {self.input_shapes} at node "
+                f"{n.name!r} ({n.op} {_target_name(n)}): {type(exc).__name__}: "
+                f"{_own_message(exc)}"
             ) from exc
         found_tensor = False
 
@@ -132,6 +140,25 @@ class _ValueProp(ShapeProp):
         if _is_small_value(result):
             n.meta[VALUE] = ConcreteValue(result)
         return result
+
+
+def _target_name(n: torch.fx.Node) -> str:
+    return n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+
+
+def _own_message(exc: Exception) -> str:
+    """The error's own message, without what torch.fx's interpreter appends to it (the
+    node's graph text, "Original traceback", a pointer to tlparse)."""
+    text = str(exc)
+    for marker in ("\n\nWhile executing", "\nWhile executing"):
+        text = text.split(marker, 1)[0]
+    return " ".join(text.split())
+
+
+def _shapes(values: tuple[Any, ...]) -> str:
+    shown = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+             for v in values]  # fmt: skip
+    return ", ".join(map(str, shown))
 
 
 class ShapePass(ReconvenePass):

@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from .._copy import own_modules
 from ..costs import count_params
 from ..errors import ShrinkError
 from ..layers import Layer, layer_calls, module_layer, new_param, take
@@ -150,6 +151,7 @@ class ShrinkPass(ReconvenePass):
         require_meta(graph_module, PLAN, "ShrinkPass", "PlanPass")
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        own_modules(graph_module)  # a user's symbolic_trace shares the model's modules
         generator = torch.Generator().manual_seed(self.seed)
         params_before = count_params(graph_module)
         tensors_before = _direct_tensors(graph_module)

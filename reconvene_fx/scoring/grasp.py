@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.fx
 
 from .._mode import eval_mode
+from ..errors import ScoringError
 from ._forward import cross_entropy, logits_of, run_with, weight_leaves
 from .base import register_scorer
 
@@ -22,6 +24,7 @@ def grasp(
     *,
     seed: int = 0,
     temperature: float = 200.0,
+    hessian: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """``w * (H g)`` divided by ``|sum of all scores|``; higher means keep.
 
@@ -33,6 +36,11 @@ def grasp(
     is ranked like every other scorer's. Scores are signed. The temperature 200 and the
     normalisation follow the authors' code. Eval mode, model not modified (see ``snip``).
 
+    ``hessian``: ``"exact"`` (double backward), ``"finite-difference"`` (``H g`` from
+    gradients at ``w +- r g``, central differences: for models with ops that have no
+    second derivative, such as ``hardsigmoid`` in MobileNetV3), or ``"auto"`` (exact,
+    finite differences where the double backward is not implemented).
+
     Example:
         >>> _ = torch.manual_seed(0)
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(
@@ -43,15 +51,31 @@ def grasp(
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if hessian not in ("auto", "exact", "finite-difference"):
+        raise ValueError(f"hessian must be 'auto', 'exact' or 'finite-difference', got {hessian!r}")
     leaves = weight_leaves(gm)
     weights = list(leaves.values())
-    with eval_mode(gm), torch.enable_grad():
-        output = run_with(gm, leaves, example_inputs)
+
+    def gradients(at: list[torch.Tensor], create_graph: bool) -> tuple[Any, ...]:
+        tensors = dict(zip(leaves, at, strict=True))
+        output = run_with(gm, tensors, example_inputs)
         loss = cross_entropy(logits_of(output) / temperature, targets, seed)
-        grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
-        used = [(w, g) for w, g in zip(weights, grads, strict=True) if g is not None]
-        z = sum(((g * g.detach()).sum() for _, g in used), torch.zeros(()))
-        hg = torch.autograd.grad(z, weights, allow_unused=True) if z.requires_grad else None
+        return torch.autograd.grad(loss, at, create_graph=create_graph, allow_unused=True)
+
+    with eval_mode(gm), torch.enable_grad():
+        hg = None
+        if hessian != "finite-difference":
+            try:
+                hg = _exact_hessian_gradient(weights, gradients(weights, True))
+            except RuntimeError as exc:
+                if hessian == "exact" or "not implemented" not in str(exc):
+                    raise ScoringError(
+                        f"GraSP needs second derivatives, and the model's backward has "
+                        f"none here ({' '.join(str(exc).split())[:200]}); use "
+                        "hessian='finite-difference' (method_options) or another method"
+                    ) from exc
+        if hg is None:
+            hg = _finite_difference_hessian_gradient(weights, gradients)
     scores = {
         name: (w.detach() * h.detach()) if h is not None else torch.zeros_like(w.detach())
         for (name, w), h in zip(leaves.items(), hg or [None] * len(weights), strict=True)
@@ -62,3 +86,36 @@ def grasp(
 
 
 grasp.needs_labels = True  # type: ignore[attr-defined]
+
+
+def _exact_hessian_gradient(
+    weights: list[torch.Tensor], grads: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
+    """``H g`` by a double backward pass: ``d(g . stop(g))/dw``."""
+    used = [g for g in grads if g is not None]
+    z = sum(((g * g.detach()).sum() for g in used), torch.zeros(()))
+    return torch.autograd.grad(z, weights, allow_unused=True) if z.requires_grad else None
+
+
+def _finite_difference_hessian_gradient(
+    weights: list[torch.Tensor], gradients: Any
+) -> tuple[Any, ...]:
+    """``H g ~ (grad(w + r g) - grad(w - r g)) / 2r``, ``r = sqrt(eps) (1 + |w|) / |g|``."""
+    g = [x.detach() if x is not None else torch.zeros_like(w)
+         for x, w in zip(gradients(weights, False), weights, strict=True)]  # fmt: skip
+    g_norm = float(torch.sqrt(sum((x.double() ** 2).sum() for x in g)))
+    if g_norm == 0.0:
+        return tuple(torch.zeros_like(w) for w in weights)
+    w_norm = float(torch.sqrt(sum((w.detach().double() ** 2).sum() for w in weights)))
+    r = math.sqrt(torch.finfo(torch.float32).eps) * (1.0 + w_norm) / g_norm
+
+    def shifted(sign: float) -> list[torch.Tensor]:
+        return [
+            (w.detach() + sign * r * x).requires_grad_() for w, x in zip(weights, g, strict=True)
+        ]
+
+    plus, minus = gradients(shifted(1.0), False), gradients(shifted(-1.0), False)
+    return tuple(
+        (a - b) / (2 * r) if a is not None and b is not None else None
+        for a, b in zip(plus, minus, strict=True)
+    )

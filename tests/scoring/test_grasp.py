@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import reconvene_fx as rfx
 from reconvene_fx.scoring import run_scorer
 
 X = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
@@ -56,3 +57,34 @@ def test_temperature_must_be_positive() -> None:
     with pytest.raises(ValueError, match="temperature"):
         run_scorer("grasp", torch.fx.symbolic_trace(two_layer()), (X,), TARGETS,
                    options={"temperature": 0.0})  # fmt: skip
+
+
+def _net(activation: torch.nn.Module) -> torch.fx.GraphModule:
+    torch.manual_seed(0)
+    return torch.fx.symbolic_trace(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Tanh(),
+        torch.nn.Conv2d(8, 8, 3), activation, torch.nn.Flatten(), torch.nn.Linear(128, 5),
+    ))  # fmt: skip
+
+
+_XY = (torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)),
+       torch.tensor([0, 1, 2, 3]))  # fmt: skip
+
+
+def test_finite_difference_hessian_matches_the_exact_one() -> None:
+    gm = _net(torch.nn.Tanh())
+    exact = run_scorer("grasp", gm, (_XY[0],), _XY[1], options={"hessian": "exact"})
+    approx = run_scorer("grasp", gm, (_XY[0],), _XY[1],
+                        options={"hessian": "finite-difference"})  # fmt: skip
+    for name, value in exact.items():
+        assert torch.allclose(approx[name], value, atol=1e-3 * float(value.abs().max()))
+
+
+def test_ops_without_double_backward_fall_back_or_fail_clearly() -> None:
+    gm = _net(torch.nn.Hardsigmoid())  # MobileNetV3's: no second derivative
+    with pytest.raises(rfx.ScoringError, match=r"hardsigmoid.*finite-difference"):
+        run_scorer("grasp", gm, (_XY[0],), _XY[1], options={"hessian": "exact"})
+    auto = run_scorer("grasp", gm, (_XY[0],), _XY[1])
+    fd = run_scorer("grasp", gm, (_XY[0],), _XY[1], options={"hessian": "finite-difference"})
+    assert all(torch.equal(auto[k], fd[k]) for k in auto)
+    assert any(bool(v.abs().sum() > 0) for v in auto.values())
