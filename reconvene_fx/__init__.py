@@ -12,40 +12,41 @@ Example:
     >>> rfx.verify(net, gm, (x,)).exact
     True
 
-``export_onnx`` is imported on first use (``rfx.export_onnx`` or ``from reconvene_fx import
-export_onnx``), so that ``import reconvene_fx`` does not import onnx, onnx-graphsurgeon,
-onnxruntime or torchvision.
+Public names are imported on first use (``rfx.compile``, ``from reconvene_fx import
+export_onnx``), so ``import reconvene_fx`` imports neither torch nor onnx until one is read.
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING
 
-from . import layers, passes, rules, scoring, strategies
 from ._lazy import lazy_exports
-from .analysis import SensitivityTable, analyze
-from .budget import Budget
-from .compiler import compile
-from .composite import bake_masks
-from .config import CompileConfig
-from .errors import (
-    BudgetError,
-    InputError,
-    ModelError,
-    PassOrderError,
-    RandomTargetsWarning,
-    ReconveneError,
-    ScoringError,
-    ShrinkError,
-    TraceError,
-    VerifyError,
-)
-from .report import LayerPlan, PruningReport, report
-from .tracing import AutoLeafWarning, trace
-from .verify import VerifyResult, verify
 
 if TYPE_CHECKING:
+    from . import layers, passes, rules, scoring, strategies
+    from .analysis import SensitivityTable, analyze
+    from .budget import Budget
+    from .compiler import compile
+    from .composite import bake_masks
+    from .config import CompileConfig
     from .emit.onnx import export_onnx
+    from .errors import (
+        BudgetError,
+        InputError,
+        ModelError,
+        PassOrderError,
+        RandomTargetsWarning,
+        ReconveneError,
+        ScoringError,
+        ShrinkError,
+        TraceError,
+        VerifyError,
+    )
+    from .report import LayerPlan, PruningReport, report
+    from .tracing import AutoLeafWarning, trace
+    from .verify import VerifyResult, verify
 
 __version__ = "0.2.0"
 
@@ -82,5 +83,47 @@ __all__ = [
     "verify",
 ]
 
-# imported when first read, so that importing the package does not import onnx
-__getattr__, __dir__ = lazy_exports(globals(), {"export_onnx": "reconvene_fx.emit.onnx"})
+# Every public name is imported when first read (PEP 562): ``import reconvene_fx`` and
+# the CLI's --help cost no torch import; ``rfx.compile`` imports what compiling needs.
+_SOURCES = {
+    "AutoLeafWarning": "reconvene_fx.tracing",
+    "Budget": "reconvene_fx.budget",
+    "BudgetError": "reconvene_fx.errors",
+    "CompileConfig": "reconvene_fx.config",
+    "InputError": "reconvene_fx.errors",
+    "LayerPlan": "reconvene_fx.report",
+    "ModelError": "reconvene_fx.errors",
+    "PassOrderError": "reconvene_fx.errors",
+    "PruningReport": "reconvene_fx.report",
+    "RandomTargetsWarning": "reconvene_fx.errors",
+    "ReconveneError": "reconvene_fx.errors",
+    "ScoringError": "reconvene_fx.errors",
+    "SensitivityTable": "reconvene_fx.analysis",
+    "ShrinkError": "reconvene_fx.errors",
+    "TraceError": "reconvene_fx.errors",
+    "VerifyError": "reconvene_fx.errors",
+    "VerifyResult": "reconvene_fx.verify",
+    "analyze": "reconvene_fx.analysis",
+    "bake_masks": "reconvene_fx.composite",
+    "compile": "reconvene_fx.compiler",
+    "export_onnx": "reconvene_fx.emit.onnx",
+    "report": "reconvene_fx.report",
+    "trace": "reconvene_fx.tracing",
+    "verify": "reconvene_fx.verify",
+}
+__getattr__, __dir__ = lazy_exports(
+    globals(), _SOURCES, submodules=("layers", "passes", "rules", "scoring", "strategies")
+)
+
+
+class _Package(types.ModuleType):
+    """``rfx.report`` and ``rfx.verify`` are functions, not the submodules of those names:
+    importing a submodule binds it on its package, which must not hide the function."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("report", "verify") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -25,20 +25,22 @@ import warnings
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
-
-import torch
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._atomic import check_writable
 from .errors import ReconveneError
 from .loading import ModelSpecError, default_input_shape, load_model, parse_input_shape
 from .log import logger, progress_to_stderr
 
+if TYPE_CHECKING:  # torch is imported once a command runs: --help and errors answer fast
+    import torch
+
 __all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
 
 PROG = "reconvene-fx"
 OUTPUT_SUFFIXES = (".onnx", ".pt2", ".pt")
-_METHODS = ("magnitude", "random")  # used when the scorer registry cannot be read
+# the built-in scorers; the registry's names once reconvene_fx.scoring is imported
+_METHODS = ("grasp", "magnitude", "random", "snip", "synflow")
 _STRATEGIES = ("reconvene", "uniform", "global", "none")
 
 
@@ -329,6 +331,8 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[torch.Tensor]]:
+    import torch
+
     shape = args.input_shape or default_input_shape(args.model)
     generator = torch.Generator().manual_seed(args.seed)
     example = (torch.randn(shape, generator=generator),)
@@ -368,6 +372,8 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
 
 
 def _check_runs(model: torch.nn.Module, example: tuple[torch.Tensor], spec: str) -> None:
+    import torch
+
     """Run ``model`` once, so that an input shape it cannot take is a usage error."""
     try:
         with torch.no_grad():
@@ -426,11 +432,10 @@ def _show_warning(
 
 def _methods() -> tuple[str, ...]:
     """The registered scoring methods, so that ``--method`` follows the registry."""
-    try:
-        from .scoring import SCORERS
-    except ImportError:
+    scoring = sys.modules.get("reconvene_fx.scoring")  # importing it would import torch
+    if scoring is None:
         return _METHODS
-    return tuple(sorted(SCORERS)) or _METHODS
+    return tuple(sorted(scoring.SCORERS)) or _METHODS
 
 
 def _version() -> str:

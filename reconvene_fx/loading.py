@@ -18,11 +18,12 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import ReconveneError
+
+if TYPE_CHECKING:  # torch is imported where a model is built, so the CLI starts fast
+    import torch
 
 __all__ = ["ModelSpecError", "default_input_shape", "load_model", "parse_input_shape"]
 
@@ -205,6 +206,8 @@ def _import_file(path: Path) -> Any:
 
 
 def _check_module(model: object, where: str) -> torch.nn.Module:
+    import torch
+
     if not isinstance(model, torch.nn.Module):
         raise ModelSpecError(f"{where} returned a {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -281,3 +281,20 @@ def test_console_script_reports_errors_without_traceback() -> None:
     assert result.returncode == 2
     _assert_one_error_line(result.stderr)
     assert "unknown torchvision model 'not_a_model'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["compile", "--help"], ["compile", "torchvision:resnet18"]]
+)
+def test_help_and_usage_errors_do_not_import_torch(argv: list[str]) -> None:
+    """``--help`` and argument errors answer before torch is imported (a fast start)."""
+    code = (
+        "import sys\n"
+        "from reconvene_fx.cli import main\n"
+        f"status = main({argv!r})\n"
+        "print(status, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    status, torch_imported = done.stdout.split()[-2:]
+    assert status in ("0", "2") and torch_imported == "False", done.stdout + done.stderr
