@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .composite import bake_masks
     from .config import CompileConfig
     from .emit.onnx import export_onnx
+    from .emit.torch import load, save
     from .errors import (
         BudgetError,
         InputError,
@@ -74,9 +75,11 @@ __all__ = [
     "compile",
     "export_onnx",
     "layers",
+    "load",
     "passes",
     "report",
     "rules",
+    "save",
     "scoring",
     "strategies",
     "trace",
@@ -107,7 +110,9 @@ _SOURCES = {
     "bake_masks": "reconvene_fx.composite",
     "compile": "reconvene_fx.compiler",
     "export_onnx": "reconvene_fx.emit.onnx",
+    "load": "reconvene_fx.emit.torch",
     "report": "reconvene_fx.report",
+    "save": "reconvene_fx.emit.torch",
     "trace": "reconvene_fx.tracing",
     "verify": "reconvene_fx.verify",
 }

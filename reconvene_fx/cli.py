@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         >>> args.command, args.budget, args.method
         ('report', 0.5, 'magnitude')
     """
-    common = _Parser(add_help=False)
+    common = _Parser(add_help=False)  # every command: the model, budget and scoring
+    planning = _Parser(add_help=False)  # compile and report: how the plan is made
     common.add_argument(
         "model", metavar="MODEL", help="torchvision:NAME, timm:NAME or path/to/file.py:factory"
     )
@@ -149,14 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rounds of iterative scoring for synflow (default: 100)",
     )
-    common.add_argument(
+    planning.add_argument(
         "--strategy",
         choices=_STRATEGIES,
         default="reconvene",
         help="how channel widths are allocated (default: reconvene; none: masks only, "
         "with --composite: the unstructured PaI model)",
     )
-    common.add_argument(
+    planning.add_argument(
         "--min-width",
         type=_unit_interval,
         default=0.1,
@@ -164,20 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="no coupled channel group keeps fewer than this fraction of its channels "
         "(default: 0.1; 0 disables the floor)",
     )
-    common.add_argument(
+    planning.add_argument(
         "--allocation",
         choices=("density", "sqrt"),
         default="density",
         help="reconvene widths: match each layer's PaI density, or its square root "
         "(halfway to uniform) (default: density)",
     )
-    common.add_argument(
+    planning.add_argument(
         "--composite",
         action="store_true",
         help="keep the unstructured PaI mask on layers that were not narrowed "
         "(the budget then bounds nonzero parameters)",
     )
-    common.add_argument(
+    planning.add_argument(
         "--round-to",
         type=_positive_int,
         default=1,
@@ -191,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seed of the example input and of the scoring (default: 0)",
     )
-    common.add_argument(
+    planning.add_argument(
         "--no-reinit",
         dest="reinit",
         action="store_false",
         help="keep the sliced original weights of narrowed layers",
     )
-    common.add_argument(
+    planning.add_argument(
         "--ignore",
         action="extend",
         nargs="+",
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     compile_cmd = commands.add_parser(
         "compile",
-        parents=[common],
+        parents=[common, planning],
         help="compile a model to a budget and write it out",
         description="Compile MODEL to the budget, print the totals and write it with -o.",
     )
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cmd.set_defaults(run=_run_compile)
     report_cmd = commands.add_parser(
         "report",
-        parents=[common],
+        parents=[common, planning],
         help="print the per-layer plan for a budget",
         description="Compile MODEL to the budget and print the per-layer table.",
     )

@@ -77,6 +77,7 @@ def _assert_one_error_line(err: str) -> None:
         (["compile", *RESNET], "--budget and/or --flops"),
         (["compile", *RESNET, "--budget", "0.5", "--iterations", "5"], "synflow only"),
         (["analyze", *RESNET, "--budget", "0.5", "--latency", "0"], r"--latency: must be in"),
+        (["analyze", *RESNET, "--budget", "0.5", "--composite"], "unrecognized.*--composite"),
         (["frobnicate", *RESNET], "invalid choice"),
         ([], "required: COMMAND"),
     ],

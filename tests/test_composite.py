@@ -81,10 +81,32 @@ def test_onnx_round_trip_bakes_the_masks_into_the_weights(tmp_path) -> None:
         zero = ~mask.numpy()
         same_shape = [a for a in inits if a.shape == zero.shape]
         assert any(((a == 0) == zero).all() for a in same_shape), name
-    pt = save(gm, tmp_path / "composite.pt", (X,))
-    baked = load(pt)
-    assert not masks_of(baked)
-    torch.testing.assert_close(baked.eval()(X), gm.eval()(X))
+    baked = load(save(gm, tmp_path / "composite.pt2", (X,)))  # deployment: baked too
+    torch.testing.assert_close(baked(X), gm.eval()(X))
+
+
+@pytest.mark.parametrize("name", ["residual", "densenet"])
+def test_pt_round_trip_keeps_masks_report_and_training(tmp_path, name: str) -> None:
+    _, gm = composite(name, 0.4, reinit=True)
+    path = rfx.save(gm, tmp_path / "composite.pt")
+    state = torch.load(path, weights_only=True)  # plain data: no pickled code runs
+    assert "sensitivity_table" not in str(list(state))  # no analysis scratch stored
+    loaded = rfx.load(path)
+    gm.eval(), loaded.eval()
+    torch.testing.assert_close(loaded(X), gm(X), rtol=0, atol=0)
+    assert rfx.report(loaded).to_dict() == rfx.report(gm).to_dict()
+    masks = masks_of(loaded)
+    assert masks.keys() == masks_of(gm).keys() and masks
+    optimizer = torch.optim.SGD(loaded.parameters(), lr=0.1, momentum=0.9)
+    loaded.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(loaded(X), torch.arange(X.shape[0]) % 10).backward()
+        optimizer.step()
+    for module_name, mask in masks.items():
+        weight = loaded.get_submodule(module_name).weight
+        assert bool((weight[~mask] == 0).all()), module_name
+    assert not torch.equal(loaded(X), gm(X))  # it did train
 
 
 def test_bake_masks_copies_and_keeps_the_numbers() -> None:

@@ -14,9 +14,10 @@ from models import randomize_norms
 from torch import nn
 from torch.nn.utils import parametrize
 
+import reconvene_fx as rfx
 import reconvene_fx.emit.torch as emit_torch
 from reconvene_fx.emit import load, save
-from reconvene_fx.errors import ExportError
+from reconvene_fx.errors import ExportError, ReconveneError
 
 
 class TinyNet(nn.Module):
@@ -105,10 +106,28 @@ def test_pt_round_trip_keeps_module_and_flags(tmp_path, name):
     torch.testing.assert_close(eval_output(loaded, x), eval_output(gm, x), rtol=0, atol=0)
 
 
-def test_pt_needs_weights_only_false(tmp_path):
+def test_pt_loads_with_weights_only_and_refuses_pickled_files(tmp_path):
     path = save(traced("tiny"), tmp_path / "m.pt", ())
-    with pytest.raises(Exception, match="weights_only"):
-        torch.load(path)  # the default weights_only=True refuses a pickled GraphModule
+    state = torch.load(path, weights_only=True)  # plain data: no pickled objects
+    assert state["format"].startswith("reconvene_fx.graph_module")
+    old = tmp_path / "old.pt"
+    torch.save(traced("tiny"), old)  # a pickled GraphModule, as before 0.3
+    with pytest.raises(ReconveneError, match=r"weights_only=False\) only if you trust it"):
+        load(old)
+
+
+class _Custom(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+def test_pt_refuses_classes_outside_the_trusted_modules(tmp_path):
+    gm = rfx.trace(nn.Sequential(_Custom(3, 4, 3)), leaf_modules=[_Custom])
+    path = save(gm, tmp_path / "m.pt", ())
+    with pytest.raises(ReconveneError, match=r"outside the trusted modules.*trusted=\["):
+        load(path)
+    x = torch.randn(1, 3, 8, 8)
+    torch.testing.assert_close(load(path, trusted=[__name__.split(".")[0]])(x), gm(x))
 
 
 def test_onnx_suffix_uses_export_onnx(tmp_path):
@@ -131,14 +150,14 @@ def test_suffix_is_case_insensitive(tmp_path):
 
 @pytest.mark.parametrize("filename", ["model.h5", "model", "model.pth.tar"])
 def test_bad_suffix_raises_value_error(tmp_path, filename):
-    with pytest.raises(ValueError, match=r"unsupported suffix.*'\.pt2', '\.pt', '\.onnx'") as info:
+    with pytest.raises(ValueError, match=r"unsupported suffix.*'\.pt', '\.pt2', '\.onnx'") as info:
         save(traced("tiny"), tmp_path / filename, (torch.randn(1, 3, 8, 8),))
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_load_refuses_onnx(tmp_path):
-    with pytest.raises(ValueError, match=r"unsupported suffix '\.onnx'.*'\.pt2', '\.pt'"):
+    with pytest.raises(ValueError, match=r"unsupported suffix '\.onnx'.*'\.pt', '\.pt2'"):
         load(tmp_path / "model.onnx")
 
 
@@ -148,8 +167,8 @@ def test_parametrized_module(tmp_path):
     parametrize.register_parametrization(gm.conv2, "weight", Mask(mask))
     x = torch.randn(2, 3, 16, 16)
 
-    with pytest.raises(ExportError, match=r"parametrizations.*\.pt2"):
-        save(gm, tmp_path / "m.pt", (x,))
+    with pytest.raises(ExportError, match=r"WeightMask.*\.pt2"):
+        save(gm, tmp_path / "m.pt", (x,))  # not a composite mask: .pt cannot hold it
     loaded = load(save(gm, tmp_path / "m.pt2", (x,)))  # the mask is baked into the program
     torch.testing.assert_close(loaded(x), eval_output(gm, x))
     assert parametrize.is_parametrized(gm.conv2)
