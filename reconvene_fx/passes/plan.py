@@ -44,24 +44,25 @@ class PlanPass(ReconvenePass):
     A strategy (``config.strategy``, a name in :mod:`reconvene_fx.strategies`) orders the
     other atoms; the built-in ones:
 
-    - ``reconvene``: a coupled group is *selected* when every conv/linear layer producing
-      it (whose output channels it holds) is PSE-selected (density below the global
-      density); its consumers lose inputs and are re-initialized with it (RLR). Its target
-      width is ``t_g = sqrt(max density of its producers)`` (a layer narrowed to ``r`` on
-      both sides keeps ``r**2`` of its weights, so ``sqrt`` makes it keep about what its
-      unstructured mask keeps; the width must serve every producer, hence the max). Any
-      other group has ``t_g = sqrt(max sensitivity)`` (>= 1). At scale ``s`` a group keeps
-      the fraction ``min(1, s * t_g)`` of its atoms, its weakest going first. At ``s = 1``
-      exactly the selected groups are narrowed, to their density-derived widths; a generous
-      budget stops at ``s > 1`` (less narrowing), a tight one goes below 1, where the
-      remaining groups narrow too, the least sensitive first. With ``composite=True`` the
-      plan never stops before ``s = 1``.
+    - ``reconvene``: every coupled group gets a target width such that each conv/linear
+      keeps about the share of its weights its PaI mask kept (a layer keeps ``w_in *
+      w_out`` of its weights: the targets solve ``log w_in + log w_out = log density``
+      over all layers, least squares; ``allocation="sqrt"`` halves the logs). At scale
+      ``s`` a group keeps ``min(1, s * t_g)`` of its atoms, its weakest going first; the
+      budget sets ``s``. With ``composite=True`` only the *selected* groups (every layer
+      producing them is PSE-selected: density below the global density) narrow, from
+      their targets on (their layers' dense size matches what their masks kept), and the
+      layers left whole keep their PaI masks; only when the budget needs it are those
+      masks re-thresholded, and then the other groups narrowed too.
     - ``uniform``: every group loses the same fraction.
     - ``global``: channels ranked model-wide by score relative to their group's mean.
 
-    A binary search finds the shortest prefix of that order whose removal meets every
-    limit, each group's kept width rounded up to ``round_to``. Latency limits are measured
-    on shrunk candidates (``latency_fn`` or :func:`~reconvene_fx.latency.measure_latency`).
+    No group keeps fewer than ``ceil(min_width * n)`` of its ``n`` atoms (its strongest
+    ones). A binary search finds the shortest prefix of that order whose removal meets
+    every limit, each group's kept width rounded up to ``round_to``. Latency limits are
+    measured on shrunk candidates (``latency_fn`` or
+    :func:`~reconvene_fx.latency.measure_latency`). ``none`` narrows nothing (with
+    ``composite=True``: the unstructured PaI model).
     With ``composite=True`` the params limit bounds the nonzero parameters: untouched
     conv/linear layers count only their masked-in weights. Writes ``node.meta[KEEP]``
     (a :class:`ChannelKeep`) on every node with channel info and a
