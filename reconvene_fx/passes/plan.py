@@ -52,8 +52,8 @@ class PlanPass(ReconvenePass):
       budget sets ``s``. With ``composite=True`` only the *selected* groups (every layer
       producing them is PSE-selected: density below the global density) narrow, from
       their targets on (their layers' dense size matches what their masks kept), and the
-      layers left whole keep their PaI masks; only when the budget needs it are those
-      masks re-thresholded, and then the other groups narrowed too.
+      layers left whole keep their PaI masks; only when the budget needs it are the
+      other groups narrowed too, and only then those masks re-thresholded.
     - ``uniform``: every group loses the same fraction.
     - ``global``: channels ranked model-wide by score relative to their group's mean.
 
@@ -191,15 +191,16 @@ def _atom_scores(
 
 def _search(order: RemovalOrder, make: Callable[[bool], Search]) -> tuple[Search, torch.Tensor]:
     """Run the search for ``order``. With a preferred prefix (composite plans): the fewest
-    removals within it with the masks as they are; else all of it (narrowed as far as the
-    floor allows) with the untouched masks re-thresholded to fit; else on into the rest."""
+    removals within it, the masks as they are; else on into the rest of the order (more
+    groups narrowed), the masks as they are; only then the untouched masks re-thresholded
+    to fit (thinning them first can empty whole layers: a network that no longer trains)."""
     if order.preferred is None:
         search = make(order.adjust_masks)
         return search, search.run(order.atoms, order.start, order.phase_ends)
     head = order.atoms[: order.preferred]
     attempts = [
         (False, head, order.start, ()),
-        (True, head, head.numel(), ()),
+        (False, order.atoms, head.numel(), order.phase_ends),
         (True, order.atoms, head.numel(), order.phase_ends),
     ]
     for i, (adjust, atoms, start, phase_ends) in enumerate(attempts):

@@ -67,9 +67,9 @@ class RemovalOrder:
             fill the params budget (else they keep their PaI masks as they are, and the
             masks are re-thresholded only when no prefix of ``atoms`` fits the budget).
         preferred: composite plans: the plan stays within the first ``preferred`` atoms
-            when it can, first with the masks as they are, then with the masks
-            re-thresholded; only when neither fits does it go on into the rest of
-            ``atoms`` (None: no such preference).
+            when it can with the masks as they are; else it goes on into the rest of
+            ``atoms``, and only when that does not fit either are the masks
+            re-thresholded (None: no such preference).
     """
 
     atoms: torch.Tensor
