@@ -168,3 +168,20 @@ def test_a_tight_composite_budget_narrows_beyond_the_selected_groups() -> None:
                            if lp.narrowed and not table.layers[n].selected]  # fmt: skip
     assert unselected_narrowed
     assert rfx.verify(model, gm, (X,)).exact
+
+
+def test_rethresholded_masks_break_score_ties_and_fill_the_budget() -> None:
+    """Scores with many exact ties (SNIP's zeros on a small batch): the masks that fit the
+    budget keep the tied weights with the largest |w|, up to the budget, not none of them."""
+
+    @rfx.scoring.register_scorer("test-ties")
+    def ties(gm, example_inputs, targets, *, seed):
+        return {n: (torch.arange(w.numel()) % 3 == 0).float().view_as(w)
+                for n, w in rfx.scoring.prunable_weights(gm)}  # fmt: skip
+
+    try:
+        _, gm = composite("residual", 0.25, method="test-ties", strategy="none")
+    finally:
+        rfx.scoring.SCORERS.pop("test-ties")
+    rep = rfx.report(gm)
+    assert 0.24 <= rep.nonzero_ratio <= 0.25

@@ -18,6 +18,7 @@ from ..latency import measure_latency
 from ..meta import LayerSensitivity
 from ..scoring import kth_largest
 from ._keep import write_keep
+from .sensitivity import break_ties
 from .shrink import ShrinkPass
 
 __all__ = ["Search", "SearchSettings"]
@@ -159,10 +160,17 @@ class Search:
         if room < 1:
             return {n: torch.zeros_like(m) for n, m in masks.items()}
         # adjust_masks guarantees the scores were kept; room < kept <= their count, so the
-        # (room + 1)-th largest exists: keeping what lies strictly above it keeps <= room
+        # (room + 1)-th largest exists: keeping what lies strictly above it keeps <= room,
+        # and scores tied at it (SNIP's exact zeros) fill the rest by larger |w|, as the
+        # PaI mask itself broke its ties
         scores = [self.sens[n].scores for n in names]
         threshold = kth_largest(scores, room + 1)  # type: ignore[arg-type]
-        return {n: s > threshold for n, s in zip(names, scores, strict=True)}
+        masks = {n: s > threshold for n, s in zip(names, scores, strict=True)}
+        tied = {n: (s == threshold).flatten().nonzero().flatten()
+                for n, s in zip(names, scores, strict=True)}  # fmt: skip
+        weights = {n: self.gm.get_submodule(n).weight for n in names}
+        break_ties({n: t for n, t in tied.items() if t.numel()}, weights, masks, room)
+        return masks
 
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
         """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""

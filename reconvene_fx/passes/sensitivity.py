@@ -18,7 +18,7 @@ from ..meta import SENSITIVITY, SENSITIVITY_TABLE, LayerSensitivity, Sensitivity
 from ..scoring.base import check_finite, kth_largest, prunable_weights, run_scorer
 from ._base import ReconvenePass
 
-__all__ = ["SensitivityPass", "mask_density"]
+__all__ = ["SensitivityPass", "break_ties", "mask_density"]
 
 
 def mask_density(budget: float | Budget) -> float:
@@ -182,7 +182,7 @@ def _rate_layers(
         if ties:
             tied[name] = torch.cat(ties)
     if tied:
-        _break_ties(tied, weights, masks, k)
+        break_ties(tied, weights, masks, k)
     kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
     global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
     layers: dict[str, LayerSensitivity] = {}
@@ -283,7 +283,7 @@ def _threshold(
     return kth_largest(parts, k, sizes=sizes), k
 
 
-def _break_ties(
+def break_ties(
     tied: dict[str, torch.Tensor],
     weights: Mapping[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
