@@ -26,7 +26,7 @@ from ..meta import (
 from ..strategies import PlanInputs, RemovalOrder, get_strategy
 from ._base import ReconvenePass, require_meta, require_node_meta
 from ._keep import write_keep
-from ._search import Search, SearchSettings
+from ._search import Search, SearchSettings, _rank_within_group
 
 __all__ = ["PlanPass"]
 
@@ -239,17 +239,13 @@ def _floor(
     protected = torch.zeros_like(pinned)
     if min_width <= 0 or group.numel() == 0:
         return protected
-    size = torch.bincount(group)
-    floor = torch.ceil(min_width * size.double() - 1e-9).long()
-    # best first within each group, pinned atoms ahead of all others
+    floor = torch.ceil(min_width * torch.bincount(group).double() - 1e-9).long()
+    # best first, pinned atoms ahead of all others; rank of each atom within its group
     order = torch.argsort(scores, descending=True, stable=True)
     order = order[torch.argsort((~pinned[order]).to(torch.int8), stable=True)]
-    order = order[torch.argsort(group[order], stable=True)]
-    starts = torch.cumsum(size, 0) - size
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel()) - starts[group[order]]
-    protected = rank < floor[group]
-    return protected & ~pinned
+    rank[order] = _rank_within_group(group[order])
+    return (rank < floor[group]) & ~pinned
 
 
 def _producers(
