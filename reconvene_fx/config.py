@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +65,15 @@ class CompileConfig:
         rules: a :class:`~reconvene_fx.rules.RuleRegistry` replacing the built-in rules.
         init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer
             instead (e.g. :func:`~reconvene_fx.passes.torchvision_init`, Kaiming normal).
-        latency_fn: ``latency_fn(module, example_inputs) -> cost`` for latency budgets;
-            default: the median wall time of forward passes on this machine.
+        latency_fn: ``latency_fn(module, example_inputs) -> cost`` for latency budgets,
+            measured on whole candidates (a binary search); default: the backend below.
+        latency_backend: where latency budgets are measured: ``"torch"`` (eager PyTorch on
+            this machine, default) or ``"onnxruntime"`` (the exported model on its CPU
+            provider). Plans are searched with a per-layer latency table and the chosen
+            one is measured whole (see :class:`~reconvene_fx.latency.LatencyTable`).
+        latency_cache: where that table is kept: ``True`` (default) the folder of
+            :func:`~reconvene_fx.latency.default_cache_dir`, a folder path, or ``False``
+            for memory only.
         progress: log each pass's time to stderr and show SynFlow's progress bar.
     """
 
@@ -87,6 +95,8 @@ class CompileConfig:
     rules: Any = None
     init_fn: Callable[[torch.nn.Module, torch.Generator], None] | None = None
     latency_fn: LatencyFn | None = None
+    latency_backend: str = "torch"
+    latency_cache: bool | str | os.PathLike = True
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -122,5 +132,13 @@ class CompileConfig:
             raise TypeError(f"method_options must be a dict, got {self.method_options!r}")
         if self.latency_fn is not None and not callable(self.latency_fn):
             raise TypeError("latency_fn must be callable: latency_fn(module, example_inputs)")
+        if self.latency_backend not in ("torch", "onnxruntime"):
+            raise ValueError(
+                f"unknown latency_backend {self.latency_backend!r}; choose torch or onnxruntime"
+            )
+        if not isinstance(self.latency_cache, (bool, str, os.PathLike)):
+            raise TypeError(
+                f"latency_cache must be True, False or a folder, got {self.latency_cache!r}"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise TypeError(f"seed must be an int, got {self.seed!r}")

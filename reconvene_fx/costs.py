@@ -51,13 +51,16 @@ class LayerCosts:
 
     Built from a graph annotated by ChannelGroupPass. ``evaluate(removed)`` takes a bool
     mask over atoms and returns ``(params, macs)`` of the model with those atoms removed.
-    ``layers`` holds every layer whose size can change, by module name, in graph order.
+    ``layers`` holds every layer whose size can change, by module name, in graph order;
+    ``calls`` every conv/linear call counted in MACs, with :meth:`call_widths` giving its
+    kept widths.
     """
 
     def __init__(self, gm: torch.fx.GraphModule) -> None:
         self.layers: dict[str, CostedLayer] = {}
         macs_full = 0
         calls: list[_Call] = []
+        self.calls: list[tuple[torch.fx.Node, Layer]] = []
         for node, layer in layer_calls(gm):
             info = _channel_info(node)
             name = layer.name
@@ -71,6 +74,7 @@ class LayerCosts:
                 unit = macs // max(layer.out_channels * (layer.in_channels // layer.groups), 1)
                 self.layers.setdefault(name, CostedLayer(layer, in_info, info))
                 calls.append((name, in_info, info, unit))
+                self.calls.append((node, layer))
             elif info is not None:
                 self.layers.setdefault(name, CostedLayer(layer, None, info))
         self.params_full = count_params(gm)
@@ -105,6 +109,11 @@ class LayerCosts:
         variable_full = int(self._params.params(sizes).sum())
         self.params_fixed = self.params_full - variable_full
 
+    @property
+    def num_atoms(self) -> int:
+        """Length of the ``removed`` masks the counts take (atoms of every channel space)."""
+        return int(self._atoms.max()) + 1 if self._atoms.numel() else 0
+
     def _kept_counts(self, removed: torch.Tensor) -> torch.Tensor:
         kept = ~removed[self._atoms]
         return torch.bincount(self._segment[kept], minlength=self._num_slots)
@@ -114,6 +123,14 @@ class LayerCosts:
         counts = self._kept_counts(removed)
         params = self.params_fixed + int(self._params.params(counts).sum())
         return params, int(self._macs.macs(counts).sum())
+
+    def call_widths(self, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per entry of ``calls``: kept output channels, and kept input channels per group
+        (1 for a depthwise conv), with the atoms in ``removed`` taken out."""
+        if self._macs.cols["in_slot"].numel() == 0:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty
+        return self._macs.kept(self._kept_counts(removed))
 
     def layer_params(self, removed: torch.Tensor) -> torch.Tensor:
         """Parameters per entry of ``layers`` (in order) with the atoms in ``removed`` out."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -14,7 +16,9 @@ from ..budget import Budget
 from ..config import LatencyFn
 from ..costs import LayerCosts
 from ..errors import BudgetError
-from ..latency import measure_latency
+from ..latency import LatencyEstimate, LatencyTable
+from ..latency.ruler import LatencyRuler
+from ..log import logger
 from ..meta import LayerSensitivity
 from ..scoring import kth_largest
 from ._keep import write_keep
@@ -33,6 +37,15 @@ class SearchSettings:
     round_to: int = 1
     composite: bool = False
     latency_fn: LatencyFn | None = None
+    latency_backend: str = "torch"
+    latency_cache: bool | str | os.PathLike = True
+
+
+# A latency plan measured within this share below its limit is taken without correcting
+# the estimate again.
+LATENCY_TOLERANCE = 0.1
+# Whole-model measurements spent correcting the per-layer estimate before bisecting.
+LATENCY_CORRECTIONS = 3
 
 
 class Search:
@@ -173,19 +186,21 @@ class Search:
         return masks
 
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
-        """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured."""
+        """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured:
+        guided by the per-layer estimate (default), or a binary search measuring whole
+        candidates (a user ``latency_fn``, or when the estimate's guesses all miss)."""
         limit = self.limits["latency"]
-        measure = self.settings.latency_fn or measure_latency
-        inputs = self.settings.example_inputs
-        before = float(measure(self.gm, inputs))
-        if not before > 0:
-            raise ValueError(f"the latency of the unpruned model measured {before}; need > 0")
+        settings = self.settings
+        ruler = LatencyRuler(self.gm, settings.example_inputs, backend=settings.latency_backend,
+                             latency_fn=settings.latency_fn)  # fmt: skip
         measured: dict[int, float] = {}
+        seconds: dict[int, float] = {}
 
         def ratio(k: int) -> float:
             if k not in measured:
-                measured[k] = float(measure(_shrunk_copy(self.gm, removed_for(k)), inputs))
-            return measured[k] / before
+                candidate = _shrunk_copy(self.gm, removed_for(k))
+                measured[k], seconds[k] = ruler.measure(candidate)
+            return measured[k]
 
         if ratio(hi) > limit:
             raise BudgetError(
@@ -194,17 +209,69 @@ class Search:
                 quantity="latency",
                 smallest=ratio(hi),
             )
-        # measurements are noisy: stop at a resolution of 1/128 of the removable atoms
-        step = max(1, (hi - lo) // 128)
-        while hi - lo > step:
-            mid = (lo + hi) // 2
-            if ratio(mid) <= limit:
-                hi = mid
-            else:
-                lo = mid + 1
-        k = lo if lo in measured and ratio(lo) <= limit else hi
-        self.latency_before, self.latency_after = before, measured[k]
+        guided = None
+        if settings.latency_fn is None:
+            guided = self._estimated(removed_for, lo, hi, ruler.before, ratio)
+        k = guided if guided is not None else _measured_search(ratio, limit, lo, hi, measured)
+        self.latency_before = ruler.before
+        self.latency_after = seconds[k]
         return k
+
+    def _estimated(
+        self,
+        removed_for: Callable[[int], torch.Tensor],
+        lo: int,
+        hi: int,
+        before: float,
+        ratio: Callable[[int], float],
+    ) -> int | None:
+        """The plan the per-layer estimate picks, its target corrected by measuring each
+        pick; the fewest removals measured within the limit, or None if none was."""
+        limit = self.limits["latency"]
+        table = LatencyTable(self.settings.latency_backend, self.settings.latency_cache)
+        estimate = LatencyEstimate(self.gm, self.costs, table, before,
+                                   round_to=self.settings.round_to)  # fmt: skip
+        predicted: dict[int, float] = {}
+
+        def guess(k: int) -> float:
+            if k not in predicted:
+                predicted[k] = estimate.seconds(removed_for(k)) / before
+            return predicted[k]
+
+        best: int | None = None
+        target = limit
+        for attempt in range(1 + LATENCY_CORRECTIONS):
+            k = _first_true(partial(_within, guess, target), lo, hi) if guess(hi) <= target else hi
+            got = ratio(k)
+            logger.info("latency plan %d: predicted %.3f, measured %.3f of the model (limit %.3f)",
+                        attempt + 1, guess(k), got, limit)  # fmt: skip
+            if got <= limit:
+                best = k if best is None else min(best, k)
+                if got >= (1 - LATENCY_TOLERANCE) * limit or k == lo:
+                    break
+            target = min(target * limit / got, 1.0)
+        table.save()
+        logger.info("latency table: %d layers timed, %d known", table.timed, len(table))
+        return best
+
+
+def _within(guess: Callable[[int], float], target: float, k: int) -> bool:
+    return guess(k) <= target
+
+
+def _measured_search(
+    ratio: Callable[[int], float], limit: float, lo: int, hi: int, measured: dict[int, float]
+) -> int:
+    """Binary search on whole-model measurements; ``ratio(hi) <= limit`` is known."""
+    # measurements are noisy: stop at a resolution of 1/128 of the removable atoms
+    step = max(1, (hi - lo) // 128)
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if ratio(mid) <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo in measured and ratio(lo) <= limit else hi
 
 
 def _first_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:

@@ -60,8 +60,10 @@ class PlanPass(ReconvenePass):
     No group keeps fewer than ``ceil(min_width * n)`` of its ``n`` atoms (its strongest
     ones). A binary search finds the shortest prefix of that order whose removal meets
     every limit, each group's kept width rounded up to ``round_to``. Latency limits are
-    measured on shrunk candidates (``latency_fn`` or
-    :func:`~reconvene_fx.latency.measure_latency`). ``none`` narrows nothing (with
+    searched with :class:`~reconvene_fx.latency.LatencyEstimate` (a per-layer table timed
+    on ``latency_backend``) and the chosen plan measured whole on that backend, the
+    prediction corrected by that measurement up to three times (a user ``latency_fn``:
+    a binary search measuring whole candidates). ``none`` narrows nothing (with
     ``composite=True``: the unstructured PaI model).
     With ``composite=True`` the params limit bounds the nonzero parameters: untouched
     conv/linear layers count only their masked-in weights. Writes ``node.meta[KEEP]``
@@ -141,6 +143,8 @@ class PlanPass(ReconvenePass):
             round_to=self.config.round_to,
             composite=self.config.composite,
             latency_fn=self.config.latency_fn,
+            latency_backend=self.config.latency_backend,
+            latency_cache=self.config.latency_cache,
         )
         search, removed = _search(
             order, lambda adjust: Search(settings, graph_module, costs, group, sens, adjust)

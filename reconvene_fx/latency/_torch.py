@@ -1,4 +1,4 @@
-"""Latency of a module on this machine: what ``Budget(latency=...)`` is measured with."""
+"""Latency in eager PyTorch on this machine: of a whole module, and of one layer."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from ._mode import eval_mode
+from .._mode import eval_mode
+from .spec import LayerSpec, random_input
 
-__all__ = ["measure_latency"]
+__all__ = ["measure_latency", "torch_layer_seconds"]
 
 
 def measure_latency(
@@ -58,3 +59,19 @@ def measure_latency(
             module(*example_inputs)
         times = [timer.timeit(1).median for _ in range(repeats)]
     return statistics.median(times)
+
+
+def torch_layer_seconds(spec: LayerSpec, *, repeats: int = 5, warmup: int = 2) -> float:
+    """Median seconds of one eager call of a fresh module of ``spec`` (see
+    :func:`measure_latency`).
+
+    Example:
+        >>> from reconvene_fx.latency.spec import layer_spec
+        >>> spec = layer_spec(torch.nn.Conv2d(8, 16, 3), (1, 8, 16, 16))
+        >>> torch_layer_seconds(spec, repeats=2) > 0
+        True
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = spec.module()
+    return measure_latency(module, (random_input(spec),), repeats=repeats, warmup=warmup)

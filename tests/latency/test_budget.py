@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from models import build
 import reconvene_fx as rfx
 from reconvene_fx.costs import count_params
 from reconvene_fx.latency import measure_latency
+from reconvene_fx.latency import ruler as ruler_module
 
 X = torch.randn(2, 3, 16, 16)
 
@@ -101,3 +103,65 @@ def test_measure_latency_is_seconds_per_pass_in_eval_and_inference_mode() -> Non
     assert len(net.modes) >= 1 + 3
     assert set(net.modes) == {(False, True)}
     assert net.training
+
+
+def _wide_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 96, 3, padding=1), torch.nn.BatchNorm2d(96), torch.nn.ReLU(),
+        torch.nn.Conv2d(96, 96, 3, padding=1), torch.nn.BatchNorm2d(96), torch.nn.ReLU(),
+        torch.nn.Conv2d(96, 10, 1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_latency_backend_plan_is_measured_within_the_limit(backend: str) -> None:
+    model, x = _wide_net(), torch.randn(1, 3, 64, 64)
+    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend=backend,
+                     latency_cache=False, reinit=False)  # fmt: skip
+    rep = rfx.report(gm)
+    assert rep.latency_ratio <= 0.5  # the planner measured the chosen plan on the backend
+    assert rep.flops_after < 0.8 * rep.flops_before
+    assert rfx.verify(model, gm, (x,)).exact
+
+
+def test_second_compile_reads_the_layer_table_from_disk(tmp_path, caplog, monkeypatch) -> None:
+    """With whole-model measurements made deterministic (their cost: the parameter count),
+    the plan depends on the table alone: a second compile must time no layer again."""
+
+    def prepare(backend, module, example_inputs):
+        def run() -> None:
+            return None
+
+        run.cost = float(count_params(module))
+        return run
+
+    def rounds(runs, rounds=7, warmup=3):
+        return [[run.cost] * rounds for run in runs]
+
+    monkeypatch.setattr(ruler_module, "prepare_run", prepare)
+    monkeypatch.setattr(ruler_module, "time_rounds", rounds)
+    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
+    timed = []
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="reconvene_fx"):
+            gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="onnxruntime",
+                             latency_cache=tmp_path, reinit=False)  # fmt: skip
+        assert "latency plan 1: predicted" in caplog.text
+        timed.append(_layers_timed(caplog.text))
+        assert rfx.report(gm).latency_ratio <= 0.5
+    assert timed[0] > 0 and timed[1] == 0
+    assert len(list(tmp_path.glob("latency-onnxruntime-*.json"))) == 1
+
+
+def _layers_timed(log: str) -> int:
+    (count,) = re.findall(r"latency table: (\d+) layers timed", log)
+    return int(count)
+
+
+def test_latency_backend_and_cache_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown latency_backend 'tensorrt'"):
+        rfx.CompileConfig(latency_backend="tensorrt")
+    with pytest.raises(TypeError, match="latency_cache"):
+        rfx.CompileConfig(latency_cache=3)
