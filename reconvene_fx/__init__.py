@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         TraceError,
         VerifyError,
     )
+    from .plot import plot_report
     from .report import LayerPlan, PruningReport, report
     from .tracing import AutoLeafWarning, trace
     from .verify import VerifyResult, verify
@@ -77,6 +78,7 @@ __all__ = [
     "layers",
     "load",
     "passes",
+    "plot_report",
     "report",
     "rules",
     "save",
@@ -111,6 +113,7 @@ _SOURCES = {
     "compile": "reconvene_fx.compiler",
     "export_onnx": "reconvene_fx.emit.onnx",
     "load": "reconvene_fx.emit.torch",
+    "plot_report": "reconvene_fx.plot",
     "report": "reconvene_fx.report",
     "save": "reconvene_fx.emit.torch",
     "trace": "reconvene_fx.tracing",

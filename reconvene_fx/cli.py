@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -39,6 +40,7 @@ __all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
 
 PROG = "reconvene-fx"
 OUTPUT_SUFFIXES = (".onnx", ".pt2", ".pt")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 # the built-in scorers; the registry's names once reconvene_fx.scoring is imported
 _METHODS = ("grasp", "magnitude", "random", "snip", "synflow")
 _STRATEGIES = ("reconvene", "uniform", "global", "none")
@@ -92,13 +94,22 @@ def _input_shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _output_path(text: str) -> Path:
-    path = Path(text)
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise argparse.ArgumentTypeError(
-            f"cannot write {text!r}: the file name must end in {', '.join(OUTPUT_SUFFIXES)}"
-        )
-    return path
+def _path_ending_in(suffixes: tuple[str, ...], verb: str) -> Callable[[str], Path]:
+    """An argparse type: a path whose suffix is one of ``suffixes``."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"cannot {verb} {text!r}: the file name must end in {', '.join(suffixes)}"
+            )
+        return path
+
+    return parse
+
+
+_output_path = _path_ending_in(OUTPUT_SUFFIXES, "write")
+_plot_path = _path_ending_in(PLOT_SUFFIXES, "draw")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency",
         type=_fraction,
         metavar="L",
-        help="fraction of the forward-pass time (measured on this machine) kept, in (0, 1]",
+        help="fraction of the forward-pass time kept, in (0, 1], measured on this machine "
+        "with --latency-backend",
     )
     common.add_argument(
         "--input-shape",
@@ -185,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="round kept channel counts to a multiple of N (default: 1)",
     )
+    planning.add_argument(
+        "--latency-backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="where --latency is measured: eager PyTorch or the exported model on "
+        "onnxruntime (default: torch); per-layer times are cached in "
+        "$RECONVENE_FX_CACHE_DIR or ~/.cache/reconvene_fx",
+    )
     common.add_argument(
         "--seed",
         type=int,
@@ -232,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the per-layer plan for a budget",
         description="Compile MODEL to the budget and print the per-layer table.",
     )
+    report_cmd.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON (totals, budget, every layer) instead of the table",
+    )
+    report_cmd.add_argument(
+        "--plot",
+        type=_plot_path,
+        metavar="PATH",
+        help="draw per-layer PaI density, sensitivity, PSE selection and widths to PATH "
+        '(.png, .svg or .pdf; needs matplotlib: pip install "reconvene-fx[plot]")',
+    )
     report_cmd.set_defaults(run=_run_report)
     analyze_cmd = commands.add_parser(
         "analyze",
@@ -259,11 +291,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise _UsageError("give --budget and/or --flops and/or --latency")
             if args.iterations is not None and args.method != "synflow":
                 raise _UsageError("--iterations applies to --method synflow only")
-            if getattr(args, "output", None) is not None:
+            for target in (getattr(args, "output", None), getattr(args, "plot", None)):
+                if target is None:
+                    continue
                 try:  # before the model is loaded and compiled
-                    check_writable(args.output)
+                    check_writable(target)
                 except OSError as err:
                     raise _UsageError(str(err)) from err
+            if getattr(args, "plot", None) is not None:
+                _check_matplotlib()
             with progress_to_stderr(not args.quiet):
                 return int(args.run(args))
         except SystemExit as stop:  # --help and --version
@@ -294,8 +330,27 @@ def _run_report(args: argparse.Namespace) -> int:
     from . import report
 
     gm, _ = _compile(args)
-    print(report(gm).format_table())
+    rep = report(gm)
+    if args.json:
+        print(json.dumps({"model": args.model, **rep.to_dict()}, indent=2))
+    else:
+        print(rep.format_table())
+    if args.plot is not None:
+        from .plot import plot_report
+
+        with _step(f"drawing {args.plot}"):
+            title = f"{args.model}: {rep.strategy} ({rep.method})"
+            path = plot_report(rep, args.plot, title=title)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _check_matplotlib() -> None:
+    """--plot without matplotlib: a usage error before any work is done."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise _UsageError('--plot needs matplotlib: pip install "reconvene-fx[plot]"')
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
@@ -366,6 +421,7 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
                 round_to=args.round_to,
                 ignore=tuple(args.ignore),
                 reinit=args.reinit,
+                latency_backend=args.latency_backend,
             )
         except ValueError as err:  # compile's argument checks, e.g. an unknown --ignore name
             raise _UsageError(str(err)) from err

@@ -191,6 +191,7 @@ class PruningReport:
             "nonzero_after": self.nonzero_after,
             "latency_before": self.latency_before,
             "latency_after": self.latency_after,
+            "budget": _budget_dict(self.budget),
             "global_density": self.global_density,
             "method": self.method,
             "strategy": self.strategy,
@@ -221,6 +222,15 @@ class PruningReport:
                 for name, lp in self.layers.items()
             },
         }
+
+
+def _budget_dict(budget: Any) -> dict[str, float | None] | None:
+    """A Budget (or a float: the params fraction) as ``{"params": ..., ...}``."""
+    if budget is None:
+        return None
+    if isinstance(budget, (int, float)):
+        return {"params": float(budget), "flops": None, "latency": None}
+    return dict(budget.limits())
 
 
 def report(gm: torch.fx.GraphModule) -> PruningReport:

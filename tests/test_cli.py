@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -157,6 +158,7 @@ def test_compile_calls_the_api_with_the_options(
         "round_to": 2,
         "ignore": ("7",),
         "reinit": False,
+        "latency_backend": "torch",
     }
     captured = capsys.readouterr()
     assert captured.err == ""  # --quiet
@@ -209,6 +211,50 @@ def test_report_resnet18_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"conv1", "layer1.0.conv1", "fc"} <= names
     before, after = _params(table.splitlines()[-1])
     assert after <= before / 2
+
+
+def test_report_json_is_the_report_as_data(small_net: str, capsys) -> None:
+    argv = ["report", small_net, "--budget", "0.5", "--input-shape", "1,3,16,16", "--json"]
+    assert main([*argv, "-q"]) == 0
+    data = json.loads(capsys.readouterr().out)  # stdout holds nothing but the JSON
+    assert data["model"] == small_net and data["budget"]["params"] == 0.5
+    assert set(data["layers"]) == {"0", "3", "7"}
+    assert data["params_after"] <= 0.5 * data["params_before"]
+    kept = {name: layer["out_kept"] for name, layer in data["layers"].items()}
+    assert kept["7"] == 10 and 0 < kept["0"] <= 16
+
+
+def test_report_plot_writes_an_image(small_net: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "plan.png"
+    argv = ["report", small_net, "--budget", "0.4", "--input-shape", "1,3,16,16", "-q"]
+    assert main([*argv, "--plot", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    assert f"wrote {out}" in captured.err
+    assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("plot", "match"),
+    [("plan.txt", "must end in .png, .svg, .pdf"), ("blocker/plan.png", "is not a folder")],
+)
+def test_bad_plot_paths_are_usage_errors_before_compiling(
+    small_net: str, tmp_path: Path, plot: str, match: str, capsys
+) -> None:
+    (tmp_path / "blocker").write_text("")
+    argv = ["report", small_net, "--budget", "0.4", "--plot", str(tmp_path / plot)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    _assert_one_error_line(err)
+    assert match in err and "loading" not in err
+
+
+def test_latency_backend_onnxruntime_plans_a_latency_budget(small_net: str, capsys) -> None:
+    argv = ["compile", small_net, "--latency", "0.7", "--latency-backend", "onnxruntime",
+            "--input-shape", "1,3,32,32", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    latency = re.search(r"latency (\d+\.\d)%", capsys.readouterr().out)
+    assert latency and float(latency.group(1)) <= 70.0
 
 
 def test_analyze_prints_the_sensitivity_table(
