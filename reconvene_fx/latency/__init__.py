@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from ._onnxruntime import measure_onnxruntime
+from ._onnxruntime import measure_onnxruntime, onnxruntime_session
 from ._torch import measure_latency
 from .estimate import LatencyEstimate
 from .spec import LayerSpec, layer_spec
@@ -31,4 +31,5 @@ __all__ = [
     "measure_latency",
     "measure_model",
     "measure_onnxruntime",
+    "onnxruntime_session",
 ]
