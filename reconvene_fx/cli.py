@@ -245,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"write the compiled model here ({', '.join(OUTPUT_SUFFIXES)})",
     )
+    compile_cmd.add_argument(
+        "--dynamic-batch",
+        action="store_true",
+        help="-o *.onnx: a symbolic batch axis (default: static shapes, as TensorRT prefers)",
+    )
+    compile_cmd.add_argument(
+        "--fp16-weights",
+        action="store_true",
+        help="-o *.onnx: store weights as float16 (half the file; compute stays float32)",
+    )
     compile_cmd.set_defaults(run=_run_compile)
     report_cmd = commands.add_parser(
         "report",
@@ -298,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                     check_writable(target)
                 except OSError as err:
                     raise _UsageError(str(err)) from err
+            onnx_only = [getattr(args, k, False) for k in ("dynamic_batch", "fp16_weights")]
+            if any(onnx_only) and (args.output is None or args.output.suffix.lower() != ".onnx"):
+                raise _UsageError("--dynamic-batch and --fp16-weights apply to -o *.onnx only")
             if getattr(args, "plot", None) is not None:
                 _check_matplotlib()
             with progress_to_stderr(not args.quiet):
@@ -318,10 +331,14 @@ def _run_compile(args: argparse.Namespace) -> int:
     gm, example = _compile(args)
     print(report(gm).summary())
     if args.output is not None:
-        from .emit import save
+        from .emit import export_onnx, save
 
         with _step(f"writing {args.output}"):
-            path = save(gm, args.output, example)
+            if args.output.suffix.lower() == ".onnx":
+                path = export_onnx(gm, args.output, example, dynamic_batch=args.dynamic_batch,
+                                   fp16_weights=args.fp16_weights)  # fmt: skip
+            else:
+                path = save(gm, args.output, example)
         print(f"wrote {path}")
     return 0
 

@@ -345,3 +345,23 @@ def test_help_and_usage_errors_do_not_import_torch(argv: list[str]) -> None:
                           timeout=120)  # fmt: skip
     status, torch_imported = done.stdout.split()[-2:]
     assert status in ("0", "2") and torch_imported == "False", done.stdout + done.stderr
+
+
+def test_compile_writes_a_tensorrt_ready_onnx(small_net: str, tmp_path: Path, capsys) -> None:
+    import onnx
+
+    out = tmp_path / "net.onnx"
+    argv = ["compile", small_net, "--budget", "0.5", "--input-shape", "1,3,16,16", "-q",
+            "--round-to", "4", "-o", str(out), "--dynamic-batch", "--fp16-weights"]  # fmt: skip
+    assert main(argv) == 0
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["reconvene_fx.strategy"] == "reconvene"
+
+
+def test_onnx_options_need_an_onnx_output(small_net: str, tmp_path: Path, capsys) -> None:
+    argv = ["compile", small_net, "--budget", "0.5", "-o", str(tmp_path / "m.pt"), "--fp16-weights"]
+    assert main(argv) == 2
+    assert "apply to -o *.onnx only" in capsys.readouterr().err

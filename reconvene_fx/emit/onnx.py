@@ -8,19 +8,28 @@ or a future PyTorch without it) the dynamo exporter is tried. Either way the res
 self-contained ``.onnx`` file; only a model over protobuf's 2 GiB limit gets a
 ``<name>.onnx.data`` file beside it.
 
+The file is ready for TensorRT 10's ONNX parser: static shapes unless ``dynamic_batch``,
+opset 17 from the TorchScript exporter (TensorRT 10 reads 9-20; the dynamo exporter's
+default, 18, too), constants folded and dead nodes removed with onnx-graphsurgeon, optional
+float16 weights, and the compile's budget, method, strategy, parameters and MACs as model
+metadata. Build an engine with ``trtexec --onnx=model.onnx`` (``--fp16`` for half-precision
+kernels) or see ``examples/06_tensorrt.py``.
+
 Note that ``torch.fx`` freezes control flow at trace time: a branch on ``self.training``
 (torchvision's auxiliary heads) is exported as it was traced, whatever the mode at export.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,6 +48,13 @@ _MAX_PROTO_BYTES = 2**31 - 1
 
 # (label, use the dynamo exporter), in the order they are tried.
 _EXPORTERS: tuple[tuple[str, bool], ...] = (("torchscript", False), ("dynamo", True))
+# The TorchScript exporter's opset when none is given: read by TensorRT 10 (opsets 9-20),
+# onnxruntime >= 1.12 and every current ONNX tool.
+DEFAULT_OPSET = 17
+# float32 constants with fewer elements stay float32 under fp16_weights (shapes, scales).
+_FP16_MIN_ELEMENTS = 16
+# Name of the batch axis with dynamic_batch=True.
+BATCH_AXIS = "batch"
 
 
 def export_onnx(
@@ -52,6 +68,9 @@ def export_onnx(
     atol: float = 1e-4,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    dynamic_batch: bool = False,
+    fp16_weights: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Export ``gm`` in eval mode to an ONNX file and check it against PyTorch.
 
@@ -59,9 +78,11 @@ def export_onnx(
     copy first, so the file holds plain weights with zeros. The module is exported in eval
     mode (BatchNorm uses running statistics, dropout is off); the ``training`` flag of every
     submodule is restored afterwards. The graph is cleaned with onnx-graphsurgeon (dead
-    nodes removed, topologically sorted) and validated with ``onnx.checker``. With
-    ``check=True`` it is run with onnxruntime on ``example_inputs`` and every output (nested
-    outputs flattened in order) must satisfy ``|onnx - torch| <= atol + rtol * |torch|``.
+    nodes removed, constants folded, topologically sorted) and validated with
+    ``onnx.checker``. With ``check=True`` it is run with onnxruntime on ``example_inputs``
+    (and, with ``dynamic_batch``, on them repeated to twice the batch) and every output
+    (nested outputs flattened in order) must satisfy ``|onnx - torch| <= atol + rtol *
+    |torch|``.
 
     Args:
         gm: the module to export, usually a ``torch.fx.GraphModule``.
@@ -70,12 +91,22 @@ def export_onnx(
             only by a complete, checked new one (an error, a failed check or a killed
             process leaves it as it was).
         example_inputs: positional inputs, used for tracing and for the check.
-        opset: ONNX opset version; ``None`` lets the exporter choose.
+        opset: ONNX opset version; ``None``: 17 (:data:`DEFAULT_OPSET`), or the dynamo
+            exporter's default when it is the one that succeeds.
         check: run the exported model with onnxruntime and compare with PyTorch.
         rtol: relative tolerance of the check.
         atol: absolute tolerance of the check.
         input_names: graph input names; default the GraphModule's placeholder names.
         output_names: graph output names; default ``output`` (one output) or ``output_0``, ...
+        dynamic_batch: make dim 0 of every input and output a symbolic ``batch`` axis
+            (default: every shape static, as TensorRT builds fastest for). Every input
+            must be a tensor with a batch dim.
+        fp16_weights: store float32 weights as float16, each followed by a ``Cast`` to
+            float32 (half the file; inputs, outputs and arithmetic stay float32). The
+            check's tolerances are then at least 1e-2.
+        metadata: extra ``key: value`` strings for the model's ``metadata_props``; a model
+            from :func:`reconvene_fx.compile` also carries ``reconvene_fx.*`` entries (budget,
+            method, strategy, params and MACs before/after) from its report.
 
     Returns:
         ``path`` as a :class:`pathlib.Path`.
@@ -96,23 +127,80 @@ def export_onnx(
         tiny.onnx True
     """
     path = check_writable(path)
+    properties = {**_report_metadata(gm), **dict(metadata or {})}
     gm = bake_masks(gm)  # composite masks go into the weights; the caller's gm keeps them
     example_inputs = tuple(example_inputs)
+    if dynamic_batch:
+        _check_batched(example_inputs)
     flat_inputs = flatten_tensors(example_inputs)
     with eval_mode(gm), torch.no_grad():
         expected = flatten_tensors(gm(*example_inputs))
         in_names = _input_names(gm, example_inputs, input_names)
+        if dynamic_batch and in_names is None:
+            in_names = [f"input_{i}" for i in range(len(example_inputs))]
         out_names = _output_names(len(expected), output_names)
+        batch_axes = _batch_axes(in_names, out_names) if dynamic_batch else None
+        doubled = tuple(torch.cat([x, x]) for x in example_inputs) if dynamic_batch else ()
+        expected_doubled = flatten_tensors(gm(*doubled)) if dynamic_batch and check else []
         with tempfile.TemporaryDirectory(prefix="reconvene_onnx_") as tmp:
-            raw = _export_raw(gm, example_inputs, Path(tmp), opset, in_names, out_names)
+            raw = _export_raw(gm, example_inputs, Path(tmp), opset, in_names, out_names,
+                              batch_axes)  # fmt: skip
             model = onnx.load(str(raw))  # loads any external data into memory
-    model = _cleanup(model)
+    model = _cleanup(model, fp16_weights=fp16_weights)
+    _set_metadata(model, properties)
+    if fp16_weights:
+        rtol, atol = max(rtol, 1e-2), max(atol, 1e-2)
     with atomic_write(path) as tmp:  # the checks read the new file before it replaces path
         _save(model, tmp)
         onnx.checker.check_model(str(tmp))
         if check:
             _check_outputs(tmp, in_names, flat_inputs, expected, rtol=rtol, atol=atol)
+            if dynamic_batch:
+                _check_outputs(tmp, in_names, list(doubled), expected_doubled,
+                               rtol=rtol, atol=atol)  # fmt: skip
     return path
+
+
+def _check_batched(example_inputs: tuple) -> None:
+    for i, x in enumerate(example_inputs):
+        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+            raise ExportError(
+                f"dynamic_batch=True needs every example input to be a tensor with a batch "
+                f"dim; input {i} is {type(x).__name__}"
+                + (" of 0 dims" if isinstance(x, torch.Tensor) else "")
+            )
+
+
+def _batch_axes(in_names: list[str], out_names: list[str]) -> dict[str, dict[int, str]]:
+    return {name: {0: BATCH_AXIS} for name in [*in_names, *out_names]}
+
+
+def _report_metadata(gm: torch.nn.Module) -> dict[str, str]:
+    """``reconvene_fx.*`` metadata from a compiled model's report (none otherwise)."""
+    from ..meta import REPORT
+
+    rep = getattr(gm, "meta", {}).get(REPORT) if isinstance(gm, torch.fx.GraphModule) else None
+    if rep is None:
+        return {}
+    data = rep.to_dict()
+    keys = ("budget", "method", "strategy", "composite", "params_before", "params_after",
+            "flops_before", "flops_after", "nonzero_after")  # fmt: skip
+    props = {f"reconvene_fx.{k}": data[k] if isinstance(data[k], str) else json.dumps(data[k])
+             for k in keys if k in data}  # fmt: skip
+    props["reconvene_fx.macs_per_sample"] = props.pop("reconvene_fx.flops_after", "null")
+    props["reconvene_fx.macs_per_sample_before"] = props.pop("reconvene_fx.flops_before", "null")
+    return props
+
+
+def _set_metadata(model: onnx.ModelProto, properties: Mapping[str, str]) -> None:
+    from .. import __version__
+
+    model.producer_name, model.producer_version = "reconvene_fx", __version__
+    for key, value in properties.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata must map strings to strings, got {key!r}: {value!r}")
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def _input_names(
@@ -143,13 +231,19 @@ def _export_raw(
     opset: int | None,
     input_names: list[str] | None,
     output_names: list[str],
+    batch_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """Run ``torch.onnx.export`` with each exporter in turn; return the first file written."""
     failures: list[str] = []
     last: Exception | None = None
     for label, dynamo in _EXPORTERS:
         target = folder / f"{label}.onnx"
-        extra = {"external_data": True, "verbose": False} if dynamo else {}
+        extra: dict[str, Any] = {"external_data": True, "verbose": False} if dynamo else {}
+        if batch_axes is not None and dynamo:
+            batch = torch.export.Dim(BATCH_AXIS, min=1)
+            extra["dynamic_shapes"] = tuple({0: batch} for _ in example_inputs)
+        elif batch_axes is not None:
+            extra["dynamic_axes"] = batch_axes
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 # The TorchScript exporter dumps its whole IR to stdout when it fails, even
@@ -162,7 +256,7 @@ def _export_raw(
                         example_inputs,
                         str(target),
                         dynamo=dynamo,
-                        opset_version=opset,
+                        opset_version=opset if opset is not None or dynamo else DEFAULT_OPSET,
                         input_names=input_names,
                         output_names=output_names,
                         **extra,
@@ -210,13 +304,39 @@ def _flush_std_streams() -> None:
             stream.flush()
 
 
-def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Remove dead nodes and unused tensors, and sort the graph topologically."""
+def _cleanup(model: onnx.ModelProto, *, fp16_weights: bool = False) -> onnx.ModelProto:
+    """Fold constants, remove dead nodes and unused tensors, optionally store weights as
+    float16, and sort the graph topologically."""
     graph = gs.import_onnx(model)
-    graph.cleanup().toposort()
+    with tempfile.TemporaryFile() as err, _fd_to(2, err):  # folding logs what it skips
+        graph.fold_constants(error_ok=True)
+    graph.cleanup()
+    if fp16_weights:
+        _store_weights_fp16(graph)
+    graph.toposort()
     cleaned = gs.export_onnx(graph)
     cleaned.ir_version = model.ir_version
     return cleaned
+
+
+def _store_weights_fp16(graph: gs.Graph) -> None:
+    """Replace each float32 constant of at least _FP16_MIN_ELEMENTS elements by a float16
+    one and a Cast back to float32 in front of its consumers."""
+    for tensor in list(graph.tensors().values()):
+        if not isinstance(tensor, gs.Constant) or tensor.values.dtype != np.float32:
+            continue
+        if tensor.values.size < _FP16_MIN_ELEMENTS:
+            continue
+        consumers = list(tensor.outputs)
+        half = gs.Constant(f"{tensor.name}_fp16", tensor.values.astype(np.float16))
+        restored = gs.Variable(f"{tensor.name}_fp32", dtype=np.float32, shape=tensor.shape)
+        cast = gs.Node("Cast", name=f"{tensor.name}_cast", inputs=[half], outputs=[restored],
+                       attrs={"to": onnx.TensorProto.FLOAT})  # fmt: skip
+        graph.nodes.append(cast)
+        for node in consumers:  # in place: graphsurgeon keeps tensor.outputs in step
+            for i, t in enumerate(node.inputs):
+                if t is tensor:
+                    node.inputs[i] = restored
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

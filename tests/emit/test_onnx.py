@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import doctest
+import json
 
 import numpy as np
 import onnx
@@ -295,3 +296,109 @@ def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# ----------------------------------------------------------------- TensorRT-ready files
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_static_shapes_and_opset_17_by_default(tmp_path):
+    x = torch.randn(2, 3, 16, 16)
+    model = onnx.load(str(export_onnx(traced("branchy"), tmp_path / "m.onnx", (x,))))
+    assert {o.domain: o.version for o in model.opset_import}[""] == emit_onnx.DEFAULT_OPSET
+    assert _dims(model.graph.input[0]) == [2, 3, 16, 16]
+    assert all(isinstance(d, int) and d > 0 for o in model.graph.output for d in _dims(o))
+
+
+def test_dynamic_batch_runs_at_other_batch_sizes(tmp_path):
+    gm = traced("branchy")
+    path = export_onnx(gm, tmp_path / "m.onnx", (torch.randn(1, 3, 8, 8),), dynamic_batch=True)
+    model = onnx.load(str(path))
+    assert _dims(model.graph.input[0]) == ["batch", 3, 8, 8]
+    assert all(_dims(o)[0] == "batch" for o in model.graph.output)
+    x = torch.randn(5, 3, 8, 8)
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+def test_dynamic_batch_needs_tensor_inputs(tmp_path):
+    with pytest.raises(ExportError, match="dynamic_batch=True needs every example input"):
+        export_onnx(traced("small_cnn"), tmp_path / "m.onnx", (torch.tensor(1.0),),
+                    dynamic_batch=True)  # fmt: skip
+    assert not list(tmp_path.iterdir())
+
+
+def test_fp16_weights_halve_the_file_and_keep_outputs_close(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), nn.ReLU(),
+                        nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Conv2d(64, 8, 1)).eval()  # fmt: skip
+    gm = torch.fx.symbolic_trace(net)
+    x = torch.randn(2, 3, 16, 16)
+    full = export_onnx(gm, tmp_path / "fp32.onnx", (x,))
+    half = export_onnx(gm, tmp_path / "fp16.onnx", (x,), fp16_weights=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    model = onnx.load(str(half))
+    big = [t for t in model.graph.initializer if np.prod(t.dims) >= 16]
+    assert big and all(t.data_type == onnx.TensorProto.FLOAT16 for t in big)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    (got,), (ref,) = ort_outputs(half, x), eval_outputs(gm, x)
+    assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max()
+    assert np.abs(got - ref).max() > 0  # the weights really were rounded
+
+
+def test_constants_are_folded(tmp_path):
+    class ConstantChain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.register_buffer("base", torch.arange(4.0).view(1, 4, 1, 1))
+
+        def forward(self, x):  # a chain on a buffer only: nothing of it needs the input
+            return self.conv(x) * (torch.exp(self.base) + torch.sqrt(self.base + 1.0))
+
+    gm = torch.fx.symbolic_trace(ConstantChain())
+    x = torch.randn(1, 3, 4, 4)
+    model = onnx.load(str(export_onnx(gm, tmp_path / "m.onnx", (x,))))
+    assert sorted(n.op_type for n in model.graph.node) == ["Conv", "Mul"]
+    assert_close(ort_outputs(tmp_path / "m.onnx", x), eval_outputs(gm, x))
+
+
+def test_metadata_of_the_compile_and_of_the_user(tmp_path):
+    import reconvene_fx as rfx
+
+    net = SmallCNN().eval()
+    x = torch.randn(1, 3, 16, 16)
+    gm = rfx.compile(net, rfx.Budget(params=0.5), (x,), strategy="uniform", round_to=4)
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,), metadata={"dataset": "none"})
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    rep = rfx.report(gm)
+    assert props["dataset"] == "none" and props["reconvene_fx.strategy"] == "uniform"
+    assert props["reconvene_fx.method"] == "magnitude"
+    assert json.loads(props["reconvene_fx.budget"])["params"] == 0.5
+    assert int(props["reconvene_fx.params_after"]) == rep.params_after
+    assert int(props["reconvene_fx.macs_per_sample"]) == rep.flops_after
+    assert model.producer_name == "reconvene_fx"
+    with pytest.raises(TypeError, match="metadata must map strings to strings"):
+        export_onnx(gm, tmp_path / "bad.onnx", (x,), metadata={"n": 3})
+
+
+def test_cleanup_folds_a_chain_on_constants_into_one_initializer():
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), "c")
+    nodes = [helper.make_node("Exp", ["c"], ["e"]), helper.make_node("Add", ["e", "c"], ["f"]),
+             helper.make_node("Mul", ["x", "f"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], initializer=[c],
+    )  # fmt: skip
+    cleaned = emit_onnx._cleanup(helper.make_model(graph))
+    assert [n.op_type for n in cleaned.graph.node] == ["Mul"]
+    (folded,) = cleaned.graph.initializer
+    base = np.arange(4, dtype=np.float32)
+    np.testing.assert_allclose(
+        numpy_helper.to_array(folded).ravel(), np.exp(base) + base, rtol=1e-6
+    )
