@@ -95,15 +95,18 @@ class LatencyEstimate:
                 w * self.table.seconds(spec.with_widths(groups, groups * multiplier, groups))
                 for groups, w in self._bracket(out // multiplier, g)
             )
+        # grouped convs keep their groups: widths move by one channel per group, so the
+        # grid counts channels per group (a grid point of 7 outputs would not split in 13)
         return sum(
-            wi * wo * self.table.seconds(spec.with_widths(i * g, o, g))
-            for i, wi in self._bracket(per_in, full_per_in)
-            for o, wo in self._bracket(out, spec.out_channels)
+            wi * wo * self.table.seconds(spec.with_widths(i * g, o * g, g))
+            for i, wi in self._bracket(per_in, full_per_in, per=g)
+            for o, wo in self._bracket(out // g, spec.out_channels // g, per=g)
         )
 
-    def _bracket(self, value: int, full: int) -> list[tuple[int, float]]:
-        """Grid points around ``value`` with their linear weights."""
-        step = max(self.round_to, math.ceil(full / GRID))
+    def _bracket(self, value: int, full: int, *, per: int = 1) -> list[tuple[int, float]]:
+        """Grid points around ``value`` (in units of ``per`` channels) with their linear
+        weights."""
+        step = max(math.ceil(self.round_to / per), math.ceil(full / GRID))
         if value % step == 0 or value >= full or value < step:
             return [(value, 1.0)]
         low = value // step * step

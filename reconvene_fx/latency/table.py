@@ -21,6 +21,7 @@ __all__ = ["BACKENDS", "LatencyTable", "default_cache_dir", "measure_model"]
 
 BACKENDS = ("torch", "onnxruntime")
 _FORMAT = 1
+_PROGRESS_EVERY = 100  # a progress line per this many layers timed
 
 
 def default_cache_dir() -> Path:
@@ -125,6 +126,8 @@ class LatencyTable:
             value = float(self._time(spec))
             self._entries[key] = self._new[key] = value
             self.timed += 1
+            if self.timed % _PROGRESS_EVERY == 0:
+                logger.info("latency table: %d layers timed on %s ...", self.timed, self.backend)
         return self._entries[key]
 
     def save(self) -> None:

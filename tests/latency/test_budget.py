@@ -136,7 +136,7 @@ def test_second_compile_reads_the_layer_table_from_disk(tmp_path, caplog, monkey
         run.cost = float(count_params(module))
         return run
 
-    def rounds(runs, rounds=7, warmup=3):
+    def rounds(runs, rounds=7, warmup=3, min_round_s=0.0):
         return [[run.cost] * rounds for run in runs]
 
     monkeypatch.setattr(ruler_module, "prepare_run", prepare)

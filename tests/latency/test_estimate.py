@@ -53,6 +53,18 @@ def expected_layers(costs: LayerCosts, removed: torch.Tensor) -> float:
     return sum(kin * out * 1e-9 for out, kin in zip(kout.tolist(), per_in.tolist(), strict=True))
 
 
+def expected(est: LatencyEstimate, removed: torch.Tensor, before: float) -> float:
+    """The estimate by its definition: layers at kept widths plus the rest (``before``
+    minus the layers at full width) scaled by the share of output activations kept."""
+    costs = est.costs
+    kout, _ = costs.call_widths(removed)
+    widths = [layer.out_channels for _, layer in costs.calls]
+    full = sum(w * s for w, s in zip(widths, est.spatial.tolist(), strict=True))
+    kept = sum(o * s for o, s in zip(kout.tolist(), est.spatial.tolist(), strict=True))
+    rest = before - expected_layers(costs, torch.zeros_like(removed))
+    return expected_layers(costs, removed) + rest * kept / full
+
+
 @pytest.mark.parametrize("name", ["residual", "depthwise", "grouped", "densenet", "flatten"])
 @pytest.mark.parametrize("share", [0.0, 0.3, 0.6])
 def test_estimate_is_layer_times_at_kept_widths_plus_scaled_rest(name: str, share: float) -> None:
@@ -62,13 +74,7 @@ def test_estimate_is_layer_times_at_kept_widths_plus_scaled_rest(name: str, shar
     est = LatencyEstimate(gm, costs, table, before)
     assert est.timed_calls == len(costs.calls)  # plain conv/linear modules: all timed
     removed = removal(gm, costs, share)
-    kout, _ = costs.call_widths(removed)
-    widths = [layer.out_channels for _, layer in costs.calls]
-    full = sum(w * s for w, s in zip(widths, est.spatial.tolist(), strict=True))
-    kept = sum(o * s for o, s in zip(kout.tolist(), est.spatial.tolist(), strict=True))
-    rest = before - expected_layers(costs, torch.zeros_like(removed))
-    want = expected_layers(costs, removed) + rest * kept / full
-    assert est.seconds(removed) == pytest.approx(want, rel=1e-9)
+    assert est.seconds(removed) == pytest.approx(expected(est, removed, before), rel=1e-9)
     if share:
         assert est.seconds(removed) < before
 
@@ -94,3 +100,28 @@ def test_grid_reuses_timed_widths_as_the_search_moves() -> None:
     timed = table.timed
     second = est.seconds(removal(gm, costs, 0.42))  # 149 kept: the same grid cells
     assert table.timed == timed and second < first
+
+
+def regnet_like() -> torch.nn.Module:
+    """A grouped conv of 13 groups of 8 channels between 1x1 convs (regnet's bottleneck)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 104, 1), torch.nn.ReLU(),
+        torch.nn.Conv2d(104, 104, 3, padding=1, groups=13), torch.nn.ReLU(),
+        torch.nn.Conv2d(104, 10, 1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("round_to", [1, 8])
+@pytest.mark.parametrize("share", [0.1, 0.3, 0.55, 0.8])
+def test_grouped_specs_split_evenly_into_their_groups(round_to: int, share: float) -> None:
+    gm, costs = annotated(regnet_like())
+    table = ProductTable("torch", False)
+    est = LatencyEstimate(gm, costs, table, 1.0, round_to=round_to)
+    removed = removal(gm, costs, share)
+    got = est.seconds(removed)
+    grouped = [s for s in table.specs if s.groups == 13]
+    assert grouped
+    for spec in grouped:
+        assert spec.out_channels % 13 == 0 and spec.in_channels % 13 == 0, spec.key()
+        spec.module()  # a conv of that geometry exists
+    assert got == pytest.approx(expected(est, removed, 1.0), rel=1e-9)
