@@ -11,6 +11,9 @@ Variants:
           strategy=S, round_to=K) for R in --reductions (2, 4), S in --strategies
           (reconvene, uniform, global) and K in --round-to (1, 8); default method
           (magnitude) and reinit. Compiled once at batch 1; the GraphModule runs at any batch.
+          Where 1/R lies below the smallest reachable flops budget by at most 1 %
+          (regnet's 13-group convs cannot round to 8 channels), it compiles at that floor
+          and the table says so.
     TP    torch_pruning.pruner.MetaPruner(copy, x, MagnitudeImportance(p=2),
           global_pruning=False, pruning_ratio=p, ignored_layers=[final Linear], round_to=8)
           + step(). The uniform ratio p is found by bisection (at most 10 tries, a fresh

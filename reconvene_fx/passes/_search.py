@@ -44,8 +44,11 @@ class SearchSettings:
 # A latency plan measured within this share below its limit is taken without correcting
 # the estimate again.
 LATENCY_TOLERANCE = 0.1
-# Whole-model measurements spent correcting the per-layer estimate before bisecting.
+# Whole-model measurements spent correcting the per-layer estimate; then at most
+# LATENCY_REFINE_STEPS more bisect between the best plan measured within the limit and the
+# nearest measured above it, when the best is still below the band.
 LATENCY_CORRECTIONS = 3
+LATENCY_REFINE_STEPS = 5
 
 
 class Search:
@@ -212,7 +215,10 @@ class Search:
         guided = None
         if settings.latency_fn is None:
             guided = self._estimated(removed_for, lo, hi, ruler.before, ratio)
-        k = guided if guided is not None else _measured_search(ratio, limit, lo, hi, measured)
+        if guided is None:
+            k = _measured_search(ratio, limit, lo, hi, measured)
+        else:
+            k = _refine(ratio, limit, guided, measured, lo)
         self.latency_before = ruler.before
         self.latency_after = seconds[k]
         return k
@@ -253,6 +259,26 @@ class Search:
         table.save()
         logger.info("latency table: %d layers timed, %d known", table.timed, len(table))
         return best
+
+
+def _refine(
+    ratio: Callable[[int], float], limit: float, within: int, measured: dict[int, float], lo: int
+) -> int:
+    """From ``within`` (measured within the limit but maybe far below it), bisect on
+    measurements towards the nearest count measured above the limit, until a plan lands
+    in the tolerance band below the limit (the estimate can be off by more than its
+    corrections mend: onnxruntime's kernels change speed at some widths)."""
+    band = (1 - LATENCY_TOLERANCE) * limit
+    over = max((k for k, r in measured.items() if r > limit and k < within), default=lo - 1)
+    for _ in range(LATENCY_REFINE_STEPS):
+        if measured[within] >= band or within - over <= 1:
+            break
+        mid = (over + within) // 2
+        if ratio(mid) <= limit:
+            within = mid
+        else:
+            over = mid
+    return within
 
 
 def _within(guess: Callable[[int], float], target: float, k: int) -> bool:

@@ -129,18 +129,7 @@ def test_second_compile_reads_the_layer_table_from_disk(tmp_path, caplog, monkey
     """With whole-model measurements made deterministic (their cost: the parameter count),
     the plan depends on the table alone: a second compile must time no layer again."""
 
-    def prepare(backend, module, example_inputs):
-        def run() -> None:
-            return None
-
-        run.cost = float(count_params(module))
-        return run
-
-    def rounds(runs, rounds=7, warmup=3, min_round_s=0.0):
-        return [[run.cost] * rounds for run in runs]
-
-    monkeypatch.setattr(ruler_module, "prepare_run", prepare)
-    monkeypatch.setattr(ruler_module, "time_rounds", rounds)
+    _deterministic_rounds(monkeypatch)
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     timed = []
     for _ in range(2):
@@ -153,6 +142,44 @@ def test_second_compile_reads_the_layer_table_from_disk(tmp_path, caplog, monkey
         assert rfx.report(gm).latency_ratio <= 0.5
     assert timed[0] > 0 and timed[1] == 0
     assert len(list(tmp_path.glob("latency-onnxruntime-*.json"))) == 1
+
+
+def test_a_plan_far_below_the_limit_is_refined_by_measurement(monkeypatch) -> None:
+    """An estimate that is badly off (here: it barely moves until nearly every channel is
+    gone) picks plans far below the limit or above it; bisecting on measurements between
+    them lands in the 10 % band below the limit."""
+    from reconvene_fx.passes import _search
+
+    class FarOff(_search.LatencyEstimate):
+        def seconds(self, removed: torch.Tensor) -> float:
+            kept = 1.0 - float(removed.float().mean())
+            return self.rest * kept**0.05
+
+    _deterministic_rounds(monkeypatch)
+    monkeypatch.setattr(_search, "LatencyEstimate", FarOff)
+    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
+    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
+                     latency_cache=False, reinit=False)  # fmt: skip
+    ratio = count_params(gm) / count_params(model)
+    assert rfx.report(gm).latency_ratio == pytest.approx(ratio)
+    assert 0.45 <= ratio <= 0.5
+
+
+def _deterministic_rounds(monkeypatch) -> None:
+    """Whole-model measurements cost the parameter count, exactly."""
+
+    def prepare(backend, module, example_inputs):
+        def run() -> None:
+            return None
+
+        run.cost = float(count_params(module))
+        return run
+
+    def rounds(runs, rounds=7, warmup=3, min_round_s=0.0):
+        return [[run.cost] * rounds for run in runs]
+
+    monkeypatch.setattr(ruler_module, "prepare_run", prepare)
+    monkeypatch.setattr(ruler_module, "time_rounds", rounds)
 
 
 def _layers_timed(log: str) -> int:
