@@ -104,6 +104,42 @@ def test_round_to_makes_kept_widths_multiples() -> None:
     rfx.verify(model, gm, (x,))
 
 
+class ThirteenGroups(torch.nn.Module):
+    """regnet's bottleneck: a grouped conv of 13 groups of 8 channels between 1x1 convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 104, 1)
+        self.grouped = torch.nn.Conv2d(104, 104, 3, padding=1, groups=13)
+        self.b = torch.nn.Conv2d(104, 64, 1)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.b(torch.relu(self.grouped(torch.relu(self.a(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["thirteen", "grouped"])
+def test_round_to_with_grouped_convs(name: str) -> None:
+    """An atom of a grouped conv spans one channel per group: 13 of them already make more
+    than 8 channels, so that space narrows by whole atoms (before, rounding 13 x k to 8
+    left nothing but the full width); 4 groups round to 2 atoms = 8 channels."""
+    model = ThirteenGroups() if name == "thirteen" else build("grouped")
+    x = _x()
+    gm = rfx.compile(model, rfx.Budget(flops=0.3), (x,), round_to=8, reinit=False)
+    grouped = gm.get_submodule("grouped" if name == "thirteen" else "grouped.0")
+    full = model.get_submodule("grouped" if name == "thirteen" else "grouped.0")
+    assert grouped.out_channels < full.out_channels  # the grouped space was narrowed
+    assert grouped.groups == full.groups
+    if name == "thirteen":
+        assert grouped.out_channels % 13 == 0
+        assert gm.get_submodule("b").out_channels % 8 == 0
+    else:
+        assert grouped.in_channels % 8 == 0 and grouped.out_channels % 8 == 0
+    assert rfx.report(gm).flops_ratio <= 0.3
+    assert rfx.verify(model, gm, (x,)).exact
+
+
 def test_flops_budget_holds_alone_and_with_params() -> None:
     model, x = build("inception"), _x()
     gm = rfx.compile(model, budget=rfx.Budget(flops=0.3), example_inputs=(x,), reinit=False)

@@ -35,6 +35,8 @@ class SearchSettings:
     budget: Budget
     example_inputs: tuple[Any, ...]
     round_to: int = 1
+    # per coupled group, the atom count kept atoms are rounded to (None: round_to)
+    round_atoms: torch.Tensor | None = None
     composite: bool = False
     latency_fn: LatencyFn | None = None
     latency_backend: str = "torch"
@@ -104,7 +106,9 @@ class Search:
             self.group, minlength=int(self.group.max()) + 1 if self.num_atoms else 0
         )
         rank = _rank_within_group(self.group[order])
-        r = self.settings.round_to
+        r = self.settings.round_atoms
+        if r is None:
+            r = torch.full_like(group_size, self.settings.round_to)
 
         def removed_for(k: int) -> torch.Tensor:
             prefix = order[:k]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -116,6 +117,7 @@ class PlanPass(ReconvenePass):
         for info in infos.values():
             pinned[info.atoms] |= info.pinned
             group[info.atoms] = info.group
+        num_groups = int(group.max()) + 1 if num_atoms else 0
         costs = LayerCosts(graph_module)
         self._pin_ignored(costs, pinned)
         scores = _atom_scores(costs, sens, num_atoms)
@@ -141,6 +143,7 @@ class PlanPass(ReconvenePass):
             budget=self.budget,
             example_inputs=self.example_inputs,
             round_to=self.config.round_to,
+            round_atoms=_round_atoms(infos, num_groups, self.config.round_to),
             composite=self.config.composite,
             latency_fn=self.config.latency_fn,
             latency_backend=self.config.latency_backend,
@@ -286,6 +289,32 @@ def _all_infos(gm: torch.fx.GraphModule) -> dict[int, ChannelInfo]:
             if isinstance(info, ChannelInfo):
                 infos.setdefault(info.space, info)
     return infos
+
+
+def _round_atoms(infos: dict[int, ChannelInfo], num_groups: int, round_to: int) -> torch.Tensor:
+    """Per coupled group, the atom count its kept atoms are rounded to: ``round_to``
+    channels' worth. An atom spans ``m`` channels of a space (one position across the
+    ``m`` groups of a grouped conv; ``m = 1`` elsewhere): with ``m < round_to`` the kept
+    atoms are a multiple of ``round_to / gcd(round_to, m)``, so every space of the group
+    keeps a multiple of ``round_to`` channels; atoms of ``round_to`` channels or more are
+    not rounded further (13 groups of 8 rounded to 8 channels could keep nothing but all).
+
+    Example:
+        >>> from reconvene_fx.meta import ChannelInfo
+        >>> free = torch.zeros(26, dtype=torch.bool)
+        >>> grouped = ChannelInfo(0, 1, 26, torch.arange(2).repeat(13), free, group=0)
+        >>> by_two = ChannelInfo(1, 1, 16, torch.arange(2, 10).repeat(2), free[:16], group=1)
+        >>> plain = ChannelInfo(2, 1, 16, torch.arange(10, 26), free[:16], group=2)
+        >>> _round_atoms({0: grouped, 1: by_two, 2: plain}, 3, 8).tolist()
+        [1, 4, 8]
+    """
+    spans = torch.full((num_groups,), round_to, dtype=torch.long)
+    for info in infos.values():
+        if info.size:
+            m = info.size // max(int(info.atoms.unique().numel()), 1)
+            spans[info.group] = min(int(spans[info.group]), m)
+    return torch.tensor([1 if m >= round_to else round_to // math.gcd(round_to, m)
+                         for m in spans.tolist()], dtype=torch.long)  # fmt: skip
 
 
 def _best_atom_per_space(
