@@ -49,9 +49,8 @@ class CompileConfig:
             these scorers run on ``example_inputs`` against ``targets``.
         seed: seeds scoring and re-initialization; equal seeds give equal models.
         round_to: kept width of every coupled group is a multiple of this (or the full
-            width), e.g. 8 for tensor cores. In a grouped conv's channels, pruned one
-            position across all ``g`` groups at a time, steps of ``g >= round_to``
-            channels are not rounded further.
+            width), e.g. 8 for tensor cores; in a grouped conv, whose channels go one
+            position across all its groups at a time, that too counts channels.
         ignore: qualified module names whose channels are never pruned.
         reinit: re-initialize narrowed layers (RLR): weights drawn at the spread the
             model's own initialization gave the layer, rescaled to its new fan-in

@@ -105,7 +105,7 @@ def test_round_to_makes_kept_widths_multiples() -> None:
 
 
 class ThirteenGroups(torch.nn.Module):
-    """regnet's bottleneck: a grouped conv of 13 groups of 8 channels between 1x1 convs."""
+    """regnet_y_400mf's bottleneck: a conv of 13 groups of 8 channels between 1x1 convs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -119,25 +119,29 @@ class ThirteenGroups(torch.nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-@pytest.mark.parametrize("name", ["thirteen", "grouped"])
-def test_round_to_with_grouped_convs(name: str) -> None:
-    """An atom of a grouped conv spans one channel per group: 13 of them already make more
-    than 8 channels, so that space narrows by whole atoms (before, rounding 13 x k to 8
-    left nothing but the full width); 4 groups round to 2 atoms = 8 channels."""
-    model = ThirteenGroups() if name == "thirteen" else build("grouped")
-    x = _x()
+def test_round_to_counts_channels_in_grouped_convs() -> None:
+    """An atom of a grouped conv spans one channel per group: with 4 groups, 2 atoms make
+    the 8 channels round_to asks for (before: 8 atoms, steps of 32)."""
+    model, x = build("grouped"), _x()
     gm = rfx.compile(model, rfx.Budget(flops=0.3), (x,), round_to=8, reinit=False)
-    grouped = gm.get_submodule("grouped" if name == "thirteen" else "grouped.0")
-    full = model.get_submodule("grouped" if name == "thirteen" else "grouped.0")
-    assert grouped.out_channels < full.out_channels  # the grouped space was narrowed
-    assert grouped.groups == full.groups
-    if name == "thirteen":
-        assert grouped.out_channels % 13 == 0
-        assert gm.get_submodule("b").out_channels % 8 == 0
-    else:
-        assert grouped.in_channels % 8 == 0 and grouped.out_channels % 8 == 0
+    grouped = gm.get_submodule("grouped.0")
+    assert grouped.out_channels < 64 and grouped.groups == 4
+    assert grouped.in_channels % 8 == 0 and grouped.out_channels % 8 == 0
     assert rfx.report(gm).flops_ratio <= 0.3
     assert rfx.verify(model, gm, (x,)).exact
+
+
+def test_round_to_keeps_13_groups_of_8_whole() -> None:
+    """13 groups of 8 channels: a multiple of 8 channels needs all 8 positions of every
+    group, so that space keeps its width and the rest narrows (rounded to 8)."""
+    model, x = ThirteenGroups(), _x()
+    gm = rfx.compile(model, rfx.Budget(flops=0.7), (x,), round_to=8, reinit=False)
+    assert gm.get_submodule("grouped").out_channels == 104
+    assert gm.get_submodule("b").out_channels % 8 == 0
+    assert gm.get_submodule("b").out_channels < 64
+    assert rfx.verify(model, gm, (x,)).exact
+    rounded_free = rfx.compile(model, rfx.Budget(flops=0.3), (x,), round_to=1, reinit=False)
+    assert rounded_free.get_submodule("grouped").out_channels < 104
 
 
 def test_flops_budget_holds_alone_and_with_params() -> None:

@@ -292,29 +292,31 @@ def _all_infos(gm: torch.fx.GraphModule) -> dict[int, ChannelInfo]:
 
 
 def _round_atoms(infos: dict[int, ChannelInfo], num_groups: int, round_to: int) -> torch.Tensor:
-    """Per coupled group, the atom count its kept atoms are rounded to: ``round_to``
-    channels' worth. An atom spans ``m`` channels of a space (one position across the
-    ``m`` groups of a grouped conv; ``m = 1`` elsewhere): with ``m < round_to`` the kept
-    atoms are a multiple of ``round_to / gcd(round_to, m)``, so every space of the group
-    keeps a multiple of ``round_to`` channels; atoms of ``round_to`` channels or more are
-    not rounded further (13 groups of 8 rounded to 8 channels could keep nothing but all).
+    """Per coupled group, the atom count its kept atoms are rounded to so that every space
+    of the group keeps a multiple of ``round_to`` channels: an atom spans ``m`` channels
+    of a space (one position across the ``m`` groups of a grouped conv; ``m = 1``
+    elsewhere), so ``round_to / gcd(round_to, m)`` atoms. Before, atoms were rounded to
+    ``round_to`` whatever they spanned (4 groups at ``round_to=8``: steps of 32 channels,
+    where 8 keep the promise).
 
     Example:
         >>> from reconvene_fx.meta import ChannelInfo
         >>> free = torch.zeros(26, dtype=torch.bool)
         >>> grouped = ChannelInfo(0, 1, 26, torch.arange(2).repeat(13), free, group=0)
-        >>> by_two = ChannelInfo(1, 1, 16, torch.arange(2, 10).repeat(2), free[:16], group=1)
-        >>> plain = ChannelInfo(2, 1, 16, torch.arange(10, 26), free[:16], group=2)
-        >>> _round_atoms({0: grouped, 1: by_two, 2: plain}, 3, 8).tolist()
-        [1, 4, 8]
+        >>> by_four = ChannelInfo(1, 1, 16, torch.arange(2, 6).repeat(4), free[:16], group=1)
+        >>> plain = ChannelInfo(2, 1, 16, torch.arange(6, 22), free[:16], group=2)
+        >>> _round_atoms({0: grouped, 1: by_four, 2: plain}, 3, 8).tolist()
+        [8, 2, 8]
+        >>> by_two = ChannelInfo(3, 1, 16, torch.arange(2, 10).repeat(2), free[:16], group=1)
+        >>> _round_atoms({1: by_four, 3: by_two}, 2, 8).tolist()  # 4 atoms: 8 and 16 channels
+        [1, 4]
     """
-    spans = torch.full((num_groups,), round_to, dtype=torch.long)
+    steps = [1] * num_groups
     for info in infos.values():
         if info.size:
             m = info.size // max(int(info.atoms.unique().numel()), 1)
-            spans[info.group] = min(int(spans[info.group]), m)
-    return torch.tensor([1 if m >= round_to else round_to // math.gcd(round_to, m)
-                         for m in spans.tolist()], dtype=torch.long)  # fmt: skip
+            steps[info.group] = math.lcm(steps[info.group], round_to // math.gcd(round_to, m))
+    return torch.tensor(steps, dtype=torch.long)
 
 
 def _best_atom_per_space(
