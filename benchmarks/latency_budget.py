@@ -82,7 +82,7 @@ def run_one(name: str, target: float, size: int, cache: Path | None) -> dict[str
     again = [ruler.ratio(gm) for _ in range(3)]
     achieved = statistics.median(again)
     timed = [int(m.group(1)) for line in log.lines
-             if (m := re.match(r"latency table: (\d+) layers timed", line))]  # fmt: skip
+             if (m := re.match(r"latency table: (\d+) layers timed, \d+ known", line))]  # fmt: skip
     return {
         **record,
         "planner_ratio": rep.latency_ratio,

@@ -278,7 +278,9 @@ def _refine(
         if measured[within] >= band or within - over <= 1:
             break
         mid = (over + within) // 2
-        if ratio(mid) <= limit:
+        got = ratio(mid)
+        logger.info("latency plan refined: measured %.3f of the model (limit %.3f)", got, limit)
+        if got <= limit:
             within = mid
         else:
             over = mid
