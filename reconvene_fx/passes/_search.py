@@ -201,12 +201,12 @@ class Search:
         ruler = LatencyRuler(self.gm, settings.example_inputs, backend=settings.latency_backend,
                              latency_fn=settings.latency_fn)  # fmt: skip
         measured: dict[int, float] = {}
-        seconds: dict[int, float] = {}
+        costs: dict[int, float] = {}
 
         def ratio(k: int) -> float:
             if k not in measured:
                 candidate = _shrunk_copy(self.gm, removed_for(k))
-                measured[k], seconds[k] = ruler.measure(candidate)
+                measured[k], costs[k] = ruler.measure(candidate)
             return measured[k]
 
         if ratio(hi) > limit:
@@ -224,7 +224,10 @@ class Search:
         else:
             k = _refine(ratio, limit, guided, measured, lo)
         self.latency_before = ruler.before
-        self.latency_after = seconds[k]
+        # timed on a backend, ``before`` (the median of every timing of the original) moves
+        # as candidates are timed: the seconds follow the final one, so that the reported
+        # ratio is the one measured
+        self.latency_after = costs[k] if settings.latency_fn else measured[k] * ruler.before
         return k
 
     def _estimated(

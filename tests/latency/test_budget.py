@@ -13,6 +13,7 @@ import reconvene_fx as rfx
 from reconvene_fx.costs import count_params
 from reconvene_fx.latency import measure_latency
 from reconvene_fx.latency import ruler as ruler_module
+from reconvene_fx.passes import _search
 
 X = torch.randn(2, 3, 16, 16)
 
@@ -144,17 +145,25 @@ def test_second_compile_reads_the_layer_table_from_disk(tmp_path, caplog, monkey
     assert len(list(tmp_path.glob("latency-onnxruntime-*.json"))) == 1
 
 
+class FarOff(_search.LatencyEstimate):
+    """An estimate that barely moves until nearly every channel is gone."""
+
+    def seconds(self, removed: torch.Tensor) -> float:
+        kept = 1.0 - float(removed.float().mean())
+        return self.rest * kept**0.05
+
+
+class Nothing(_search.LatencyEstimate):
+    """An estimate that sees no time anywhere: every guess misses, measurements decide."""
+
+    def seconds(self, removed: torch.Tensor) -> float:
+        return 0.0
+
+
 def test_a_plan_far_below_the_limit_is_refined_by_measurement(monkeypatch) -> None:
     """An estimate that is badly off (here: it barely moves until nearly every channel is
     gone) picks plans far below the limit or above it; bisecting on measurements between
     them lands in the 10 % band below the limit."""
-    from reconvene_fx.passes import _search
-
-    class FarOff(_search.LatencyEstimate):
-        def seconds(self, removed: torch.Tensor) -> float:
-            kept = 1.0 - float(removed.float().mean())
-            return self.rest * kept**0.05
-
     _deterministic_rounds(monkeypatch)
     monkeypatch.setattr(_search, "LatencyEstimate", FarOff)
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
@@ -163,6 +172,38 @@ def test_a_plan_far_below_the_limit_is_refined_by_measurement(monkeypatch) -> No
     ratio = count_params(gm) / count_params(model)
     assert rfx.report(gm).latency_ratio == pytest.approx(ratio)
     assert 0.45 <= ratio <= 0.5
+
+
+def test_reported_ratio_is_the_measured_one_while_the_original_drifts(monkeypatch) -> None:
+    """The original's timings shrink 10 % at each measurement (a machine getting quieter):
+    the median of its timings moves, and the report must still give the ratio the chosen
+    plan was measured at, not its seconds over a later median."""
+    _deterministic_rounds(monkeypatch)
+    calls = []
+
+    def drifting(runs, rounds=7, warmup=3, min_round_s=0.0):
+        calls.append(1)
+        original, *rest = runs
+        return [[original.cost * 0.9 ** len(calls)] * rounds, *[[r.cost] * rounds for r in rest]]
+
+    seen: dict[int, float] = {}
+    measure = ruler_module.LatencyRuler.measure
+
+    def recording(self, candidate):
+        got = measure(self, candidate)
+        seen[count_params(candidate)] = got[0]
+        return got
+
+    monkeypatch.setattr(ruler_module, "time_rounds", drifting)
+    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", recording)
+    monkeypatch.setattr(_search, "LatencyEstimate", Nothing)  # a bisection on measurements
+    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
+    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
+                     latency_cache=False, reinit=False)  # fmt: skip
+    rep = rfx.report(gm)
+    assert len(seen) > 2
+    assert rep.latency_ratio == pytest.approx(seen[count_params(gm)])
+    assert rep.latency_ratio <= 0.5
 
 
 def _deterministic_rounds(monkeypatch) -> None:
