@@ -5,7 +5,7 @@ leaf convs when timm is imported) in
 :data:`DEFAULT_LAYERS`.
 """
 
-from . import conv, linear, norms, timm
+from . import conv, init, linear, norms, timm
 from .base import (
     DEFAULT_LAYERS,
     Layer,
@@ -17,16 +17,20 @@ from .base import (
     new_param,
     take,
 )
+from .init import InitScale, matched_init
 
 __all__ = [
     "DEFAULT_LAYERS",
+    "InitScale",
     "Layer",
     "LayerHandler",
     "LayerRegistry",
     "conv",
     "get_default_layer_registry",
+    "init",
     "layer_calls",
     "linear",
+    "matched_init",
     "module_layer",
     "new_param",
     "norms",

@@ -20,6 +20,7 @@ import torch.fx
 import torch.nn as nn
 
 from .._lookup import for_type
+from .init import InitScale, matched_init
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -132,8 +133,22 @@ class LayerHandler:
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         """Zero, in place, what the input channels flagged in ``removed`` contribute."""
 
-    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
-        """Re-initialize the layer at its current shape (RLR)."""
+    def init_scale(self, layer: Layer) -> InitScale | None:
+        """What the model's own initialization gave the layer, measured before it is
+        sliced and handed back to :meth:`reinit` (None for per-channel layers)."""
+        return InitScale.of(layer.module) if layer.weighted else None
+
+    def reinit(self, layer: Layer, generator: torch.Generator, before: InitScale | None) -> None:
+        """Re-initialize the narrowed layer (RLR) as the model's own initialization would
+        have drawn a layer of its new shape: weights by
+        :func:`~reconvene_fx.layers.init.matched_init` from ``before``; per-channel
+        tensors keep their sliced initial values (a zero-initialized norm stays zero)."""
+        if before is not None:
+            matched_init(layer.module, generator, before)
+
+    def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
+        """A fresh initialization at the layer's current shape by a fixed scheme,
+        whatever the model's own was (:func:`~reconvene_fx.passes.torchvision_init`)."""
 
 
 class LayerRegistry:

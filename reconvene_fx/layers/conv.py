@@ -80,7 +80,7 @@ class ConvHandler(LayerHandler):
         with torch.no_grad():
             w.masked_fill_(removed.view(g, 1, -1, 1), 0.0)
 
-    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+    def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
         """Kaiming normal (fan-out, ReLU) as torchvision initializes CNNs; zero bias."""
         m = layer.module
         with torch.no_grad():
@@ -142,7 +142,7 @@ class ConvTransposeHandler(LayerHandler):
         with torch.no_grad():
             layer.module.weight[removed] = 0.0
 
-    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+    def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
         """PyTorch's default at the new shape (Kaiming uniform, a=sqrt(5)), zero bias."""
         m = layer.module
         with torch.no_grad():

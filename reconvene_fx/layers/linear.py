@@ -64,7 +64,7 @@ class LinearHandler(LayerHandler):
         with torch.no_grad():
             layer.module.weight[:, removed] = 0.0
 
-    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+    def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
         """PyTorch's default at the new fan-in: Kaiming uniform (a=sqrt(5)), uniform bias."""
         m = layer.module
         with torch.no_grad():

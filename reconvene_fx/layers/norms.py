@@ -9,6 +9,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..meta import CHANNELS, TENSOR_META, ChannelInfo
 from .base import DEFAULT_LAYERS, Layer, LayerHandler, new_param, take
+from .init import InitScale
 
 __all__ = ["NormHandler"]
 
@@ -74,7 +75,27 @@ class NormHandler(LayerHandler):
         else:
             m.num_features = idx.numel()
 
-    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
+    def reinit(self, layer: Layer, generator: torch.Generator, before: InitScale | None) -> None:
+        """The affine weight and bias keep their sliced initial values (a norm the model
+        initialized to zero, the last of a zero-init residual block, stays zero); the
+        running statistics start afresh (the layer's input changed).
+
+        Example:
+            >>> from reconvene_fx.layers import module_layer
+            >>> bn = torch.nn.BatchNorm2d(4)
+            >>> with torch.no_grad():
+            ...     _ = bn.weight.zero_()
+            ...     _ = bn.running_mean.fill_(3.0)
+            >>> lay = module_layer("bn", bn)
+            >>> lay.handler.reinit(lay, torch.Generator(), None)
+            >>> bn.weight.tolist(), bn.running_mean.tolist()
+            ([0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+        """
+        reset = getattr(layer.module, "reset_running_stats", None)
+        if reset is not None and getattr(layer.module, "track_running_stats", False):
+            reset()
+
+    def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
         """Weight 1, bias 0, fresh statistics."""
         reset = getattr(layer.module, "reset_parameters", None)
         if reset is not None:

@@ -37,8 +37,10 @@ class StdConvHandler(ConvHandler):
         if isinstance(scale, float) and m.weight[0].numel():
             m.scale = scale * (fan_in / m.weight[0].numel()) ** 0.5
 
-    def reinit(self, layer: Layer, generator: torch.Generator) -> None:
-        super().reinit(layer, generator)
+    # reinit (RLR): the weight redrawn at its own scale, ``gain`` keeps its sliced values
+
+    def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
+        super().fresh_init(layer, generator)
         gain = getattr(layer.module, "gain", None)
         if isinstance(gain, torch.nn.Parameter):
             with torch.no_grad():

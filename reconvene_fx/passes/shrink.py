@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +15,7 @@ from .._copy import own_modules
 from ..costs import count_params
 from ..errors import ShrinkError
 from ..layers import Layer, layer_calls, module_layer, new_param, take
+from ..layers.init import InitScale, matched_init
 from ..meta import (
     APPROXIMATE,
     CHANNELS,
@@ -54,68 +52,12 @@ def torchvision_init(module: nn.Module, generator: torch.Generator) -> None:
     """
     layer = module_layer("", module)
     if layer is not None:
-        layer.handler.reinit(layer, generator)
+        layer.handler.fresh_init(layer, generator)
     elif hasattr(module, "reset_parameters"):
         module.reset_parameters()
 
 
 default_init = torchvision_init  # the name of the default before 0.3 (kept for callers)
-
-
-@dataclass(frozen=True)
-class InitScale:
-    """How a layer's weights were drawn, measured before it was narrowed: the standard
-    deviation and mean of its weight and bias, and its fan-in."""
-
-    weight_std: float
-    fan_in: int
-    bias_mean: float = 0.0
-    bias_std: float = 0.0
-
-    @classmethod
-    def of(cls, module: nn.Module) -> InitScale | None:
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or weight.numel() < 2:
-            return None
-        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
-        bias = getattr(module, "bias", None)
-        with torch.no_grad():
-            scale = cls(float(weight.float().std()), int(fan_in))
-            if isinstance(bias, torch.Tensor) and bias.numel() > 1:
-                b = bias.float()
-                scale = dataclasses.replace(scale, bias_mean=float(b.mean()),
-                                            bias_std=float(b.std()))  # fmt: skip
-        return scale
-
-
-def matched_init(module: nn.Module, generator: torch.Generator, before: InitScale) -> None:
-    """Redraw a narrowed conv/linear at the scale the model's own initialization gave it.
-
-    Weights ~ N(0, s^2) with ``s = before.weight_std * sqrt(before.fan_in / fan_in)``: the
-    original spread, rescaled to the new fan-in, whatever scheme drew the original
-    (PyTorch's default, Kaiming fan-out, truncated normal, ...), so a narrowed layer trains
-    at the same effective step size as the layers left whole. Biases: the original mean
-    and spread, rescaled alike (zero biases stay zero).
-
-    Example:
-        >>> conv = torch.nn.Conv2d(64, 32, 3)
-        >>> before = InitScale.of(conv)
-        >>> narrow = torch.nn.Conv2d(16, 32, 3)  # a quarter of the fan-in
-        >>> matched_init(narrow, torch.Generator().manual_seed(0), before)
-        >>> round(float(narrow.weight.detach().std()) / before.weight_std, 1)
-        2.0
-    """
-    weight = module.weight
-    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
-    ratio = math.sqrt(before.fan_in / max(fan_in, 1))
-    with torch.no_grad():
-        weight.normal_(0.0, before.weight_std * ratio, generator=generator)
-        bias = getattr(module, "bias", None)
-        if isinstance(bias, torch.Tensor):
-            if before.bias_std > 0:
-                bias.normal_(before.bias_mean, before.bias_std * ratio, generator=generator)
-            else:
-                bias.fill_(before.bias_mean)
 
 
 class ShrinkPass(ReconvenePass):
@@ -126,8 +68,10 @@ class ShrinkPass(ReconvenePass):
     old ones is written to, so a graph module that shares modules with another model does
     not change that model's weights); ``groups`` is recomputed. With ``reinit=True``
     narrowed layers are re-initialized from a generator seeded with ``seed``: by
-    ``init_fn`` when given, else convs and linears by :func:`matched_init` (the model's
-    own init scale at the new fan-in) and norms reset. The shapes in ``tensor_meta`` are
+    ``init_fn`` when given, else by their layer handler's ``reinit`` at the model's own
+    initialization: convs and linears by :func:`matched_init` (the original spread at the
+    new fan-in), norms keep their sliced affine values (zero-initialized norms stay zero)
+    with fresh statistics. The shapes in ``tensor_meta`` are
     updated to the kept channels, literal split sizes along narrowed channel dims are
     rewritten to the kept counts (the only graph edit; the code is regenerated) and a
     :class:`~reconvene_fx.meta.ShrinkRecord` is written to ``gm.meta[SHRINK]``.
@@ -207,7 +151,7 @@ class ShrinkPass(ReconvenePass):
         out_keep = _output_keep(node, layer)
         if in_keep is None and out_keep is None:
             return layer
-        before = InitScale.of(layer.module) if layer.weighted else None
+        before = layer.handler.init_scale(layer) if self.reinit else None
         try:
             layer.handler.shrink(
                 layer,
@@ -219,15 +163,12 @@ class ShrinkPass(ReconvenePass):
                 f"ShrinkPass failed on module {layer.name!r} ({type(layer.module).__name__}) "
                 f"at node {node.format_node()}: {exc}"
             ) from exc
-        if self.reinit:
-            if self.init_fn is not None:
-                self.init_fn(layer.module, generator)
-            elif before is not None:
-                matched_init(layer.module, generator, before)
-            else:
-                torchvision_init(layer.module, generator)  # norms: reset
         new = layer.handler.describe(layer.name, layer.module, None)
         assert new is not None
+        if self.reinit and self.init_fn is not None:
+            self.init_fn(layer.module, generator)
+        elif self.reinit:
+            new.handler.reinit(new, generator, before)
         return new
 
 

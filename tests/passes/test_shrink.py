@@ -39,14 +39,64 @@ def test_batchnorm_parameters_and_statistics_are_sliced() -> None:
         assert torch.equal(getattr(bn, name), getattr(orig, name)[keep]), name
 
 
-def test_reinit_resets_narrowed_norms_and_is_seeded() -> None:
+def test_reinit_keeps_narrowed_norms_values_and_is_seeded() -> None:
+    """A narrowed norm keeps its own (sliced) affine values, statistics start afresh."""
     model = build("residual")
+    with torch.no_grad():
+        model.get_submodule("conv3.1").running_var.fill_(4.0)
     a = rfx.compile(model, budget=0.5, example_inputs=(X,), seed=1)
-    bn = a.get_submodule("conv3.1")
-    assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    bn, orig = a.get_submodule("conv3.1"), model.get_submodule("conv3.1")
+    keep = rfx.report(a).layers["conv3.0"].out_idx
+    assert keep.numel() < orig.num_features
+    assert not torch.equal(orig.weight, torch.ones_like(orig.weight))  # the test means it
+    assert torch.equal(bn.weight, orig.weight[keep])
+    assert torch.equal(bn.bias, orig.bias[keep])
     assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
     b = rfx.compile(model, budget=0.5, example_inputs=(X,), seed=2)
     assert not torch.equal(a.get_submodule("conv3.0").weight, b.get_submodule("conv3.0").weight)
+
+
+class _ZeroInitResidual(torch.nn.Module):
+    """Two residual blocks whose last norm starts at zero (torchvision's
+    ``zero_init_residual``, timm's ``zero_init_last``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.blocks = torch.nn.ModuleList()
+        for _ in range(2):
+            block = torch.nn.Sequential(
+                torch.nn.Conv2d(32, 64, 1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+                torch.nn.Conv2d(64, 32, 1), torch.nn.BatchNorm2d(32),
+            )  # fmt: skip
+            torch.nn.init.zeros_(block[4].weight)
+            self.blocks.append(block)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = torch.relu(x + block(x))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("strategy", ["reconvene", "uniform", "global"])
+def test_a_zero_init_residual_model_stays_zero_init_residual(strategy: str) -> None:
+    torch.manual_seed(0)
+    model = _ZeroInitResidual()
+    gm = rfx.compile(model, budget=0.3, example_inputs=(X,), strategy=strategy)
+    rep = rfx.report(gm)
+    assert rep.layers["blocks.0.3"].narrowed or rep.layers["stem"].narrowed
+    for i in range(2):
+        bn = gm.get_submodule(f"blocks.{i}.4")
+        assert bn.num_features < 32 or rep.layers[f"blocks.{i}.0"].narrowed
+        assert torch.equal(bn.weight.detach(), torch.zeros_like(bn.weight)), i
+        # so each block starts as the identity, as in the dense model
+    x = torch.randn(2, 3, 8, 8)
+    gm.eval()
+    stem = gm.get_submodule("stem")
+    expected = gm.get_submodule("head")(torch.relu(torch.relu(stem(x))).mean((2, 3)))
+    torch.testing.assert_close(gm(x), expected)
 
 
 def test_user_init_fn_is_called_on_narrowed_layers_only() -> None:

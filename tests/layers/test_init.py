@@ -1,0 +1,111 @@
+"""RLR per layer handler: a narrowed layer starts where the model's own init started it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from reconvene_fx.layers import InitScale, module_layer
+
+
+def _narrow_and_reinit(module: nn.Module, in_idx, out_idx, seed: int = 0) -> InitScale | None:
+    """Slice ``module`` as ShrinkPass does and re-initialize it through its handler."""
+    layer = module_layer("m", module)
+    assert layer is not None
+    before = layer.handler.init_scale(layer)
+    layer.handler.shrink(layer, in_idx, out_idx)
+    after = layer.handler.describe("m", module, None)
+    assert after is not None
+    after.handler.reinit(after, torch.Generator().manual_seed(seed), before)
+    return before
+
+
+def _fill(t: torch.Tensor, mean: float, std: float, seed: int = 1) -> None:
+    with torch.no_grad():
+        t.normal_(mean, std, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("module", "fan_ratio"),
+    [
+        (nn.Conv2d(64, 96, 3), 4.0),  # inputs 64 -> 16
+        (nn.Conv2d(64, 96, 3, groups=4), 4.0),  # 16 -> 4 per group
+        (nn.Linear(256, 96), 4.0),
+        (nn.ConvTranspose2d(64, 96, 2), 1.0),  # fan-in of its weight is out x k: kept
+    ],
+    ids=["conv", "grouped-conv", "linear", "conv-transpose"],
+)
+def test_weighted_layers_keep_their_own_spread_at_the_new_fan_in(module, fan_ratio) -> None:
+    _fill(module.weight, 0.0, 0.37)  # no PyTorch default: the model's own scheme
+    _fill(module.bias, 0.25, 0.05)
+    if isinstance(module, nn.ConvTranspose2d):
+        in_idx, out_idx = torch.arange(0, 64, 4), torch.arange(96)
+    elif getattr(module, "groups", 1) == 4:
+        in_idx, out_idx = torch.cat([torch.arange(g * 16, g * 16 + 4) for g in range(4)]), None
+    else:
+        in_idx, out_idx = torch.arange(0, module.weight.shape[1], 4), None
+    before = _narrow_and_reinit(module, in_idx, out_idx)
+    assert before is not None and abs(before.weight_std - 0.37) < 0.01
+    std = float(module.weight.detach().std())
+    assert abs(std / (0.37 * fan_ratio**0.5) - 1) < 0.05, std
+    bias = module.bias.detach()
+    assert abs(float(bias.mean()) - 0.25) < 0.05  # its distribution, not zeros
+    assert abs(float(bias.std()) / (0.05 * fan_ratio**0.5) - 1) < 0.35
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv2d(32, 32, 3), lambda: nn.Linear(32, 32)])
+def test_zero_biases_stay_zero(make) -> None:
+    module = make()
+    with torch.no_grad():
+        module.bias.zero_()
+    _narrow_and_reinit(module, torch.arange(8), torch.arange(16))
+    assert torch.equal(module.bias, torch.zeros(16))
+    assert float(module.weight.detach().abs().sum()) > 0
+
+
+_NORMS = [nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d]
+
+
+@pytest.mark.parametrize("norm", _NORMS, ids=lambda t: t.__name__)
+@pytest.mark.parametrize("init", ["zeros", "ones", "random"])
+def test_norms_keep_their_initial_values(norm: type, init: str) -> None:
+    """Zeros stay zeros (zero-init residuals), ones stay ones, anything else as it was."""
+    module = {nn.GroupNorm: lambda: nn.GroupNorm(3, 12),
+              nn.InstanceNorm2d: lambda: nn.InstanceNorm2d(12, affine=True)}.get(
+        norm, lambda: norm(12))()  # fmt: skip
+    with torch.no_grad():
+        if init == "random":
+            _fill(module.weight, 0.5, 0.2)
+        else:
+            module.weight.fill_(0.0 if init == "zeros" else 1.0)
+        _fill(module.bias, 0.1, 0.3, seed=2)
+    weight, bias = module.weight.detach().clone(), module.bias.detach().clone()
+    keep = torch.tensor([0, 3, 4, 7, 8, 11]) if isinstance(module, nn.GroupNorm) else None
+    keep = keep if keep is not None else torch.tensor([1, 2, 5, 9])
+    _narrow_and_reinit(module, None, keep)
+    assert torch.equal(module.weight.detach(), weight[keep])
+    assert torch.equal(module.bias.detach(), bias[keep])
+
+
+def test_batchnorm_statistics_start_afresh() -> None:
+    bn = nn.BatchNorm2d(8)
+    bn.train()
+    bn(torch.randn(4, 8, 3, 3) * 5 + 2)  # statistics of the old input
+    _narrow_and_reinit(bn, None, torch.tensor([0, 2, 4]))
+    assert torch.equal(bn.running_mean, torch.zeros(3))
+    assert torch.equal(bn.running_var, torch.ones(3))
+    assert int(bn.num_batches_tracked) == 0
+
+
+def test_standardized_conv_keeps_its_gain() -> None:
+    from timm.layers import std_conv
+
+    conv = std_conv.ScaledStdConv2d(16, 24, 3, gain_init=0.0)  # NF-Net's zero gain
+    with torch.no_grad():
+        conv.gain[:12].fill_(0.5)
+    gain = conv.gain.detach().clone()
+    keep = torch.arange(0, 24, 2)
+    _narrow_and_reinit(conv, torch.arange(8), keep)
+    assert torch.equal(conv.gain.detach(), gain[keep])
+    assert conv.weight.shape == (12, 8, 3, 3)
