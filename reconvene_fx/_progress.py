@@ -15,9 +15,10 @@ _LOG_INTERVAL = 5.0
 
 
 def progress_bar(
-    total: int, label: str, *, enabled: bool = True, stream: TextIO | None = None
+    total: int | None, label: str, *, enabled: bool = True, stream: TextIO | None = None
 ) -> tqdm:
     """A tqdm bar of ``total`` steps named ``[reconvene_fx] label``; ``update()`` once per step.
+    ``total=None`` (a length not known in advance) counts the steps without a percentage.
 
     It writes to ``stream`` (default: ``sys.stderr``); a disabled bar prints nothing. On a
     terminal the line is redrawn in place up to ten times a second; elsewhere (a log file, a
@@ -41,7 +42,7 @@ def progress_bar(
     out = sys.stderr if stream is None else stream
     tty = bool(getattr(out, "isatty", lambda: False)())
     return tqdm(
-        total=max(int(total), 1),
+        total=None if total is None else max(int(total), 1),
         desc=f"[reconvene_fx] {label}",
         file=out,
         disable=not enabled,

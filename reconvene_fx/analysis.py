@@ -27,6 +27,7 @@ def analyze(
     method: str = "magnitude",
     targets: torch.Tensor | None = None,
     data: Any = None,
+    max_batches: int | None = 8,
     seed: int = 0,
     progress: bool = False,
     method_options: Mapping[str, Any] | None = None,
@@ -50,6 +51,7 @@ def analyze(
         targets: class indices for SNIP/GraSP; drawn with ``seed`` when None.
         data: labelled batches for SNIP/GraSP, ``(inputs, targets)`` or an iterable of
             them (see :class:`~reconvene_fx.config.CompileConfig`).
+        max_batches: at most this many batches of ``data`` are scored; ``None``: all.
         seed: seeds drawn targets and the random scorer.
         progress: progress bar on stderr for SynFlow.
         method_options: extra keyword arguments for the scorer, e.g. ``{"iterations": 20}``.
@@ -74,6 +76,7 @@ def analyze(
         method=method,
         targets=targets,
         data=data,
+        max_batches=max_batches,
         seed=seed,
         progress=progress,
         method_options=method_options or {},

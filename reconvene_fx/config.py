@@ -47,6 +47,9 @@ class CompileConfig:
             ``(inputs, targets)``, or an iterable of such batches (their scores are
             summed). ``inputs`` is a tensor or a tuple of the model's inputs. Without it
             these scorers run on ``example_inputs`` against ``targets``.
+        max_batches: at most this many batches of ``data`` are scored (default 8; ``None``
+            reads them all). How many were read is logged and kept in the report
+            (``scoring_batches``); with ``progress`` a bar counts them on stderr.
         seed: seeds scoring and re-initialization; equal seeds give equal models.
         round_to: kept width of every coupled group is a multiple of this (or the full
             width), e.g. 8 for tensor cores; in a grouped conv, whose channels go one
@@ -54,7 +57,10 @@ class CompileConfig:
         ignore: qualified module names whose channels are never pruned.
         reinit: re-initialize narrowed layers (RLR): weights drawn at the spread the
             model's own initialization gave the layer, rescaled to its new fan-in
-            (:func:`~reconvene_fx.passes.matched_init`); norms reset. ``False`` keeps the
+            (:func:`~reconvene_fx.passes.matched_init`), biases at their own spread;
+            per-channel tensors (norm weights and biases, a standardized conv's gain) keep
+            their sliced initial values, so zero-initialized norms stay zero; norm
+            statistics start afresh. ``False`` keeps the
             sliced original weights, which ``verify`` checks.
         targets: class indices for SNIP/GraSP, shaped like the output without its class
             dim; drawn uniformly with ``seed`` when None (with a
@@ -85,6 +91,7 @@ class CompileConfig:
     min_width: float = 0.1
     allocation: str = "density"
     data: Any = None
+    max_batches: int | None = 8
     seed: int = 0
     round_to: int = 1
     ignore: Sequence[str] = ()
@@ -115,6 +122,14 @@ class CompileConfig:
             )
         if self.data is not None and self.targets is not None:
             raise ValueError("give data=(inputs, targets) or targets=, not both")
+        if self.max_batches is not None and (
+            isinstance(self.max_batches, bool) or not isinstance(self.max_batches, int)
+        ):
+            raise TypeError(f"max_batches must be a positive int or None, got {self.max_batches!r}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(
+                f"max_batches must be >= 1 (or None to read all of data), got {self.max_batches}"
+            )
         if isinstance(self.min_width, bool) or not isinstance(self.min_width, (int, float)):
             raise TypeError(f"min_width must be a number in [0, 1], got {self.min_width!r}")
         if not 0.0 <= self.min_width <= 1.0:

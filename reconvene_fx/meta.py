@@ -221,13 +221,16 @@ class SensitivityTable:
     ``layers[name]`` is a :class:`LayerSensitivity` (``density``, ``sensitivity``,
     ``selected``, ``kept``, ``total``, ``mask``), keyed by qualified module name in
     execution order. ``global_density`` is the fraction of all prunable weights the mask
-    keeps. ``str(table)`` prints it; :meth:`to_list` gives plain dicts.
+    keeps. ``batches_read`` is how many batches of ``data=`` were scored (None when the
+    scorer ran without ``data``). ``str(table)`` prints it; :meth:`to_list` gives plain
+    dicts.
     """
 
     layers: dict[str, LayerSensitivity] = field(default_factory=dict)
     global_density: float = 1.0
     budget: Any = None
     method: str = ""
+    batches_read: int | None = None
 
     @property
     def selected(self) -> list[str]:
@@ -264,8 +267,10 @@ class SensitivityTable:
         ]  # fmt: skip
         lines = format_rows(rows)
         n_sel = len(self.selected)
+        n = self.batches_read
+        scored = "" if n is None else f" on {n} batch{'' if n == 1 else 'es'} of data"
         lines.append(
-            f"method {self.method}, global density {self.global_density:.4f}; "
+            f"method {self.method}{scored}, global density {self.global_density:.4f}; "
             f"{n_sel} of {len(self.layers)} layers below it (selected)"
         )
         return "\n".join(lines)

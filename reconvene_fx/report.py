@@ -80,7 +80,9 @@ class PruningReport:
     ``reinit`` and ``composite`` are what compile was asked for. ``nonzero_after`` is
     ``params_after`` less the weights composite masks hold at zero (equal without masks);
     with ``composite=True`` the params budget bounds it. ``global_density`` is the fraction
-    of conv/linear weights inside the PaI mask. ``latency_before``/``latency_after`` are the
+    of conv/linear weights inside the PaI mask. ``scoring_batches`` is how many batches of
+    ``data=`` the scorer read (None without ``data``; see ``max_batches`` of
+    :class:`~reconvene_fx.config.CompileConfig`). ``latency_before``/``latency_after`` are the
     planner's measurements (only for latency budgets). ``leaves`` names the submodules
     tracing made leaves (and why); ``decisions`` lists what tracing answered for the
     example inputs (a branch on a shape, a length): the compiled graph is that path.
@@ -104,6 +106,7 @@ class PruningReport:
     leaves: dict[str, str] = field(default_factory=dict)
     decisions: tuple[str, ...] = ()
     batch_size: int = 1
+    scoring_batches: int | None = None
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -177,6 +180,8 @@ class PruningReport:
             )
         lines = format_rows(rows)
         lines.append(self.summary())
+        if (n := self.scoring_batches) is not None:
+            lines.append(f"scored by {self.method} on {n} batch{'' if n == 1 else 'es'} of data")
         lines += [f"leaf (not pruned through): {n}: {why}" for n, why in self.leaves.items()]
         lines += [f"traced for the example inputs: {d}" for d in self.decisions]
         return "\n".join(lines)
@@ -201,6 +206,7 @@ class PruningReport:
             "leaves": dict(self.leaves),
             "decisions": list(self.decisions),
             "batch_size": self.batch_size,
+            "scoring_batches": self.scoring_batches,
             "layers": {
                 name: {
                     "in_channels": lp.in_channels,

@@ -357,6 +357,7 @@ def _report_state(rep: PruningReport) -> dict[str, Any]:
         "approximate": dict(rep.approximate),
         "leaves": dict(rep.leaves),
         "decisions": list(rep.decisions),
+        "scoring_batches": rep.scoring_batches,
         "layers": {name: _layer_state(lp) for name, lp in rep.layers.items()},
     }
 
@@ -377,5 +378,6 @@ def _report_from(state: Mapping[str, Any]) -> PruningReport:
         approximate=dict(state["approximate"]),
         leaves=dict(state["leaves"]),
         decisions=tuple(state["decisions"]),
+        scoring_batches=state.get("scoring_batches"),  # absent in files saved before it
         layers={name: LayerPlan(**lay) for name, lay in state["layers"].items()},
     )

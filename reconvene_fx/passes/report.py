@@ -97,6 +97,7 @@ class ReportPass(ReconvenePass):
             leaves=dict(graph_module.meta.get(AUTO_LEAVES, {})),
             decisions=tuple(graph_module.meta.get(TRACE_DECISIONS, ())),
             batch_size=batch,
+            scoring_batches=table.batches_read,
         )
         return PassResult(graph_module, False)
 

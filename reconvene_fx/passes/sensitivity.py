@@ -54,8 +54,8 @@ class SensitivityPass(ReconvenePass):
         example_inputs: inputs for the data-dependent scorers (SNIP, GraSP; SynFlow takes
             their shape).
         config: the compile options; the pass reads ``method`` (a registered scorer name
-            or a scorer function), ``data``, ``targets``, ``seed``, ``method_options`` and
-            ``progress``.
+            or a scorer function), ``data``, ``max_batches``, ``targets``, ``seed``,
+            ``method_options`` and ``progress``.
         keep_scores: keep every weight's score in the meta (composite plans need them; it
             costs a copy of the weights in memory). Default: ``config.composite``.
         **options: fields of :class:`~reconvene_fx.config.CompileConfig` that replace
@@ -95,6 +95,7 @@ class SensitivityPass(ReconvenePass):
                 "pass the model whose convolutions should shrink (a leaf module's layers "
                 "are not seen: see leaf_modules= and the AutoLeafWarning)"
             )
+        stats: dict[str, Any] = {}
         scores = run_scorer(
             config.method,
             graph_module,
@@ -105,6 +106,8 @@ class SensitivityPass(ReconvenePass):
             progress=config.progress,
             options=config.method_options,
             data=config.data,
+            max_batches=config.max_batches,
+            stats=stats,
         )
         method = config.method if isinstance(config.method, str) else getattr(
             config.method, "__name__", repr(config.method))  # fmt: skip
@@ -121,6 +124,7 @@ class SensitivityPass(ReconvenePass):
             global_density=kept / max(total, 1),
             budget=self.budget,
             method=method,
+            batches_read=stats.get("batches_read"),
         )
         return PassResult(graph_module, False)
 

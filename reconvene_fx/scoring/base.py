@@ -11,8 +11,10 @@ from typing import Any, Protocol
 import torch
 import torch.fx
 
+from .._progress import progress_bar
 from ..errors import RandomTargetsWarning
 from ..layers import module_layer
+from ..log import logger
 
 __all__ = [
     "SCORERS",
@@ -111,6 +113,8 @@ def run_scorer(
     progress: bool = False,
     options: Mapping[str, Any] | None = None,
     data: Any = None,
+    max_batches: int | None = 8,
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run a scorer and check what it returns.
 
@@ -121,6 +125,11 @@ def run_scorer(
     without ``data`` it runs on ``example_inputs`` and ``targets``, and when those are
     None too, a :class:`~reconvene_fx.errors.RandomTargetsWarning` says the labels are
     random. Other scorers ignore ``data``.
+
+    At most ``max_batches`` batches of ``data`` are read (``None``: all of them); how many
+    is logged at INFO, saying when ``data`` held more, and written to
+    ``stats["batches_read"]`` when a ``stats`` dict is given. With ``progress`` a bar on
+    stderr counts the batches.
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(3, 2)))
@@ -152,18 +161,61 @@ def run_scorer(
                 stacklevel=2,
             )
         return _checked(label, gm, fn(gm, example_inputs, targets, **kwargs, **extra))
+    available = _length(data)
+    expected = available if max_batches is None else max_batches
+    if available is not None and max_batches is not None:
+        expected = min(available, max_batches)
     total: dict[str, torch.Tensor] = {}
-    for batch_inputs, batch_targets in labelled_batches(data):
-        batch = _checked(label, gm, fn(gm, batch_inputs, batch_targets, **kwargs, **extra))
-        for name, value in batch.items():
-            total[name] = total[name] + value if name in total else value.clone()
+    read = 0
+    with progress_bar(expected, f"{label} (batches)", enabled=progress) as bar:
+        for batch_inputs, batch_targets in labelled_batches(data, max_batches):
+            batch = _checked(label, gm, fn(gm, batch_inputs, batch_targets, **kwargs, **extra))
+            for name, value in batch.items():
+                total[name] = total[name] + value if name in total else value.clone()
+            read += 1
+            bar.update()
+    logger.info("%s: %s", label, _describe_read(read, available, max_batches))
+    if stats is not None:
+        stats["batches_read"] = read
     return total
 
 
-def labelled_batches(data: Any) -> Iterator[tuple[tuple[Any, ...], torch.Tensor]]:
+def _length(data: Any) -> int | None:
+    """How many batches ``data`` holds, when it says (one batch: 1; a generator: None)."""
+    if _is_batch(data):
+        return 1
+    try:
+        return len(data)
+    except TypeError:  # no len(), e.g. a generator or an IterableDataset's DataLoader
+        return None
+
+
+def _describe_read(read: int, available: int | None, max_batches: int | None) -> str:
+    """What the log says about the batches scored.
+
+    Example:
+        >>> _describe_read(8, 100, 8)
+        'scored 8 of 100 batches (max_batches=8)'
+        >>> _describe_read(8, None, 8)
+        'stopped after 8 batches (max_batches=8)'
+        >>> _describe_read(3, 3, 8)
+        'scored all 3 batches of data'
+    """
+    noun = "batch" if read == 1 else "batches"
+    if available is not None and available > read:
+        return f"scored {read} of {available} batches (max_batches={max_batches})"
+    if available is None and max_batches is not None and read >= max_batches:
+        return f"stopped after {read} {noun} (max_batches={max_batches})"
+    return f"scored all {read} {noun} of data"
+
+
+def labelled_batches(
+    data: Any, max_batches: int | None = None
+) -> Iterator[tuple[tuple[Any, ...], torch.Tensor]]:
     """``(inputs, targets)`` of each batch of ``data``: one ``(inputs, targets)`` pair
     (``targets`` a tensor) or an iterable of such pairs, ``inputs`` a tensor or a tuple of
-    the model's inputs.
+    the model's inputs. Stops after ``max_batches`` batches (``None``: reads them all)
+    without drawing another one from ``data``.
 
     Example:
         >>> x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
@@ -171,6 +223,8 @@ def labelled_batches(data: Any) -> Iterator[tuple[tuple[Any, ...], torch.Tensor]
         [(4, 3)]
         >>> len(list(labelled_batches([(x, y), (x, y)])))
         2
+        >>> len(list(labelled_batches([(x, y)] * 5, max_batches=3)))
+        3
     """
     if _is_batch(data):
         batches: Any = [data]
@@ -186,6 +240,8 @@ def labelled_batches(data: Any) -> Iterator[tuple[tuple[Any, ...], torch.Tensor]
         inputs, targets = batch
         count += 1
         yield (tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)), targets
+        if max_batches is not None and count >= max_batches:
+            return  # before drawing the next batch: a DataLoader would load it
     if count == 0:
         raise ValueError("data holds no batch; give at least one (inputs, targets) pair")
 

@@ -80,3 +80,96 @@ def test_analyze_takes_data_too() -> None:
         torch.equal(from_data.layers[n].mask, from_targets.layers[n].mask)
         for n in from_targets.layers
     )
+
+
+class _Counting:
+    """20 labelled batches of a DataLoader; counts the batches drawn from it."""
+
+    def __init__(self, n: int = 20, *, sized: bool = True) -> None:
+        dataset = torch.utils.data.TensorDataset(
+            torch.randn(2 * n, 3, 16, 16, generator=torch.Generator().manual_seed(1)),
+            torch.randint(10, (2 * n,), generator=torch.Generator().manual_seed(2)),
+        )
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=2)
+        self.sized = sized
+        self.drawn = 0
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.drawn += 1
+            yield batch
+
+    def __len__(self) -> int:
+        if not self.sized:
+            raise TypeError("no len()")
+        return len(self.loader)
+
+
+def test_max_batches_limits_what_is_read_and_none_reads_all(gm) -> None:
+    limited, everything = _Counting(), _Counting()
+    assert len(everything.loader) == 20
+    first3 = run_scorer("snip", gm, (), None, data=list(limited.loader)[:3], max_batches=None)
+    stats: dict = {}
+    three = run_scorer("snip", gm, (), None, data=limited, max_batches=3, stats=stats)
+    assert limited.drawn == 3 and stats == {"batches_read": 3}
+    assert all(torch.allclose(three[k], first3[k]) for k in three)
+    run_scorer("snip", gm, (), None, data=everything, max_batches=None, stats=stats)
+    assert everything.drawn == 20 and stats == {"batches_read": 20}
+    default = _Counting()
+    run_scorer("snip", gm, (), None, data=default)
+    assert default.drawn == 8  # the default limit
+
+
+def test_compile_reports_and_logs_the_batches_read(caplog, tmp_path) -> None:
+    data = _Counting()
+    with caplog.at_level("INFO", logger="reconvene_fx"):
+        gm = rfx.compile(build("residual"), 0.4, (X1,), method="snip", data=data, max_batches=3)
+    assert data.drawn == 3
+    assert "snip: scored 3 of 20 batches (max_batches=3)" in caplog.text
+    rep = rfx.report(gm)
+    assert rep.scoring_batches == 3 and rep.to_dict()["scoring_batches"] == 3
+    assert "scored by snip on 3 batches of data" in rep.format_table()
+    assert rfx.report(rfx.load(rfx.save(gm, tmp_path / "m.pt"))).scoring_batches == 3
+    plain = rfx.compile(build("residual"), 0.4, (X1,), method="snip", targets=Y1)
+    assert rfx.report(plain).scoring_batches is None
+    assert "batches of data" not in rfx.report(plain).format_table()
+
+
+def test_a_file_saved_before_scoring_batches_still_loads(tmp_path) -> None:
+    gm = rfx.compile(build("residual"), 0.4, (X1,), method="snip", data=(X1, Y1))
+    assert rfx.report(gm).scoring_batches == 1
+    path = rfx.save(gm, tmp_path / "m.pt")
+    state = torch.load(path, weights_only=True)
+    del state["report"]["scoring_batches"]
+    torch.save(state, path)
+    assert rfx.report(rfx.load(path)).scoring_batches is None
+
+
+def test_analyze_limits_batches_and_says_when_data_has_no_length(caplog) -> None:
+    data = _Counting(sized=False)
+    with caplog.at_level("INFO", logger="reconvene_fx"):
+        table = rfx.analyze(build("residual"), 0.3, (X1,), method="grasp", data=data,
+                            max_batches=2)  # fmt: skip
+    assert data.drawn == 2 and table.batches_read == 2
+    assert "grasp: stopped after 2 batches (max_batches=2)" in caplog.text
+    assert "method grasp on 2 batches of data" in table.format_table()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="reconvene_fx"):
+        rfx.analyze(build("residual"), 0.3, (X1,), method="snip", data=[(X1, Y1), (X2, Y2)])
+    assert "snip: scored all 2 batches of data" in caplog.text
+
+
+def test_progress_bar_counts_the_batches(gm, capsys) -> None:
+    run_scorer("snip", gm, (), None, data=_Counting(), max_batches=4, progress=True)
+    err = capsys.readouterr().err
+    assert "[reconvene_fx] snip (batches)" in err and "4/4" in err
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"), [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)]
+)
+def test_bad_max_batches_is_refused(bad, error: type) -> None:
+    with pytest.raises(error, match="max_batches must be"):
+        rfx.CompileConfig(max_batches=bad)
+    with pytest.raises(error, match="max_batches must be"):
+        rfx.compile(build("residual"), 0.4, (X1,), method="snip", data=(X1, Y1), max_batches=bad)
