@@ -138,12 +138,19 @@ class LayerCosts:
 
     def untouched(self, removed: torch.Tensor) -> torch.Tensor:
         """Bool per entry of ``layers`` (in order): the layer keeps all its channels."""
+        out_whole, in_whole = self.whole_sides(removed)
+        return out_whole & in_whole
+
+    def whole_sides(self, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bools per entry of ``layers`` (in order): the layer keeps all its output
+        channels; it keeps all its input channels."""
         counts = self._kept_counts(removed)
         c = self._params.cols
         if c["in_slot"].numel() == 0:
-            return torch.zeros(0, dtype=torch.bool)
+            empty = torch.zeros(0, dtype=torch.bool)
+            return empty, empty
         kout, kept_per_in = self._params.kept(counts)
-        return (kout == c["out_full"]) & (kept_per_in == c["in_full"] // c["groups"])
+        return kout == c["out_full"], kept_per_in == c["in_full"] // c["groups"]
 
 
 @dataclass(frozen=True)

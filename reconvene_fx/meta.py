@@ -146,7 +146,11 @@ class PlanSummary:
             chosen plan (seconds, or the unit of a user ``latency_fn``); None unless the
             budget limits latency.
         masks: composite plans: ``{module_name: bool mask}`` for the conv/linear modules
-            that keep all their channels (empty otherwise).
+            that keep all their output channels, shaped like their sliced weights (empty
+            otherwise).
+        mask_mode: how those masks fill the params budget: ``"as_is"`` (the PaI masks),
+            ``"thin"`` (each thinned by one common factor) or ``"rethreshold"`` (one new
+            global threshold); see :mod:`reconvene_fx.passes._composite`.
     """
 
     strategy: str
@@ -156,6 +160,7 @@ class PlanSummary:
     latency_before: float | None = None
     latency_after: float | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    mask_mode: str = "as_is"
 
 
 @dataclass(frozen=True, eq=False)

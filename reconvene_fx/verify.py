@@ -49,6 +49,8 @@ def zeroed_reference(
     with torch.no_grad():
         for name, mask in (masks or {}).items():
             weight = ref.get_submodule(name).weight
+            if mask.shape != weight.shape:  # sliced with its layer's kept inputs
+                mask = _unsliced(name, ref.get_submodule(name), mask, rep)
             weight.mul_(mask.to(weight.dtype))
         for name, lp in rep.layers.items():
             if lp.in_idx.numel() == lp.in_channels:
@@ -63,6 +65,22 @@ def zeroed_reference(
             removed[lp.in_idx] = False
             layer.handler.zero_inputs(layer, removed)
     return ref
+
+
+def _unsliced(name: str, module: nn.Module, mask: torch.Tensor, rep: PruningReport) -> torch.Tensor:
+    """The mask of a narrowed layer in the original weight's shape (False where the
+    channels went): the handler slices a tensor of positions the way it sliced the mask."""
+    layer = module_layer(name, module)
+    lp = rep.layers.get(name)
+    if layer is None or lp is None:
+        raise ReconveneError(f"no layer handler knows masked module {name!r} of the model")
+    positions = torch.arange(module.weight.numel()).view(module.weight.shape)
+    in_idx = lp.in_idx if lp.in_idx.numel() < lp.in_channels else None
+    out_idx = lp.out_idx if lp.out_idx.numel() < lp.out_channels else None
+    kept = layer.handler.slice_weight(layer, positions, in_idx, out_idx)
+    full = torch.zeros(module.weight.numel(), dtype=torch.bool)
+    full[kept.flatten()] = mask.flatten()
+    return full.view(module.weight.shape)
 
 
 def verify(

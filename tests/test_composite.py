@@ -11,6 +11,8 @@ from onnx import numpy_helper
 
 import reconvene_fx as rfx
 from reconvene_fx.composite import masks_of
+from reconvene_fx.layers import module_layer
+from reconvene_fx.passes._composite import THIN_FLOOR
 from reconvene_fx.emit import load, save
 
 X = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -32,19 +34,37 @@ def test_untouched_layers_keep_their_masks_and_the_nonzero_budget_holds(
     table = gm.meta["reconvene.sensitivity_table"]  # what compile scored, with the scores
     assert all(lay.scores is not None for lay in table.layers.values())
     masks = masks_of(gm)
+    summary = gm.meta["reconvene.plan"]
     kept_scores, dropped_scores = [], []
     for layer, lp in rep.layers.items():
         pai = table.layers[layer]
-        assert (layer in masks) == (not lp.narrowed and pai.density < 1) == lp.masked, layer
+        outputs_whole = lp.out_idx.numel() == lp.out_channels
+        assert (layer in masks) == (outputs_whole and pai.density < 1) == lp.masked, layer
         if lp.masked:
             mask = masks[layer]
-            assert not bool((mask & ~pai.mask).any())  # never more than the PaI mask
+            # the PaI mask (and scores), sliced to the inputs the layer kept
+            original = module_layer(layer, model.get_submodule(layer))
+            in_idx = lp.in_idx if lp.in_idx.numel() < lp.in_channels else None
+            pai_mask = original.handler.slice_weight(original, pai.mask, in_idx, None)
+            scores = original.handler.slice_weight(original, pai.scores, in_idx, None)
+            assert not bool((mask & ~pai_mask).any())  # never more than the PaI mask
             weight = gm.get_submodule(layer).weight
             assert bool((weight[~mask] == 0).all())
+            # a masked layer keeps the weights its mask chose (sliced, not redrawn)
+            sliced = original.handler.slice_weight(original, original.module.weight, in_idx,
+                                                   None)  # fmt: skip
+            assert torch.equal(weight.detach(), sliced * mask)
             assert lp.nonzero_after == lp.params_after - int((~mask).sum())
-            kept_scores.append(pai.scores[mask])
-            dropped_scores.append(pai.scores[~mask])
-    if masks:  # one global threshold over the masked layers' scores
+            kept_scores.append(scores[mask])
+            dropped_scores.append(scores[~mask])
+            if pai_mask.any() and summary.mask_mode != "rethreshold":
+                assert mask.any(), layer  # thinning never empties a layer
+            if summary.mask_mode == "thin":  # a layer's best scores within its PaI mask
+                thinned = pai_mask & ~mask
+                if thinned.any():
+                    assert float(scores[mask].min()) >= float(scores[thinned].max()), layer
+                assert int(mask.sum()) >= THIN_FLOOR * int(pai_mask.sum()) - 1, layer
+    if masks and summary.mask_mode != "thin":  # one global threshold over their scores
         assert float(torch.cat(kept_scores).min()) > float(torch.cat(dropped_scores).max())
     assert rep.nonzero_after == rep.params_after - sum(int((~m).sum()) for m in masks.values())
     assert rep.nonzero_after <= budget * rep.params_before
@@ -157,16 +177,32 @@ def test_report_gives_pai_and_kept_density_per_layer() -> None:
     assert rep.to_dict()["layers"]["fc"]["kept_density"] == rep.layers["fc"].kept_density
 
 
-def test_a_tight_composite_budget_narrows_beyond_the_selected_groups() -> None:
-    """When narrowing the selected groups to the floor and re-thresholding the masks is
-    not enough, the other groups narrow too: the budget holds instead of a BudgetError."""
+def _unselected_narrowed(gm: torch.fx.GraphModule) -> list[str]:
+    """Layers whose outputs narrowed although the PSE did not select them."""
+    table = gm.meta["reconvene.sensitivity_table"]
+    return [n for n, lp in rfx.report(gm).layers.items()
+            if lp.out_idx.numel() < lp.out_channels and not table.layers[n].selected]  # fmt: skip
+
+
+def test_a_composite_budget_below_the_floor_thins_the_masks_first() -> None:
+    """The selected groups at their floor hold more than their masks kept: the masks are
+    thinned by one factor (each keeps its best weights, none empties) before any other
+    group narrows."""
     model, gm = composite("residual", 0.08)
     rep = rfx.report(gm)
-    table = gm.meta["reconvene.sensitivity_table"]
-    assert rep.nonzero_after <= 0.08 * rep.params_before
-    unselected_narrowed = [n for n, lp in rep.layers.items()
-                           if lp.narrowed and not table.layers[n].selected]  # fmt: skip
-    assert unselected_narrowed
+    assert gm.meta["reconvene.plan"].mask_mode == "thin"
+    assert 0.075 <= rep.nonzero_ratio <= 0.08
+    assert not _unselected_narrowed(gm)
+    assert rfx.verify(model, gm, (X,)).exact
+
+
+def test_a_tight_composite_budget_narrows_beyond_the_selected_groups() -> None:
+    """When narrowing the selected groups to the floor and thinning the masks to half is
+    not enough, the other groups narrow too: the budget holds instead of a BudgetError."""
+    model, gm = composite("residual", 0.04)
+    rep = rfx.report(gm)
+    assert rep.nonzero_after <= 0.04 * rep.params_before
+    assert _unselected_narrowed(gm)
     assert rfx.verify(model, gm, (X,)).exact
 
 

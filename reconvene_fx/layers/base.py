@@ -130,6 +130,21 @@ class LayerHandler:
         """Keep input channels ``in_idx`` and output channels ``out_idx`` (None: all)."""
         raise NotImplementedError
 
+    def slice_weight(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        in_idx: torch.Tensor | None,
+        out_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """A new tensor shaped like the layer's weight is, sliced to the kept channels, from
+        ``weight`` shaped like it was (a composite mask follows its layer this way).
+
+        Raises:
+            NotImplementedError: for a layer kind whose weight is not sliced this way.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not slice weights")
+
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         """Zero, in place, what the input channels flagged in ``removed`` contribute."""
 

@@ -53,25 +53,21 @@ class ConvHandler(LayerHandler):
     ) -> None:
         m = layer.module
         assert isinstance(m, nn.modules.conv._ConvNd)
-        g, per_in = m.groups, m.in_channels // m.groups
-        kept_in = in_idx if in_idx is not None else torch.arange(m.in_channels)
-        weight = take(m.weight, 0, out_idx)
-        kept_out = weight.shape[0]
-        if per_in == 1:  # depthwise (any multiplier): whole groups go with their input
-            new_groups = g if g == 1 else kept_in.numel()
-            if g > 1 and new_groups * (m.out_channels // g) != kept_out:
-                raise ValueError("depthwise groups lost some but not all of their outputs")
-        else:
-            positions = (kept_in % per_in).view(g, -1) if kept_in.numel() % g == 0 else None
-            if positions is None or not bool((positions == positions[:1]).all()):
-                raise ValueError("grouped conv keeps different input positions in its groups")
-            if in_idx is not None:
-                weight = weight.index_select(1, positions[0])
-            new_groups = g
+        weight, new_groups = _sliced(layer, m.weight, in_idx, out_idx)
         m.weight = new_param(weight, m.weight)
         if m.bias is not None:
             m.bias = new_param(take(m.bias, 0, out_idx), m.bias)
-        m.in_channels, m.out_channels, m.groups = kept_in.numel(), kept_out, new_groups
+        kept_in = in_idx.numel() if in_idx is not None else m.in_channels
+        m.in_channels, m.out_channels, m.groups = kept_in, weight.shape[0], new_groups
+
+    def slice_weight(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        in_idx: torch.Tensor | None,
+        out_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return _sliced(layer, weight, in_idx, out_idx)[0]
 
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         m = layer.module
@@ -88,6 +84,28 @@ class ConvHandler(LayerHandler):
                                     generator=generator)  # fmt: skip
             if m.bias is not None:
                 m.bias.zero_()
+
+
+def _sliced(
+    layer: Layer, weight: torch.Tensor, in_idx: torch.Tensor | None, out_idx: torch.Tensor | None
+) -> tuple[torch.Tensor, int]:
+    """A conv weight ``[out, in / groups, *kernel]`` sliced to the kept channels, and the
+    groups of the sliced conv: a depthwise conv keeps whole groups with their inputs; a
+    grouped one must keep the same input positions in every group."""
+    g, per_in = layer.groups, layer.in_channels // layer.groups
+    kept_in = in_idx if in_idx is not None else torch.arange(layer.in_channels)
+    sliced = take(weight, 0, out_idx)
+    if per_in == 1:  # depthwise (any multiplier): whole groups go with their input
+        new_groups = g if g == 1 else kept_in.numel()
+        if g > 1 and new_groups * (layer.out_channels // g) != sliced.shape[0]:
+            raise ValueError("depthwise groups lost some but not all of their outputs")
+        return sliced, new_groups
+    positions = (kept_in % per_in).view(g, -1) if kept_in.numel() % g == 0 else None
+    if positions is None or not bool((positions == positions[:1]).all()):
+        raise ValueError("grouped conv keeps different input positions in its groups")
+    if in_idx is not None:
+        sliced = sliced.index_select(1, positions[0])
+    return sliced, g
 
 
 @DEFAULT_LAYERS.module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -130,13 +148,21 @@ class ConvTransposeHandler(LayerHandler):
     ) -> None:
         m = layer.module
         assert isinstance(m, nn.modules.conv._ConvTransposeNd)
-        weight = take(m.weight, 0, in_idx)
-        if out_idx is not None:
-            weight = weight.index_select(1, out_idx)
+        weight = self.slice_weight(layer, m.weight, in_idx, out_idx)
         m.weight = new_param(weight, m.weight)
         if m.bias is not None:
             m.bias = new_param(take(m.bias, 0, out_idx), m.bias)
         m.in_channels, m.out_channels = weight.shape[0], weight.shape[1]
+
+    def slice_weight(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        in_idx: torch.Tensor | None,
+        out_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
+        sliced = take(weight, 0, in_idx)
+        return sliced if out_idx is None else sliced.index_select(1, out_idx)
 
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         with torch.no_grad():

@@ -48,17 +48,25 @@ class LinearHandler(LayerHandler):
     ) -> None:
         m = layer.module
         assert isinstance(m, nn.Linear)
-        w = m.weight.detach()
-        if in_idx is None:
-            weight = take(w, 0, out_idx)
-        elif out_idx is None:
-            weight = w.index_select(1, in_idx)
-        else:  # one gather, not two copies
-            weight = w[out_idx[:, None], in_idx]
+        weight = self.slice_weight(layer, m.weight, in_idx, out_idx)
         m.weight = new_param(weight, m.weight)
         if m.bias is not None:
             m.bias = new_param(take(m.bias, 0, out_idx), m.bias)
         m.out_features, m.in_features = weight.shape
+
+    def slice_weight(
+        self,
+        layer: Layer,
+        weight: torch.Tensor,
+        in_idx: torch.Tensor | None,
+        out_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
+        w = weight.detach()
+        if in_idx is None:
+            return take(w, 0, out_idx)
+        if out_idx is None:
+            return w.index_select(1, in_idx)
+        return w[out_idx[:, None], in_idx]  # one gather, not two copies
 
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         with torch.no_grad():

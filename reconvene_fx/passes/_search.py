@@ -20,9 +20,8 @@ from ..latency import LatencyEstimate, LatencyTable
 from ..latency.ruler import LatencyRuler
 from ..log import logger
 from ..meta import LayerSensitivity
-from ..scoring import kth_largest
+from ._composite import CompositeMasks
 from ._keep import write_keep
-from .sensitivity import break_ties
 from .shrink import ShrinkPass
 
 __all__ = ["Search", "SearchSettings"]
@@ -64,20 +63,19 @@ class Search:
         costs: LayerCosts,
         group: torch.Tensor,
         sens: Mapping[str, LayerSensitivity],
-        adjust_masks: bool,
+        mask_mode: str = "as_is",
     ) -> None:
         self.settings, self.gm, self.costs = settings, gm, costs
         self.group, self.num_atoms = group, group.numel()
         self.limits = {k: v for k, v in settings.budget.limits().items() if v is not None}
         self.full = {"params": costs.params_full, "flops": costs.macs_full}
         self.sens = sens
-        # composite: the masks of untouched layers either are re-thresholded to fit the
-        # params budget (so a plan fits when the touched layers alone do) or count as they
-        # are
         scores_kept = all(lay.scores is not None for lay in sens.values())
-        self.adjust_masks = settings.composite and adjust_masks and scores_kept
-        self.savings = (
-            _mask_savings(costs, sens, whole=self.adjust_masks) if settings.composite else None
+        # composite: the masks of the layers that keep them count as they are, thinned, or
+        # re-thresholded to fit the params budget (the last two need the scores)
+        self.mask_mode = mask_mode if scores_kept else "as_is"
+        self.composite = (
+            CompositeMasks(costs, sens, mode=self.mask_mode) if settings.composite else None
         )
         self.latency_before: float | None = None
         self.latency_after: float | None = None
@@ -151,9 +149,8 @@ class Search:
 
     def _fits(self, removed: torch.Tensor) -> tuple[bool, dict[str, float]]:
         params, macs = self.costs.evaluate(removed)
-        if self.savings is not None:
-            untouched = self.costs.untouched(removed)
-            params -= int((self.savings * untouched).sum())
+        if self.composite is not None:
+            params -= self.composite.savings(removed)
         got = {
             "params": params / max(self.full["params"], 1),
             "flops": macs / max(self.full["flops"], 1),
@@ -162,35 +159,17 @@ class Search:
         return ok, got
 
     def composite_masks(self, removed: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Masks of the scored layers that keep all their channels: the PaI masks, or for
-        composite reconvene plans, when those exceed the params budget, the top scores of
-        these layers that fill exactly the room left."""
-        untouched = self.costs.untouched(removed)
-        names = [n for n, keep in zip(self.costs.layers, untouched.tolist(), strict=True)
-                 if keep and n in self.sens]  # fmt: skip
-        masks = {n: self.sens[n].mask for n in names}
+        """Masks of the scored layers that keep all their output channels, sliced to the
+        inputs they keep: the PaI masks, or for re-thresholded plans, the top scores of
+        these layers that fill exactly the room the params budget leaves them."""
+        if self.composite is None:
+            return {}
         limit = self.limits.get("params")
-        if not self.adjust_masks or limit is None or not names:
-            return masks
-        params, _ = self.costs.evaluate(removed)
-        dense_elsewhere = params - sum(self.sens[n].total for n in names)
-        room = int(limit * self.full["params"]) - dense_elsewhere
-        if room >= sum(self.sens[n].kept for n in names):
-            return masks
-        if room < 1:
-            return {n: torch.zeros_like(m) for n, m in masks.items()}
-        # adjust_masks guarantees the scores were kept; room < kept <= their count, so the
-        # (room + 1)-th largest exists: keeping what lies strictly above it keeps <= room,
-        # and scores tied at it (SNIP's exact zeros) fill the rest by larger |w|, as the
-        # PaI mask itself broke its ties
-        scores = [self.sens[n].scores for n in names]
-        threshold = kth_largest(scores, room + 1)  # type: ignore[arg-type]
-        masks = {n: s > threshold for n, s in zip(names, scores, strict=True)}
-        tied = {n: (s == threshold).flatten().nonzero().flatten()
-                for n, s in zip(names, scores, strict=True)}  # fmt: skip
-        weights = {n: self.gm.get_submodule(n).weight for n in names}
-        break_ties({n: t for n, t in tied.items() if t.numel()}, weights, masks, room)
-        return masks
+        room = None
+        if self.mask_mode != "as_is" and limit is not None:
+            params, _ = self.costs.evaluate(removed)
+            room = int(limit * self.full["params"]) - (params - self.composite.dense_size(removed))
+        return self.composite.masks(removed, room)
 
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
         """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured:
@@ -329,17 +308,6 @@ def _shrunk_copy(gm: torch.fx.GraphModule, removed: torch.Tensor) -> torch.fx.Gr
     write_keep(candidate, removed)
     ShrinkPass(reinit=False).call(candidate)
     return candidate
-
-
-def _mask_savings(
-    costs: LayerCosts, sens: Mapping[str, LayerSensitivity], *, whole: bool
-) -> torch.Tensor:
-    """Per entry of ``costs.layers``: weights a mask removes (all of them when ``whole``)."""
-    return torch.tensor(
-        [(sens[n].total - (0 if whole else sens[n].kept)) if n in sens else 0
-         for n in costs.layers],
-        dtype=torch.long,
-    )  # fmt: skip
 
 
 def _rank_within_group(groups: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,7 @@ class PlanPass(ReconvenePass):
             latency_cache=self.config.latency_cache,
         )
         search, removed = _search(
-            order, lambda adjust: Search(settings, graph_module, costs, group, sens, adjust)
+            order, lambda mode: Search(settings, graph_module, costs, group, sens, mode)
         )
         write_keep(graph_module, removed)
         masks = search.composite_masks(removed) if self.config.composite else {}
@@ -162,6 +162,7 @@ class PlanPass(ReconvenePass):
             latency_before=search.latency_before,
             latency_after=search.latency_after,
             masks=masks,
+            mask_mode=search.mask_mode if masks else "as_is",
         )
         return PassResult(graph_module, False)
 
@@ -196,22 +197,25 @@ def _atom_scores(
     return atom_score
 
 
-def _search(order: RemovalOrder, make: Callable[[bool], Search]) -> tuple[Search, torch.Tensor]:
-    """Run the search for ``order``. With a preferred prefix (composite plans): the fewest
-    removals within it, the masks as they are; else on into the rest of the order (more
-    groups narrowed), the masks as they are; only then the untouched masks re-thresholded
-    to fit (thinning them first can empty whole layers: a network that no longer trains)."""
+def _search(order: RemovalOrder, make: Callable[[str], Search]) -> tuple[Search, torch.Tensor]:
+    """Run the search for ``order``. With a preferred prefix (composite plans), in turn:
+    the fewest removals within it, the masks as they are; all of it, the masks thinned by
+    one factor (no lower than ``THIN_FLOOR`` of what each kept: the layer densities keep
+    their ratios and no layer empties); on into the rest of the order (more groups
+    narrowed), the masks as they are; only then the masks re-thresholded together (that
+    can empty whole layers: a network that no longer trains)."""
     if order.preferred is None:
-        search = make(order.adjust_masks)
+        search = make("rethreshold" if order.adjust_masks else "as_is")
         return search, search.run(order.atoms, order.start, order.phase_ends)
     head = order.atoms[: order.preferred]
     attempts = [
-        (False, head, order.start, ()),
-        (False, order.atoms, head.numel(), order.phase_ends),
-        (True, order.atoms, head.numel(), order.phase_ends),
+        ("as_is", head, order.start, ()),
+        ("thin", head, head.numel(), ()),
+        ("as_is", order.atoms, head.numel(), order.phase_ends),
+        ("rethreshold", order.atoms, head.numel(), order.phase_ends),
     ]
-    for i, (adjust, atoms, start, phase_ends) in enumerate(attempts):
-        search = make(adjust)
+    for i, (mode, atoms, start, phase_ends) in enumerate(attempts):
+        search = make(mode)
         try:
             return search, search.run(atoms, start, phase_ends)
         except BudgetError:

@@ -26,6 +26,7 @@ from ..meta import (
     ChannelInfo,
     ChannelKeep,
     LayerChange,
+    PlanSummary,
     ShrinkRecord,
 )
 from ._base import ReconvenePass, require_meta
@@ -71,7 +72,8 @@ class ShrinkPass(ReconvenePass):
     ``init_fn`` when given, else by their layer handler's ``reinit`` at the model's own
     initialization: convs and linears by :func:`matched_init` (the original spread at the
     new fan-in), norms keep their sliced affine values (zero-initialized norms stay zero)
-    with fresh statistics. The shapes in ``tensor_meta`` are
+    with fresh statistics. A layer that keeps a composite mask (``PlanSummary.masks``)
+    keeps its sliced weights: the mask chose them. The shapes in ``tensor_meta`` are
     updated to the kept channels, literal split sizes along narrowed channel dims are
     rewritten to the kept counts (the only graph edit; the code is regenerated) and a
     :class:`~reconvene_fx.meta.ShrinkRecord` is written to ``gm.meta[SHRINK]``.
@@ -90,12 +92,16 @@ class ShrinkPass(ReconvenePass):
         self.reinit = reinit
         self.seed = seed
         self.init_fn = init_fn
+        self._masked: set[str] = set()
 
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
         require_meta(graph_module, PLAN, "ShrinkPass", "PlanPass")
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         own_modules(graph_module)  # a user's symbolic_trace shares the model's modules
+        plan = graph_module.meta[PLAN]
+        # composite: a layer that keeps its PaI mask keeps the weights the mask chose
+        self._masked = set(plan.masks) if isinstance(plan, PlanSummary) else set()
         generator = torch.Generator().manual_seed(self.seed)
         params_before = count_params(graph_module)
         tensors_before = _direct_tensors(graph_module)
@@ -151,7 +157,8 @@ class ShrinkPass(ReconvenePass):
         out_keep = _output_keep(node, layer)
         if in_keep is None and out_keep is None:
             return layer
-        before = layer.handler.init_scale(layer) if self.reinit else None
+        redraw = self.reinit and layer.name not in self._masked
+        before = layer.handler.init_scale(layer) if redraw else None
         try:
             layer.handler.shrink(
                 layer,
@@ -165,9 +172,11 @@ class ShrinkPass(ReconvenePass):
             ) from exc
         new = layer.handler.describe(layer.name, layer.module, None)
         assert new is not None
-        if self.reinit and self.init_fn is not None:
+        if not self.reinit or layer.name in self._masked:
+            return new
+        if self.init_fn is not None:
             self.init_fn(layer.module, generator)
-        elif self.reinit:
+        else:
             new.handler.reinit(new, generator, before)
         return new
 

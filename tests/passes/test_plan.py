@@ -110,14 +110,21 @@ def test_composite_keeps_the_pai_masks_and_narrows_only_selected_groups(
     for name in "abcd":
         narrowed = rep.layers[name].out_idx.numel() < getattr(model, name).out_channels
         assert narrowed == table.layers[name].selected, name
-    touched = [n for n, lp in rep.layers.items() if lp.narrowed]
-    for name in rep.layers:
+    # outputs narrowed: dense at the new width; the others keep their PaI masks, sliced to
+    # the inputs they kept (a consumer of a narrowed group keeps its mask too)
+    touched = [n for n, lp in rep.layers.items() if lp.out_idx.numel() < lp.out_channels]
+    for name, lp in rep.layers.items():
         if name in touched:
             assert name not in masks
         elif table.layers[name].kept < table.layers[name].total:
-            assert torch.equal(masks[name], table.layers[name].mask), name
+            pai = table.layers[name].mask[:, lp.in_idx]
+            assert torch.equal(masks[name], pai), name
+    assert any(lp.narrowed and n not in touched for n, lp in rep.layers.items())
+    # the narrowed layers together hold no more dense weights than their masks and those
+    # of the layers they feed kept (the min_width floor keeps "c", whose mask is empty)
+    fed = [n for n, lp in rep.layers.items() if lp.narrowed]
     dense_weights = sum(gm.get_submodule(n).weight.numel() for n in touched)
-    assert dense_weights <= sum(table.layers[n].kept for n in touched)
+    assert dense_weights <= sum(table.layers[n].kept for n in fed)
     assert rep.nonzero_after <= budget * rep.params_before
     assert rfx.verify(model, gm, (X,)).exact
 
