@@ -21,10 +21,11 @@ import torch.nn as nn
 __all__ = ["InitScale", "matched_init"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InitScale:
     """How a layer's weights were drawn, measured before it was narrowed: the standard
-    deviation and mean of its weight and bias, and its fan-in.
+    deviation and mean of its weight and bias, its fan-in, and (when measured by
+    :meth:`of`) the initial values themselves, whose distribution a redraw follows.
 
     Example:
         >>> lin = torch.nn.Linear(4, 1)
@@ -38,6 +39,8 @@ class InitScale:
     fan_in: int
     bias_mean: float = 0.0
     bias_std: float = 0.0
+    weight_values: torch.Tensor | None = None
+    bias_values: torch.Tensor | None = None
 
     @classmethod
     def of(cls, module: nn.Module) -> InitScale | None:
@@ -49,23 +52,29 @@ class InitScale:
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
         bias = getattr(module, "bias", None)
         with torch.no_grad():
-            scale = cls(float(weight.float().std()), int(fan_in))
+            w = weight.detach().flatten().float().clone()
+            scale = cls(float(w.std()), int(fan_in), weight_values=w)
             if isinstance(bias, torch.Tensor) and bias.numel() > 0:
-                b = bias.float()
+                b = bias.detach().flatten().float().clone()
                 spread = float(b.std()) if b.numel() > 1 else 0.0
-                scale = dataclasses.replace(scale, bias_mean=float(b.mean()), bias_std=spread)
+                scale = dataclasses.replace(scale, bias_mean=float(b.mean()), bias_std=spread,
+                                            bias_values=b)  # fmt: skip
         return scale
 
 
 def matched_init(module: nn.Module, generator: torch.Generator, before: InitScale) -> None:
-    """Redraw a narrowed conv/linear at the scale the model's own initialization gave it.
+    """Redraw a narrowed conv/linear as the model's own initialization drew it, at the
+    new fan-in.
 
-    Weights ~ N(0, s^2) with ``s = before.weight_std * sqrt(before.fan_in / fan_in)``: the
-    original spread, rescaled to the new fan-in, whatever scheme drew the original
-    (PyTorch's default, Kaiming fan-out, truncated normal, ...), so a narrowed layer trains
-    at the same effective step size as the layers left whole. Biases: the original mean
-    and spread, rescaled alike (zero biases stay zero). Nothing else of the module is
-    touched.
+    Each weight is drawn from the layer's own initial values (with replacement), its
+    distance from their mean scaled by ``sqrt(before.fan_in / fan_in)``: the original
+    distribution, whatever scheme drew it (PyTorch's default uniform, Kaiming fan-out
+    normal, truncated normal, ...), with its spread rescaled to the new fan-in, so a
+    narrowed layer trains at the same effective step size as the layers left whole; for
+    PyTorch's default it is exactly what a fresh layer of the new shape would get. Biases
+    alike (zero biases stay zero, constant ones keep their value). Without recorded
+    values (an ``InitScale`` built by hand): a normal of the recorded mean and spread.
+    Nothing else of the module is touched.
 
     Example:
         >>> conv = torch.nn.Conv2d(64, 32, 3)
@@ -79,10 +88,29 @@ def matched_init(module: nn.Module, generator: torch.Generator, before: InitScal
     fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
     ratio = math.sqrt(before.fan_in / max(fan_in, 1))
     with torch.no_grad():
-        weight.normal_(0.0, before.weight_std * ratio, generator=generator)
+        _redraw(weight, before.weight_values, 0.0, before.weight_std, ratio, generator)
         bias = getattr(module, "bias", None)
         if isinstance(bias, torch.Tensor):
-            if before.bias_std > 0:
-                bias.normal_(before.bias_mean, before.bias_std * ratio, generator=generator)
-            else:
-                bias.fill_(before.bias_mean)
+            _redraw(bias, before.bias_values, before.bias_mean, before.bias_std, ratio,
+                    generator)  # fmt: skip
+
+
+def _redraw(
+    t: torch.Tensor,
+    values: torch.Tensor | None,
+    mean: float,
+    std: float,
+    ratio: float,
+    generator: torch.Generator,
+) -> None:
+    """Fill ``t`` from ``values`` (resampled, spread about their mean scaled by ``ratio``),
+    or from a normal of ``mean`` and ``std * ratio`` when there are none."""
+    if values is None or values.numel() == 0:
+        if std > 0:
+            t.normal_(mean, std * ratio, generator=generator)
+        else:
+            t.fill_(mean)
+        return
+    center = values.mean()
+    pick = torch.randint(values.numel(), (t.numel(),), generator=generator)
+    t.copy_((center + (values[pick] - center) * ratio).view_as(t))

@@ -109,3 +109,17 @@ def test_standardized_conv_keeps_its_gain() -> None:
     _narrow_and_reinit(conv, torch.arange(8), keep)
     assert torch.equal(conv.gain.detach(), gain[keep])
     assert conv.weight.shape == (12, 8, 3, 3)
+
+
+def test_a_uniform_init_is_redrawn_uniform_at_the_new_fan_in() -> None:
+    """PyTorch's default (uniform, bound 1/sqrt(fan_in)): the redraw is what a fresh layer
+    of the narrowed shape would get: uniform within the new bound, not a normal."""
+    conv = nn.Conv2d(64, 64, 3)
+    _narrow_and_reinit(conv, torch.arange(16), None)
+    bound = 1 / (16 * 9) ** 0.5  # kaiming_uniform(a=sqrt(5)) at the new fan-in
+    w = conv.weight.detach()
+    assert float(w.abs().max()) <= bound * 1.01  # the draw is centred on its own mean
+    assert float(w.abs().max()) > 0.95 * bound  # fills the range
+    kurtosis = float(((w - w.mean()) ** 4).mean() / w.var() ** 2)
+    assert abs(kurtosis - 1.8) < 0.1  # uniform: 1.8; a normal would give 3
+    assert float(conv.bias.detach().abs().max()) <= bound * 1.05
