@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import onnx
 import pytest
 import torch
@@ -47,7 +49,16 @@ def test_untouched_layers_keep_their_masks_and_the_nonzero_budget_holds(
             in_idx = lp.in_idx if lp.in_idx.numel() < lp.in_channels else None
             pai_mask = original.handler.slice_weight(original, pai.mask, in_idx, None)
             scores = original.handler.slice_weight(original, pai.scores, in_idx, None)
-            assert not bool((mask & ~pai_mask).any())  # never more than the PaI mask
+            raised = bool((mask & ~pai_mask).any())
+            if raised:  # more than the PaI mask only where it starved the layer: every
+                # input keeps min_width x the global density of the weights reading it
+                floor = 0.1 * table.global_density
+                assert pai.density < floor, layer
+                now = module_layer(layer, gm.get_submodule(layer))
+                reads = now.handler.input_of_weights(now)[mask]
+                per_input = torch.bincount(reads, minlength=now.in_channels)
+                need = math.ceil(floor * mask.numel() / now.in_channels - 1e-9)
+                assert int(per_input.min()) >= need, layer
             weight = gm.get_submodule(layer).weight
             assert bool((weight[~mask] == 0).all())
             # a masked layer keeps the weights its mask chose (sliced, not redrawn)
@@ -55,8 +66,9 @@ def test_untouched_layers_keep_their_masks_and_the_nonzero_budget_holds(
                                                    None)  # fmt: skip
             assert torch.equal(weight.detach(), sliced * mask)
             assert lp.nonzero_after == lp.params_after - int((~mask).sum())
-            kept_scores.append(scores[mask])
-            dropped_scores.append(scores[~mask])
+            if not raised:
+                kept_scores.append(scores[mask])
+                dropped_scores.append(scores[~mask])
             if pai_mask.any() and summary.mask_mode != "rethreshold":
                 assert mask.any(), layer  # thinning never empties a layer
             if summary.mask_mode == "thin":  # a layer's best scores within its PaI mask
@@ -221,3 +233,36 @@ def test_rethresholded_masks_break_score_ties_and_fill_the_budget() -> None:
         rfx.scoring.SCORERS.pop("test-ties")
     rep = rfx.report(gm)
     assert 0.24 <= rep.nonzero_ratio <= 0.25
+
+
+class _SmallHead(torch.nn.Module):
+    """Convs at PyTorch's default scale and a classifier drawn 100x smaller (timm's
+    regnets draw theirs at std 0.01): global magnitude PaI keeps almost none of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.b = torch.nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = torch.nn.Linear(32, 10)
+        with torch.no_grad():
+            self.fc.weight.mul_(0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b(torch.relu(self.a(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_mask_that_starves_its_layer_is_raised_to_the_floor() -> None:
+    torch.manual_seed(0)
+    model = _SmallHead()
+    pai = rfx.compile(model, 0.3, (X,), composite=True, strategy="none")
+    assert int(masks_of(pai)["fc"].sum()) == 0  # the PaI model itself: fc collapsed
+    gm = rfx.compile(model, 0.3, (X,), composite=True)
+    table = gm.meta["reconvene.sensitivity_table"]
+    floor = 0.1 * table.global_density  # min_width x the global density
+    fc = masks_of(gm)["fc"]
+    kept_inputs = rfx.report(gm).layers["fc"].in_idx.numel()
+    assert fc.shape == (10, kept_inputs)
+    assert int(fc.sum(0).min()) >= math.ceil(floor * 10 - 1e-9)  # every input it reads
+    assert rfx.report(gm).nonzero_after <= 0.3 * rfx.report(gm).params_before
+    assert not any(lp.dead for lp in rfx.report(gm).layers.values())

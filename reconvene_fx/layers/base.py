@@ -145,6 +145,14 @@ class LayerHandler:
         """
         raise NotImplementedError(f"{type(self).__name__} does not slice weights")
 
+    def input_of_weights(self, layer: Layer) -> torch.Tensor:
+        """The input channel each weight element reads, shaped like the weight (int64).
+
+        Raises:
+            NotImplementedError: for a layer kind that does not say.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not map weights to inputs")
+
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         """Zero, in place, what the input channels flagged in ``removed`` contribute."""
 

@@ -69,6 +69,22 @@ class ConvHandler(LayerHandler):
     ) -> torch.Tensor:
         return _sliced(layer, weight, in_idx, out_idx)[0]
 
+    def input_of_weights(self, layer: Layer) -> torch.Tensor:
+        """Weight ``[out, in / g, *k]``: element ``(o, j, ...)`` reads input channel
+        ``(o // (out / g)) * (in / g) + j``.
+
+        Example:
+            >>> from reconvene_fx.layers import module_layer
+            >>> lay = module_layer("c", torch.nn.Conv2d(4, 4, 1, groups=2))
+            >>> lay.handler.input_of_weights(lay).flatten().tolist()
+            [0, 1, 0, 1, 2, 3, 2, 3]
+        """
+        w = layer.module.weight
+        per_in, per_out = layer.in_channels // layer.groups, layer.out_channels // layer.groups
+        group = torch.arange(layer.out_channels) // per_out
+        index = group[:, None] * per_in + torch.arange(per_in)[None, :]
+        return index.view(*index.shape, *([1] * (w.dim() - 2))).expand(w.shape)
+
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         m = layer.module
         g = layer.groups
@@ -163,6 +179,11 @@ class ConvTransposeHandler(LayerHandler):
     ) -> torch.Tensor:
         sliced = take(weight, 0, in_idx)
         return sliced if out_idx is None else sliced.index_select(1, out_idx)
+
+    def input_of_weights(self, layer: Layer) -> torch.Tensor:
+        w = layer.module.weight  # [in, out, *k]
+        index = torch.arange(layer.in_channels)
+        return index.view(-1, *([1] * (w.dim() - 1))).expand(w.shape)
 
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         with torch.no_grad():

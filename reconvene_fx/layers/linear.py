@@ -68,6 +68,9 @@ class LinearHandler(LayerHandler):
             return w.index_select(1, in_idx)
         return w[out_idx[:, None], in_idx]  # one gather, not two copies
 
+    def input_of_weights(self, layer: Layer) -> torch.Tensor:
+        return torch.arange(layer.in_channels).expand(layer.module.weight.shape)
+
     def zero_inputs(self, layer: Layer, removed: torch.Tensor) -> None:
         with torch.no_grad():
             layer.module.weight[:, removed] = 0.0

@@ -9,6 +9,7 @@ group made its consumers dense: at 1/16 of the weights no plan kept a mask.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -77,10 +78,14 @@ class CompositeMasks:
         sens: Mapping[str, LayerSensitivity],
         *,
         mode: str = "as_is",
+        floor: float = 0.0,
     ) -> None:
         if mode not in MASK_MODES:
             raise ValueError(f"unknown mask mode {mode!r}; one of {', '.join(MASK_MODES)}")
         self.costs, self.sens, self.mode = costs, sens, mode
+        # the PaI masks, each raised to at least ``floor`` of its weights (best scores)
+        self._pai = {name: _floored(lay, floor, costs.layers[name].layer)
+                     for name, lay in sens.items() if name in costs.layers}  # fmt: skip
         self._layers: list[_Masked] = []
         entries: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         for index, (name, costed) in enumerate(costs.layers.items()):
@@ -94,7 +99,7 @@ class CompositeMasks:
                                         sliceable))  # fmt: skip
             # weights each input channel holds, dense and inside the mask
             dense = torch.full((layer.in_channels,), lay.total // max(layer.in_channels, 1))
-            inside = layer.handler.channel_mass(layer, lay.mask.to(torch.float32))[1]
+            inside = layer.handler.channel_mass(layer, self._pai[name].to(torch.float32))[1]
             keeps = {"as_is": 1.0, "thin": THIN_FLOOR, "rethreshold": 0.0}[mode]
             saved = dense.double() - keeps * inside.round().double()
             atoms = info.atoms if sliceable and info is not None else torch.full_like(dense, -1)
@@ -129,7 +134,7 @@ class CompositeMasks:
         keeping = self._keeping(removed).tolist()
         chosen = [m for m, keep in zip(self._layers, keeping, strict=True) if keep]
         kept_inputs = {m.name: self._kept_inputs(m, removed) for m in chosen}
-        masks = {m.name: self._slice(m, self.sens[m.name].mask, kept_inputs[m.name])
+        masks = {m.name: self._slice(m, self._pai[m.name], kept_inputs[m.name])
                  for m in chosen}  # fmt: skip
         if self.mode == "as_is" or room is None or not masks:
             return masks
@@ -184,6 +189,56 @@ class CompositeMasks:
 def _can_slice(layer: Layer) -> bool:
     """Whether the layer's handler slices weights (the base class refuses)."""
     return type(layer.handler).slice_weight is not LayerHandler.slice_weight
+
+
+def _floored(lay: LayerSensitivity, floor: float, layer: Layer) -> torch.Tensor:
+    """A mask keeping less than ``floor`` of its layer raised so that every input channel
+    keeps at least ``floor`` of the weights reading it (so the share holds whichever
+    inputs a plan keeps), by the best
+    scores outside the mask, ties by larger ``|w|``. A mask that keeps almost nothing of
+    a layer (magnitude PaI on a classifier initialized 5x smaller than the convs) starves
+    it of gradient. Layers whose handler does not map weights to inputs keep their mask.
+
+    Example:
+        >>> from reconvene_fx.layers import module_layer
+        >>> from reconvene_fx.meta import LayerSensitivity
+        >>> fc = torch.nn.Linear(2, 4)
+        >>> mask = torch.tensor([[True, False], [False, False], [False, False], [False, False]])
+        >>> scores = torch.tensor([[8.0, 1.0], [7.0, 2.0], [6.0, 4.0], [5.0, 3.0]])
+        >>> lay = LayerSensitivity("fc", 0.125, 1.0, False, 1, 8, mask, torch.zeros(4),
+        ...                        torch.zeros(2), scores=scores)
+        >>> _floored(lay, 0.5, module_layer("fc", fc)).int().tolist()  # 2 of 4 per input
+        [[1, 0], [1, 0], [0, 1], [0, 1]]
+    """
+    if lay.scores is None or lay.density >= floor:
+        return lay.mask
+    try:
+        column = layer.handler.input_of_weights(layer).flatten()
+    except NotImplementedError:
+        return lay.mask
+    flat = lay.mask.flatten()
+    per_input = flat.numel() // max(layer.in_channels, 1)
+    need = math.ceil(floor * per_input - 1e-9)
+    have = torch.bincount(column[flat], minlength=layer.in_channels)
+    deficit = (need - have).clamp(min=0)
+    if not bool(deficit.any()):
+        return lay.mask
+    outside = (~flat).nonzero().flatten()
+    # best first within each input channel: by score, then |w|, then position
+    order = torch.argsort(layer.module.weight.detach().flatten()[outside].abs(),
+                          descending=True, stable=True)  # fmt: skip
+    order = order[torch.argsort(lay.scores.flatten()[outside][order], descending=True,
+                                stable=True)]  # fmt: skip
+    order = order[torch.argsort(column[outside][order], stable=True)]
+    cols = column[outside][order]
+    starts = torch.cumsum(torch.bincount(cols, minlength=layer.in_channels), 0)
+    rank = (
+        torch.arange(cols.numel())
+        - (starts - torch.bincount(cols, minlength=layer.in_channels))[cols]
+    )
+    raised = flat.clone()
+    raised[outside[order[rank < deficit[cols]]]] = True
+    return raised.view_as(lay.mask)
 
 
 def _thinned(

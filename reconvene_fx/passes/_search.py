@@ -37,6 +37,8 @@ class SearchSettings:
     # per coupled group, the atom count kept atoms are rounded to (None: round_to)
     round_atoms: torch.Tensor | None = None
     composite: bool = False
+    # composite: every mask keeps at least this share of its layer's weights
+    mask_floor: float = 0.0
     latency_fn: LatencyFn | None = None
     latency_backend: str = "torch"
     latency_cache: bool | str | os.PathLike = True
@@ -75,7 +77,9 @@ class Search:
         # re-thresholded to fit the params budget (the last two need the scores)
         self.mask_mode = mask_mode if scores_kept else "as_is"
         self.composite = (
-            CompositeMasks(costs, sens, mode=self.mask_mode) if settings.composite else None
+            CompositeMasks(costs, sens, mode=self.mask_mode, floor=settings.mask_floor)
+            if settings.composite
+            else None
         )
         self.latency_before: float | None = None
         self.latency_after: float | None = None

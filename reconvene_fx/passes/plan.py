@@ -145,6 +145,12 @@ class PlanPass(ReconvenePass):
             round_to=self.config.round_to,
             round_atoms=_round_atoms(infos, num_groups, self.config.round_to),
             composite=self.config.composite,
+            # no mask keeps less than min_width x the global density of the weights reading
+            # any input: no layer pruned 10x harder than the model (the PaI model's own
+            # masks, strategy "none", stay as they are)
+            mask_floor=self.config.min_width * table.global_density
+            if self.config.strategy != "none"
+            else 0.0,
             latency_fn=self.config.latency_fn,
             latency_backend=self.config.latency_backend,
             latency_cache=self.config.latency_cache,
