@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .errors import (
         BudgetError,
         InputError,
+        LayerCollapseWarning,
         ModelError,
         PassOrderError,
         RandomTargetsWarning,
@@ -58,6 +59,7 @@ __all__ = [
     "BudgetError",
     "CompileConfig",
     "InputError",
+    "LayerCollapseWarning",
     "LayerPlan",
     "ModelError",
     "PassOrderError",
@@ -96,6 +98,7 @@ _SOURCES = {
     "BudgetError": "reconvene_fx.errors",
     "CompileConfig": "reconvene_fx.config",
     "InputError": "reconvene_fx.errors",
+    "LayerCollapseWarning": "reconvene_fx.errors",
     "LayerPlan": "reconvene_fx.report",
     "ModelError": "reconvene_fx.errors",
     "PassOrderError": "reconvene_fx.errors",

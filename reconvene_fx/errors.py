@@ -7,6 +7,7 @@ __all__ = [
     "BudgetError",
     "ExportError",
     "InputError",
+    "LayerCollapseWarning",
     "ModelError",
     "PassOrderError",
     "RandomTargetsWarning",
@@ -105,3 +106,12 @@ class RandomTargetsWarning(UserWarning):
     """A data-dependent scorer (SNIP, GraSP) ran against randomly drawn labels, because
     neither ``data=(inputs, targets)`` nor ``targets=`` was given: its scores then reflect
     noise labels, not the task."""
+
+
+class LayerCollapseWarning(UserWarning):
+    """After compiling, a conv or linear layer computes nothing from its input: every weight
+    it keeps is zero (its composite mask holds all of them at zero) or it kept no input or
+    output channel. Its output is then its bias alone (zero without one) whatever the
+    input, and a mask keeps it so through training. One warning per compile names every
+    such layer and why; the report marks them (``LayerPlan.dead``) and does not count
+    their multiply-accumulates."""

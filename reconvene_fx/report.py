@@ -30,10 +30,15 @@ class LayerPlan:
         sensitivity: ``density`` relative to the global density (Reconvene's PSE).
         narrowed: whether any input or output channel was removed.
         params_before, params_after: parameters of the module (weight and bias).
-        flops_before, flops_after: multiply-accumulates per sample of the example inputs.
+        flops_before, flops_after: multiply-accumulates per sample of the example inputs;
+            ``flops_after`` is 0 for a ``dead`` layer.
         selected: the PSE selected the layer (``sensitivity < 1``).
         masked: the layer keeps its unstructured mask (``composite=True``).
         nonzero_after: ``params_after`` less the weights its mask holds at zero.
+        dead: the layer computes nothing from its input: all its kept weights are zero
+            (fully masked) or it kept no input or output channel, so its output is its
+            bias alone. It stays in the model, named by a
+            :class:`~reconvene_fx.errors.LayerCollapseWarning`; its MACs count as no work.
     """
 
     in_idx: torch.Tensor
@@ -50,6 +55,7 @@ class LayerPlan:
     selected: bool = False
     masked: bool = False
     nonzero_after: int = -1
+    dead: bool = False
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -73,7 +79,9 @@ class PruningReport:
 
     ``params_*`` count every parameter of the model (shared ones once); ``flops_*`` count
     multiply-accumulates of conv and linear layers per sample: on the example inputs,
-    divided by their batch size ``batch_size``. ``layers`` is keyed
+    divided by their batch size ``batch_size``; ``flops_after`` leaves out the ``dead``
+    layers (``LayerPlan.dead``: all kept weights zero, their output is their bias alone),
+    which do no useful work. ``layers`` is keyed
     by the qualified module name in the original model. ``approximate`` names the nodes
     where pruning changes values (LayerNorm/GroupNorm statistics) instead of only removing
     them; ``verify`` can then check shapes only. ``budget``, ``method``, ``strategy``,
@@ -132,6 +140,11 @@ class PruningReport:
         return [name for name, lp in self.layers.items() if lp.selected]
 
     @property
+    def dead(self) -> list[str]:
+        """Layers that compute nothing from their input (``LayerPlan.dead``)."""
+        return [name for name, lp in self.layers.items() if lp.dead]
+
+    @property
     def flops_ratio(self) -> float:
         return self.flops_after / max(self.flops_before, 1)
 
@@ -156,9 +169,11 @@ class PruningReport:
     def format_table(self, *, only_narrowed: bool = False) -> str:
         """A per-layer table: widths before/after, params, MACs per sample, the PaI density,
         the density kept (nonzero parameters over the original ones), sensitivity, ``PSE``
-        (selected), ``mask`` (composite), then the totals."""
+        (selected), ``mask`` (composite), ``dead`` (computes only its bias: see
+        :attr:`LayerPlan.dead`), then the totals."""
         header = (
-            "layer", "in", "out", "params", "MACs", "density", "kept", "sens", "PSE", "mask"
+            "layer", "in", "out", "params", "MACs", "density", "kept", "sens", "PSE", "mask",
+            "dead",
         )  # fmt: skip
         rows = [header]
         for name, lp in self.layers.items():
@@ -176,12 +191,14 @@ class PruningReport:
                     f"{lp.sensitivity:.2f}",
                     "yes" if lp.selected else "",
                     "yes" if lp.masked else "",
+                    "yes" if lp.dead else "",
                 )
             )
         lines = format_rows(rows)
         lines.append(self.summary())
         if (n := self.scoring_batches) is not None:
             lines.append(f"scored by {self.method} on {n} batch{'' if n == 1 else 'es'} of data")
+        lines += [f"dead (output is its bias alone, MACs not counted): {n}" for n in self.dead]
         lines += [f"leaf (not pruned through): {n}: {why}" for n, why in self.leaves.items()]
         lines += [f"traced for the example inputs: {d}" for d in self.decisions]
         return "\n".join(lines)
@@ -220,6 +237,7 @@ class PruningReport:
                     "selected": lp.selected,
                     "masked": lp.masked,
                     "nonzero_after": lp.nonzero_after,
+                    "dead": lp.dead,
                     "params_before": lp.params_before,
                     "params_after": lp.params_after,
                     "flops_before": lp.flops_before,

@@ -341,9 +341,10 @@ def _decode(value: Any, nodes: Mapping[str, torch.fx.Node]) -> Any:
 
 
 # -- report ---------------------------------------------------------------------------------
+# Fields added later ("dead") take their LayerPlan default when an older file lacks them.
 _LAYER_FIELDS = ("in_channels", "out_channels", "density", "sensitivity", "narrowed",
                  "params_before", "params_after", "flops_before", "flops_after", "selected",
-                 "masked", "nonzero_after")  # fmt: skip
+                 "masked", "nonzero_after", "dead")  # fmt: skip
 _REPORT_FIELDS = ("params_before", "params_after", "flops_before", "flops_after", "method",
                   "strategy", "reinit", "composite", "nonzero_after", "global_density",
                   "latency_before", "latency_after", "batch_size")  # fmt: skip

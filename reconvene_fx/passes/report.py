@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
+
 import torch
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
@@ -9,6 +12,8 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..composite import masked_count, masks_of
 from ..costs import count_params
+from ..errors import LayerCollapseWarning
+from ..layers import layer_calls
 from ..meta import (
     AUTO_LEAVES,
     PLAN,
@@ -24,7 +29,7 @@ from ..meta import (
 from ..report import LayerPlan, PruningReport
 from ._base import ReconvenePass, require_meta
 
-__all__ = ["ReportPass", "example_batch_size"]
+__all__ = ["ReportPass", "dead_layers", "example_batch_size"]
 
 
 class ReportPass(ReconvenePass):
@@ -33,6 +38,12 @@ class ReportPass(ReconvenePass):
     Requires SensitivityPass and ShrinkPass (and reads PlanPass's summary and MaskPass's
     masks): every figure comes from their records and the model as it is, nothing is
     re-run. ``reconvene_fx.report(gm)`` returns it.
+
+    A conv/linear layer left computing nothing from its input (all its kept weights zero,
+    e.g. fully masked at a low composite budget, or no input or output channel kept: see
+    :func:`dead_layers`) stays in the model: one
+    :class:`~reconvene_fx.errors.LayerCollapseWarning` names every such layer, its
+    ``LayerPlan.dead`` is True and its MACs are not counted in ``flops_after``.
 
     Example:
         >>> import reconvene_fx as rfx
@@ -55,6 +66,9 @@ class ReportPass(ReconvenePass):
         plan = graph_module.meta.get(PLAN)
         masks = masks_of(graph_module)
         batch = example_batch_size(graph_module)
+        dead = dead_layers(graph_module, record, masks)
+        if dead:
+            warnings.warn(_collapse_message(dead), LayerCollapseWarning, stacklevel=2)
         layers = {}
         for name, change in record.layers.items():
             sens = table.layers.get(name)
@@ -71,18 +85,20 @@ class ReportPass(ReconvenePass):
                 params_before=change.params_before,
                 params_after=change.params_after,
                 flops_before=change.macs_before // batch,
-                flops_after=change.macs_after // batch,
+                flops_after=0 if name in dead else change.macs_after // batch,
                 selected=bool(sens.selected) if sens is not None else False,
                 masked=mask is not None,
                 nonzero_after=change.params_after - (masked_count(mask) if mask is not None else 0),
+                dead=name in dead,
             )
         params_after = count_params(graph_module)
+        dead_macs = sum(record.layers[n].macs_after for n in dead if n in record.layers)
         summary = plan if isinstance(plan, PlanSummary) else None
         graph_module.meta[REPORT] = PruningReport(
             params_before=record.params_before,
             params_after=params_after,
             flops_before=record.macs_before // batch,
-            flops_after=record.macs_after // batch,
+            flops_after=(record.macs_after - dead_macs) // batch,
             layers=layers,
             approximate=dict(record.approximate),
             budget=table.budget,
@@ -100,6 +116,57 @@ class ReportPass(ReconvenePass):
             scoring_batches=table.batches_read,
         )
         return PassResult(graph_module, False)
+
+
+def dead_layers(
+    gm: torch.fx.GraphModule,
+    record: ShrinkRecord,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, str]:
+    """``{name: why}`` of the conv/linear layers of ``gm`` that compute nothing from their
+    input: ``"no input channels"`` / ``"no output channels"`` (ShrinkPass kept none),
+    ``"fully masked"`` (the composite mask of ``masks``, default :func:`masks_of`, holds
+    every weight at zero) or ``"all weights zero"`` (the weight itself). Such a layer
+    outputs its bias alone (zero without one) whatever its input, in training and in eval
+    mode. In graph order.
+
+    Example:
+        >>> import reconvene_fx as rfx
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 1))
+        >>> gm = rfx.compile(net, budget=1.0, example_inputs=(torch.randn(1, 3, 8, 8),))
+        >>> dead_layers(gm, gm.meta["reconvene.shrink"])
+        {}
+    """
+    masks = masks_of(gm) if masks is None else masks
+    found: dict[str, str] = {}
+    for _, layer in layer_calls(gm):
+        name = layer.name
+        if not layer.weighted or name in found:
+            continue
+        change = record.layers.get(name)
+        if change is not None and change.in_idx.numel() == 0:
+            found[name] = "no input channels"
+        elif change is not None and change.out_idx.numel() == 0:
+            found[name] = "no output channels"
+        elif name in masks and not bool(masks[name].any()):
+            found[name] = "fully masked"
+        else:
+            with torch.no_grad():
+                weight = layer.weight()
+            if weight is not None and not weight.is_meta and not bool(weight.any()):
+                found[name] = "all weights zero"
+    return found
+
+
+def _collapse_message(dead: Mapping[str, str]) -> str:
+    named = ", ".join(f"{name} ({why})" for name, why in dead.items())
+    return (
+        f"{len(dead)} conv/linear layer{'' if len(dead) == 1 else 's'} left computing "
+        f"nothing from the input (each outputs only its bias): {named}. They stay in the "
+        "model (what follows, e.g. a norm, still sees their constant output); the report "
+        "marks them (LayerPlan.dead) and does not count their MACs. A larger budget or "
+        "another method usually keeps weights in them"
+    )
 
 
 def example_batch_size(gm: torch.fx.GraphModule) -> int:
