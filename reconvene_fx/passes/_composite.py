@@ -83,6 +83,8 @@ class CompositeMasks:
         if mode not in MASK_MODES:
             raise ValueError(f"unknown mask mode {mode!r}; one of {', '.join(MASK_MODES)}")
         self.costs, self.sens, self.mode = costs, sens, mode
+        # what the last masks() did: "as_is" unless it had to thin or re-threshold
+        self.applied = "as_is"
         # the PaI masks, each raised to at least ``floor`` of its weights (best scores)
         self._pai = {name: _floored(lay, floor, costs.layers[name].layer)
                      for name, lay in sens.items() if name in costs.layers}  # fmt: skip
@@ -140,6 +142,7 @@ class CompositeMasks:
             return masks
         if room >= sum(int(mask.sum()) for mask in masks.values()):
             return masks
+        self.applied = self.mode
         if room < 1:
             return {n: torch.zeros_like(mask) for n, mask in masks.items()}
         scores = {m.name: self._slice(m, self.sens[m.name].scores, kept_inputs[m.name])

@@ -37,7 +37,8 @@ class SearchSettings:
     # per coupled group, the atom count kept atoms are rounded to (None: round_to)
     round_atoms: torch.Tensor | None = None
     composite: bool = False
-    # composite: every mask keeps at least this share of its layer's weights
+    # composite: a mask keeping less of its layer is raised until every input it reads
+    # keeps this share (see CompositeMasks)
     mask_floor: float = 0.0
     latency_fn: LatencyFn | None = None
     latency_backend: str = "torch"

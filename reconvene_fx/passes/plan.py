@@ -168,7 +168,7 @@ class PlanPass(ReconvenePass):
             latency_before=search.latency_before,
             latency_after=search.latency_after,
             masks=masks,
-            mask_mode=search.mask_mode if masks else "as_is",
+            mask_mode=search.composite.applied if search.composite is not None else "as_is",
         )
         return PassResult(graph_module, False)
 
