@@ -99,7 +99,7 @@ class ShrinkPass(ReconvenePass):
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         own_modules(graph_module)  # a user's symbolic_trace shares the model's modules
-        plan = graph_module.meta[PLAN]
+        plan = graph_module.meta.get(PLAN)  # absent on the planner's own candidates
         # composite: a layer that keeps its PaI mask keeps the weights the mask chose
         self._masked = set(plan.masks) if isinstance(plan, PlanSummary) else set()
         generator = torch.Generator().manual_seed(self.seed)
