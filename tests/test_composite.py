@@ -13,9 +13,9 @@ from onnx import numpy_helper
 
 import reconvene_fx as rfx
 from reconvene_fx.composite import masks_of
+from reconvene_fx.emit import load, save
 from reconvene_fx.layers import module_layer
 from reconvene_fx.passes._composite import THIN_FLOOR
-from reconvene_fx.emit import load, save
 
 X = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
