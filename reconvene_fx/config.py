@@ -55,13 +55,13 @@ class CompileConfig:
             width), e.g. 8 for tensor cores; in a grouped conv, whose channels go one
             position across all its groups at a time, that too counts channels.
         ignore: qualified module names whose channels are never pruned.
-        reinit: re-initialize narrowed layers (RLR): weights drawn at the spread the
-            model's own initialization gave the layer, rescaled to its new fan-in
-            (:func:`~reconvene_fx.passes.matched_init`), biases at their own spread;
-            per-channel tensors (norm weights and biases, a standardized conv's gain) keep
-            their sliced initial values, so zero-initialized norms stay zero; norm
-            statistics start afresh. ``False`` keeps the
-            sliced original weights, which ``verify`` checks.
+        reinit: re-initialize narrowed layers (RLR): weights and biases redrawn from
+            the layer's own initial values, their spread rescaled to the new fan-in
+            (:func:`~reconvene_fx.passes.matched_init`); composite layers that keep a
+            mask keep the weights it chose; per-channel tensors (norm weights and
+            biases, a standardized conv's gain) keep their sliced initial values, so
+            zero-initialized norms stay zero; norm statistics start afresh. ``False``
+            keeps the sliced original weights, which ``verify`` checks.
         targets: class indices for SNIP/GraSP, shaped like the output without its class
             dim; drawn uniformly with ``seed`` when None (with a
             :class:`~reconvene_fx.errors.RandomTargetsWarning`; prefer ``data``).

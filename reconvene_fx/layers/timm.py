@@ -37,7 +37,7 @@ class StdConvHandler(ConvHandler):
         if isinstance(scale, float) and m.weight[0].numel():
             m.scale = scale * (fan_in / m.weight[0].numel()) ** 0.5
 
-    # reinit (RLR): the weight redrawn at its own scale, ``gain`` keeps its sliced values
+    # reinit (RLR): the weight redrawn from its own values, ``gain`` keeps its sliced values
 
     def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
         super().fresh_init(layer, generator)
