@@ -227,11 +227,8 @@ def _floored(lay: LayerSensitivity, floor: float, layer: Layer) -> torch.Tensor:
     if not bool(deficit.any()):
         return lay.mask
     outside = (~flat).nonzero().flatten()
-    # best first within each input channel: by score, then |w|, then position
-    order = torch.argsort(layer.module.weight.detach().flatten()[outside].abs(),
-                          descending=True, stable=True)  # fmt: skip
-    order = order[torch.argsort(lay.scores.flatten()[outside][order], descending=True,
-                                stable=True)]  # fmt: skip
+    # best first within each input channel
+    order = _best_first(outside, lay.scores, layer.module.weight)
     order = order[torch.argsort(column[outside][order], stable=True)]
     cols = column[outside][order]
     starts = torch.cumsum(torch.bincount(cols, minlength=layer.in_channels), 0)
@@ -274,12 +271,19 @@ def _thinned(
     for name, mask in masks.items():
         flat_mask = mask.flatten()
         inside = flat_mask.nonzero().flatten()
-        magnitude = weights[name].detach().flatten()[inside].abs()
-        by_weight = torch.argsort(magnitude, descending=True, stable=True)
-        by_score = torch.argsort(scores[name].flatten()[inside][by_weight], descending=True,
-                                 stable=True)  # fmt: skip
-        best = inside[by_weight[by_score[: take[name]]]]
+        best = inside[_best_first(inside, scores[name], weights[name])[: take[name]]]
         new = torch.zeros_like(flat_mask)
         new[best] = True
         thinned[name] = new.view_as(mask)
     return thinned
+
+
+def _best_first(
+    positions: torch.Tensor, scores: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Order of ``positions`` (flat indices into the weight), best first: by score, ties
+    by larger ``|w|`` (as the PaI mask broke its ties), then by position."""
+    magnitude = weight.detach().flatten()[positions].abs()
+    order = torch.argsort(magnitude, descending=True, stable=True)
+    by_score = torch.argsort(scores.flatten()[positions][order], descending=True, stable=True)
+    return order[by_score]
