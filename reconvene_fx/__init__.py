@@ -34,7 +34,11 @@ if TYPE_CHECKING:
     from .emit.onnx import export_onnx
     from .emit.torch import load, save
     from .errors import (
+        ArgumentError,
+        ArgumentTypeError,
         BudgetError,
+        CompilerError,
+        ExportError,
         InputError,
         LayerCollapseWarning,
         ModelError,
@@ -54,10 +58,14 @@ if TYPE_CHECKING:
 __version__ = "0.2.0"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "AutoLeafWarning",
     "Budget",
     "BudgetError",
     "CompileConfig",
+    "CompilerError",
+    "ExportError",
     "InputError",
     "LayerCollapseWarning",
     "LayerPlan",
@@ -93,10 +101,14 @@ __all__ = [
 # Every public name is imported when first read (PEP 562): ``import reconvene_fx`` and
 # the CLI's --help cost no torch import; ``rfx.compile`` imports what compiling needs.
 _SOURCES = {
+    "ArgumentError": "reconvene_fx.errors",
+    "ArgumentTypeError": "reconvene_fx.errors",
     "AutoLeafWarning": "reconvene_fx.tracing",
     "Budget": "reconvene_fx.budget",
     "BudgetError": "reconvene_fx.errors",
     "CompileConfig": "reconvene_fx.config",
+    "CompilerError": "reconvene_fx.errors",
+    "ExportError": "reconvene_fx.errors",
     "InputError": "reconvene_fx.errors",
     "LayerCollapseWarning": "reconvene_fx.errors",
     "LayerPlan": "reconvene_fx.report",

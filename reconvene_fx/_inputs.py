@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, ModelError
+from .errors import ArgumentTypeError, InputError, ModelError
 
 __all__ = ["check_inputs"]
 
@@ -33,11 +33,11 @@ def check_inputs(
         reconvene_fx.errors.InputError: example_inputs holds 2 inputs; ReLU.forward takes 1 (input)
     """
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
-        raise TypeError("example_inputs must be a non-empty tuple of inputs, e.g. (x,)")
+        raise ArgumentTypeError("example_inputs must be a non-empty tuple of inputs, e.g. (x,)")
     _check_device(model)
     _check_arity(model, tuple(example_inputs), concrete_args or {})
     return tuple(example_inputs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import ArgumentError, ArgumentTypeError
+
 __all__ = ["Budget", "as_budget"]
 
 
@@ -34,12 +36,14 @@ class Budget:
     def __post_init__(self) -> None:
         given = {k: v for k, v in self.limits().items() if v is not None}
         if not given:
-            raise ValueError("Budget needs at least one of params=, flops=, latency=")
+            raise ArgumentError("Budget needs at least one of params=, flops=, latency=")
         for name, value in given.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise TypeError(f"Budget.{name} must be a number, got {type(value).__name__}")
+                raise ArgumentTypeError(
+                    f"Budget.{name} must be a number, got {type(value).__name__}"
+                )
             if not (0.0 < float(value) <= 1.0) or math.isnan(value):
-                raise ValueError(f"Budget.{name} must be in (0, 1], got {value}")
+                raise ArgumentError(f"Budget.{name} must be in (0, 1], got {value}")
 
     def limits(self) -> dict[str, float | None]:
         """The fields as a dict, ``None`` for the unconstrained ones."""
@@ -56,5 +60,5 @@ def as_budget(budget: float | Budget) -> Budget:
     if isinstance(budget, Budget):
         return budget
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise TypeError(f"budget must be a float in (0, 1] or a Budget, got {budget!r}")
+        raise ArgumentTypeError(f"budget must be a float in (0, 1] or a Budget, got {budget!r}")
     return Budget(params=float(budget))

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from .errors import ArgumentError
+
 __all__ = ["WeightMask", "apply_masks", "bake_masks", "masked_count", "masks_of"]
 
 
@@ -45,7 +47,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         module = model.get_submodule(name)
         if tuple(mask.shape) != tuple(module.weight.shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"mask for {name!r} has shape {tuple(mask.shape)}, the weight "
                 f"{tuple(module.weight.shape)}"
             )

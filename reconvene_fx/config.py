@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .errors import ArgumentError, ArgumentTypeError
 from .strategies import get_strategy
 from .strategies.reconvene import ALLOCATIONS
 
@@ -110,51 +111,55 @@ class CompileConfig:
     def __post_init__(self) -> None:
         get_strategy(self.strategy)  # unknown: ValueError naming the known ones
         if self.strategy == "none" and not self.composite:
-            raise ValueError(
+            raise ArgumentError(
                 "strategy='none' narrows nothing; add composite=True for the unstructured "
                 "PaI model (masks only)"
             )
         if self.composite and self.strategy in ("uniform", "global"):
-            raise ValueError(
+            raise ArgumentError(
                 f"composite=True keeps masks on the layers a plan leaves whole, and "
                 f"strategy={self.strategy!r} narrows every layer; use strategy='reconvene' "
                 "or 'none' with composite=True"
             )
         if self.data is not None and self.targets is not None:
-            raise ValueError("give data=(inputs, targets) or targets=, not both")
+            raise ArgumentError("give data=(inputs, targets) or targets=, not both")
         if self.max_batches is not None and (
             isinstance(self.max_batches, bool) or not isinstance(self.max_batches, int)
         ):
-            raise TypeError(f"max_batches must be a positive int or None, got {self.max_batches!r}")
+            raise ArgumentTypeError(
+                f"max_batches must be a positive int or None, got {self.max_batches!r}"
+            )
         if self.max_batches is not None and self.max_batches < 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"max_batches must be >= 1 (or None to read all of data), got {self.max_batches}"
             )
         if isinstance(self.min_width, bool) or not isinstance(self.min_width, (int, float)):
-            raise TypeError(f"min_width must be a number in [0, 1], got {self.min_width!r}")
+            raise ArgumentTypeError(f"min_width must be a number in [0, 1], got {self.min_width!r}")
         if not 0.0 <= self.min_width <= 1.0:
-            raise ValueError(f"min_width must lie in [0, 1], got {self.min_width}")
+            raise ArgumentError(f"min_width must lie in [0, 1], got {self.min_width}")
         if self.allocation not in ALLOCATIONS:
-            raise ValueError(
+            raise ArgumentError(
                 f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}"
             )
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
-            raise TypeError(f"round_to must be a positive int, got {self.round_to!r}")
+            raise ArgumentTypeError(f"round_to must be a positive int, got {self.round_to!r}")
         if self.round_to < 1:
-            raise ValueError(f"round_to must be >= 1, got {self.round_to}")
+            raise ArgumentError(f"round_to must be >= 1, got {self.round_to}")
         if isinstance(self.ignore, str):
-            raise TypeError("ignore must be a list of module names, not a single string")
+            raise ArgumentTypeError("ignore must be a list of module names, not a single string")
         if not isinstance(self.method_options, Mapping):
-            raise TypeError(f"method_options must be a dict, got {self.method_options!r}")
+            raise ArgumentTypeError(f"method_options must be a dict, got {self.method_options!r}")
         if self.latency_fn is not None and not callable(self.latency_fn):
-            raise TypeError("latency_fn must be callable: latency_fn(module, example_inputs)")
+            raise ArgumentTypeError(
+                "latency_fn must be callable: latency_fn(module, example_inputs)"
+            )
         if self.latency_backend not in ("torch", "onnxruntime"):
-            raise ValueError(
+            raise ArgumentError(
                 f"unknown latency_backend {self.latency_backend!r}; choose torch or onnxruntime"
             )
         if not isinstance(self.latency_cache, (bool, str, os.PathLike)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"latency_cache must be True, False or a folder, got {self.latency_cache!r}"
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
+            raise ArgumentTypeError(f"seed must be an int, got {self.seed!r}")

@@ -4,7 +4,10 @@ warnings about results that may not be what the caller meant."""
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "BudgetError",
+    "CompilerError",
     "ExportError",
     "InputError",
     "LayerCollapseWarning",
@@ -23,6 +26,32 @@ class ReconveneError(Exception):
     """Base class of every error this library raises on purpose."""
 
 
+class ArgumentError(ReconveneError, ValueError):
+    """An argument of a public function has a value it cannot take: out of range
+    (``budget=1.5``), an unknown name (``method="snp"``, ``ignore=["nope"]``) or options
+    that contradict each other. The message names the argument and what it accepts.
+
+    Example:
+        >>> from reconvene_fx.budget import Budget
+        >>> try:
+        ...     Budget(params=1.5)
+        ... except ArgumentError as exc:
+        ...     print(exc)
+        Budget.params must be in (0, 1], got 1.5
+    """
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of a public function has the wrong type (``budget="abc"``,
+    ``data=x``); it is also a :class:`TypeError`, and an :class:`ArgumentError`."""
+
+
+class CompilerError(ReconveneError, RuntimeError):
+    """A pass failed on a node of the graph in a way no check before it foresaw: a
+    pattern the compiler does not handle (or a bug). The message names the pass and the
+    node; please report it with the model."""
+
+
 class InputError(ReconveneError, ValueError):
     """``example_inputs`` do not fit the model: more or fewer than its ``forward`` takes,
     or inputs the model rejects (the message names the input shapes and the node)."""
@@ -34,7 +63,7 @@ class ModelError(ReconveneError, ValueError):
     says what to do."""
 
 
-class ScoringError(ReconveneError):
+class ScoringError(ReconveneError, ValueError):
     """The PaI scorer cannot run on this model; the message names the cause and another
     method to use."""
 

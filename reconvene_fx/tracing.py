@@ -32,7 +32,7 @@ import torch.fx
 
 from ._copy import structural_copy, tensors_of
 from ._shadow import UNKNOWN, ShadowValues
-from .errors import TraceError
+from .errors import ArgumentTypeError, TraceError
 from .log import logger
 from .meta import AUTO_LEAVES, BORROWED, OWNED, TRACE_DECISIONS, BorrowedTensors
 from .rules import DEFAULT_RULES
@@ -263,7 +263,7 @@ def trace(
         ['placeholder', 'call_module', 'call_module', 'output']
     """
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     borrowed = BorrowedTensors(tensors_of(model))
     work = structural_copy(model)
     if isinstance(work, torch.fx.GraphModule) and not concrete_args and not leaf_modules:

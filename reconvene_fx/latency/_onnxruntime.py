@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ArgumentError, InputError
 from .spec import LayerSpec, random_input
 
 __all__ = [
@@ -48,7 +49,7 @@ def onnxruntime_session(model: Any, threads: int | None = None) -> Any:
 def measure_run(run: Callable[[], object], *, repeats: int, warmup: int) -> float:
     """Median seconds of ``run()`` after ``warmup`` untimed calls."""
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ArgumentError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
         run()
     times = []
@@ -96,7 +97,7 @@ def onnxruntime_run(
     arrays = [x.detach().cpu().numpy() for x in example_inputs if isinstance(x, torch.Tensor)]
     names = [i.name for i in session.get_inputs()]
     if len(names) != len(arrays):
-        raise ValueError(
+        raise InputError(
             f"the exported model takes {len(names)} inputs, example_inputs hold "
             f"{len(arrays)} tensors"
         )

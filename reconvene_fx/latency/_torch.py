@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .._mode import eval_mode
+from ..errors import ArgumentError
 from .spec import LayerSpec, random_input
 
 __all__ = ["measure_latency", "torch_layer_seconds"]
@@ -46,7 +47,7 @@ def measure_latency(
         True
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ArgumentError(f"repeats must be >= 1, got {repeats}")
     from torch.utils.benchmark import Timer  # ~0.3 s to import: only when latency is measured
 
     timer = Timer(

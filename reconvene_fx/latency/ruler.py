@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .._mode import eval_mode
+from ..errors import ArgumentError
 from .table import check_backend
 
 __all__ = ["LatencyRuler", "prepare_run", "time_alternating", "time_rounds"]
@@ -74,7 +75,7 @@ def time_rounds(
     """Seconds per call of each run in each of ``rounds`` alternating rounds (see
     :func:`time_alternating`): one list per run."""
     if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+        raise ArgumentError(f"rounds must be >= 1, got {rounds}")
     calls = [1] * len(runs)
     for _ in range(warmup):
         for i, run in enumerate(runs):
@@ -138,7 +139,9 @@ class LatencyRuler:
             self._before += time_alternating([self._original], rounds=rounds,
                                              min_round_s=min_round_s)  # fmt: skip
         if not self.before > 0:
-            raise ValueError(f"the latency of the unpruned model measured {self.before}; need > 0")
+            raise ArgumentError(
+                f"the latency of the unpruned model measured {self.before}; need > 0"
+            )
 
     @property
     def before(self) -> float:

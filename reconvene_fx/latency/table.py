@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_write
+from ..errors import ArgumentError
 from ..log import logger
 from .spec import LayerSpec
 
@@ -36,7 +37,7 @@ def default_cache_dir() -> Path:
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         known = ", ".join(BACKENDS)
-        raise ValueError(f"unknown latency_backend {backend!r}; choose one of {known}")
+        raise ArgumentError(f"unknown latency_backend {backend!r}; choose one of {known}")
 
 
 def measure_model(backend: str, module: torch.nn.Module, example_inputs: tuple[Any, ...]) -> float:
@@ -102,7 +103,7 @@ class LatencyTable:
     ) -> None:
         check_backend(backend)
         if repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {repeats}")
+            raise ArgumentError(f"repeats must be >= 1, got {repeats}")
         self.backend, self.repeats, self.warmup = backend, repeats, warmup
         self.fingerprint = _fingerprint(backend)
         folder = default_cache_dir() if cache_dir is True else cache_dir
@@ -153,11 +154,13 @@ class LatencyTable:
         try:
             payload = json.loads(self.path.read_text())
             if payload.get("format") != _FORMAT or payload.get("fingerprint") != self.fingerprint:
-                raise ValueError("written for another format or machine")
-            return {str(k): float(v) for k, v in payload["entries"].items()}
+                reason: object = "written for another format or machine"
+            else:
+                return {str(k): float(v) for k, v in payload["entries"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            warnings.warn(f"ignoring the latency table {self.path}: {exc}", stacklevel=3)
-            return {}
+            reason = exc
+        warnings.warn(f"ignoring the latency table {self.path}: {reason}", stacklevel=3)
+        return {}
 
     def _timer(self) -> Callable[[LayerSpec], float]:
         if self.backend == "onnxruntime":

@@ -9,6 +9,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 
+from ..errors import CompilerError
 from .base import DEFAULT_LAYERS, Layer, LayerHandler, new_param, take
 
 __all__ = ["ConvHandler", "ConvTransposeHandler"]
@@ -114,11 +115,11 @@ def _sliced(
     if per_in == 1:  # depthwise (any multiplier): whole groups go with their input
         new_groups = g if g == 1 else kept_in.numel()
         if g > 1 and new_groups * (layer.out_channels // g) != sliced.shape[0]:
-            raise ValueError("depthwise groups lost some but not all of their outputs")
+            raise CompilerError("depthwise groups lost some but not all of their outputs")
         return sliced, new_groups
     positions = (kept_in % per_in).view(g, -1) if kept_in.numel() % g == 0 else None
     if positions is None or not bool((positions == positions[:1]).all()):
-        raise ValueError("grouped conv keeps different input positions in its groups")
+        raise CompilerError("grouped conv keeps different input positions in its groups")
     if in_idx is not None:
         sliced = sliced.index_select(1, positions[0])
     return sliced, g

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..costs import LayerCosts
+from ..errors import ArgumentError
 from ..layers import Layer, LayerHandler
 from ..meta import LayerSensitivity
 from ..scoring import kth_largest
@@ -81,7 +82,7 @@ class CompositeMasks:
         floor: float = 0.0,
     ) -> None:
         if mode not in MASK_MODES:
-            raise ValueError(f"unknown mask mode {mode!r}; one of {', '.join(MASK_MODES)}")
+            raise ArgumentError(f"unknown mask mode {mode!r}; one of {', '.join(MASK_MODES)}")
         self.costs, self.sens, self.mode = costs, sens, mode
         # what the last masks() did: "as_is" unless it had to thin or re-threshold
         self.applied = "as_is"

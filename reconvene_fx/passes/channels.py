@@ -11,7 +11,7 @@ from torch.fx.node import _get_qualified_name
 from torch.fx.passes.infra.pass_base import PassResult
 
 from ..coupling import Atoms, ChannelGraph
-from ..errors import PassOrderError
+from ..errors import CompilerError, PassOrderError
 from ..meta import CHANNELS, TENSOR_META, ChannelInfo
 from ..rules import DEFAULT_RULES, Layout, RuleContext, RuleRegistry, Scrambled
 from ._base import ReconvenePass
@@ -67,7 +67,7 @@ class ChannelGroupPass(ReconvenePass):
             try:
                 layouts[node] = self._describe(graph_module, node, graph, layouts, module_calls)
             except Exception as exc:
-                raise RuntimeError(
+                raise CompilerError(
                     f"ChannelGroupPass failed on node {node.format_node()}: {exc}"
                 ) from exc
         atoms = graph.resolve()

@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_leaves
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..costs import LayerCosts
-from ..errors import BudgetError
+from ..errors import ArgumentError, BudgetError
 from ..meta import (
     CHANNELS,
     PLAN,
@@ -177,7 +177,7 @@ class PlanPass(ReconvenePass):
         unknown = [n for n in self.config.ignore if n not in costs.layers]
         if unknown:
             known = ", ".join([n for n, c in costs.layers.items() if c.layer.weighted][:8])
-            raise ValueError(
+            raise ArgumentError(
                 f"ignore= names no prunable module: {', '.join(unknown)} "
                 f"(prunable modules include: {known}, ...)"
             )

@@ -13,7 +13,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from .._copy import own_modules
 from ..costs import count_params
-from ..errors import ShrinkError
+from ..errors import CompilerError, ShrinkError
 from ..layers import Layer, layer_calls, module_layer, new_param, take
 from ..layers.init import InitScale, matched_init
 from ..meta import (
@@ -166,7 +166,7 @@ class ShrinkPass(ReconvenePass):
                 out_keep.index if out_keep is not None else None,
             )
         except Exception as exc:
-            raise RuntimeError(
+            raise CompilerError(
                 f"ShrinkPass failed on module {layer.name!r} ({type(layer.module).__name__}) "
                 f"at node {node.format_node()}: {exc}"
             ) from exc

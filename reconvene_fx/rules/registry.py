@@ -11,6 +11,7 @@ import torch
 import torch.fx
 
 from .._lookup import for_type
+from ..errors import ArgumentError
 
 if TYPE_CHECKING:
     from .context import RuleContext
@@ -71,7 +72,7 @@ class RuleRegistry:
         ``"module"``, a function when ``"function"``) once that module is imported, without
         importing it: a model that uses it has imported it already."""
         if kind not in ("module", "function"):
-            raise ValueError(f"kind must be 'module' or 'function', got {kind!r}")
+            raise ArgumentError(f"kind must be 'module' or 'function', got {kind!r}")
         self._pending.append((kind, module, name, rule))
 
     def _resolve_pending(self) -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ..errors import ArgumentError, ArgumentTypeError, ScoringError
 from .base import prunable_weights
 
 __all__ = ["class_targets", "cross_entropy", "logits_of", "run_with", "weight_leaves"]
@@ -53,7 +54,7 @@ def logits_of(output: Any) -> torch.Tensor:
             found = _maybe_logits(item)
             if found is not None:
                 return found
-    raise ValueError(
+    raise ScoringError(
         f"the model's output ({type(output).__name__}) holds no floating-point tensor to "
         "take a cross-entropy loss of"
     )
@@ -77,7 +78,7 @@ def class_targets(logits: torch.Tensor, targets: torch.Tensor | None, seed: int)
         torch.Size([4])
     """
     if logits.dim() < 2:
-        raise ValueError(
+        raise ScoringError(
             f"cross-entropy needs outputs of shape (N, C, ...); the model returned "
             f"{tuple(logits.shape)}"
         )
@@ -88,14 +89,14 @@ def class_targets(logits: torch.Tensor, targets: torch.Tensor | None, seed: int)
     if not isinstance(targets, torch.Tensor):
         targets = torch.as_tensor(targets)
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
+        raise ArgumentTypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
     if tuple(targets.shape) != expected:
-        raise ValueError(
+        raise ArgumentError(
             f"targets have shape {tuple(targets.shape)}; the model's output "
             f"{tuple(logits.shape)} needs class indices of shape {expected}"
         )
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
-        raise ValueError(
+        raise ArgumentError(
             f"targets must lie in [0, {logits.shape[1] - 1}] (the output has "
             f"{logits.shape[1]} classes)"
         )

@@ -12,7 +12,7 @@ import torch
 import torch.fx
 
 from .._progress import progress_bar
-from ..errors import RandomTargetsWarning
+from ..errors import ArgumentError, ArgumentTypeError, RandomTargetsWarning, ScoringError
 from ..layers import module_layer
 from ..log import logger
 
@@ -80,7 +80,7 @@ def get_scorer(name: str) -> Scorer:
     """
     if name not in SCORERS:
         known = ", ".join(sorted(SCORERS))
-        raise ValueError(f"unknown scoring method {name!r}; known methods: {known}")
+        raise ArgumentError(f"unknown scoring method {name!r}; known methods: {known}")
     return SCORERS[name]
 
 
@@ -145,7 +145,7 @@ def run_scorer(
     if accepted is not None:
         unknown = sorted(set(extra) - accepted)
         if unknown:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"scoring method {label!r} takes no option(s) {', '.join(unknown)}; "
                 f"it accepts: {', '.join(sorted(accepted - set(wanted))) or 'none'}"
             )
@@ -232,18 +232,18 @@ def labelled_batches(
         try:
             batches = iter(data)
         except TypeError:
-            raise TypeError(_BAD_DATA.format(type(data).__name__)) from None
+            raise ArgumentTypeError(_BAD_DATA.format(type(data).__name__)) from None
     count = 0
     for batch in batches:
         if not _is_batch(batch):
-            raise TypeError(_BAD_DATA.format(f"an item of type {type(batch).__name__}"))
+            raise ArgumentTypeError(_BAD_DATA.format(f"an item of type {type(batch).__name__}"))
         inputs, targets = batch
         count += 1
         yield (tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)), targets
         if max_batches is not None and count >= max_batches:
             return  # before drawing the next batch: a DataLoader would load it
     if count == 0:
-        raise ValueError("data holds no batch; give at least one (inputs, targets) pair")
+        raise ArgumentError("data holds no batch; give at least one (inputs, targets) pair")
 
 
 _BAD_DATA = (
@@ -285,16 +285,16 @@ def _checked(
         given = set(scores)
         missing = [name for name, _ in prunable_weights(gm) if name not in given]
         if missing:
-            raise ValueError(f"scoring method {label!r} gave no score for {missing[0]!r}")
+            raise ScoringError(f"scoring method {label!r} gave no score for {missing[0]!r}")
         return scores
     out: dict[str, torch.Tensor] = {}
     for name, weight in prunable_weights(gm):
         s = scores.get(name)
         if s is None:
-            raise ValueError(f"scoring method {label!r} gave no score for {name!r}")
+            raise ScoringError(f"scoring method {label!r} gave no score for {name!r}")
         s = s.detach()
         if s.shape != weight.shape:
-            raise ValueError(
+            raise ScoringError(
                 f"scoring method {label!r} gave {name!r} scores of shape {tuple(s.shape)}; "
                 f"the weight has shape {tuple(weight.shape)}"
             )
@@ -308,7 +308,7 @@ def check_finite(label: str, name: str, s: torch.Tensor) -> None:
     low, high = torch.aminmax(s) if s.numel() else (torch.zeros(()), torch.zeros(()))
     if not (math.isfinite(float(low)) and math.isfinite(float(high))):  # NaN propagates
         bad = int((~torch.isfinite(s)).sum())
-        raise ValueError(
+        raise ScoringError(
             f"scoring method {label!r} gave {bad} non-finite score(s) for {name!r} "
             "(overflow or NaN in the model's forward/backward pass?)"
         )
@@ -338,7 +338,7 @@ def kth_largest(
         sizes = [p.numel() for p in parts]
     n = int(sum(sizes))
     if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}], got {k}")
+        raise ArgumentError(f"k must be in [1, {n}], got {k}")
     if n <= 1 << 16:
         return _kth_by_sort(parts, n, k)
     generator = torch.Generator().manual_seed(0)

@@ -9,7 +9,7 @@ import torch
 import torch.fx
 
 from .._mode import eval_mode
-from ..errors import ScoringError
+from ..errors import ArgumentError, ScoringError
 from ._forward import cross_entropy, logits_of, run_with, weight_leaves
 from .base import register_scorer
 
@@ -50,9 +50,11 @@ def grasp(
         1.0
     """
     if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise ArgumentError(f"temperature must be positive, got {temperature}")
     if hessian not in ("auto", "exact", "finite-difference"):
-        raise ValueError(f"hessian must be 'auto', 'exact' or 'finite-difference', got {hessian!r}")
+        raise ArgumentError(
+            f"hessian must be 'auto', 'exact' or 'finite-difference', got {hessian!r}"
+        )
     leaves = weight_leaves(gm)
     weights = list(leaves.values())
 

@@ -10,6 +10,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 
 from .._mode import eval_mode, flatten_tensors
 from .._progress import progress_bar
+from ..errors import ArgumentError, ScoringError
 from ._forward import run_with
 from ._scaled import Unsupported, scaled_flow
 from .base import kth_largest, prunable_weights, register_scorer
@@ -53,9 +54,9 @@ def synflow(
         True
     """
     if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}")
+        raise ArgumentError(f"density must be in (0, 1], got {density}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+        raise ArgumentError(f"iterations must be a positive int, got {iterations!r}")
     weights = dict(prunable_weights(gm))
     for dtype, scaled in ((torch.float32, False), (torch.float32, True), (torch.float64, False)):
         try:
@@ -65,7 +66,7 @@ def synflow(
             continue
         if scores is not None:
             return scores
-    raise ValueError(
+    raise ScoringError(
         "SynFlow's synaptic flow overflows even in float64 on this model (the product of "
         "|weights| along its paths exceeds 1e308); use method='snip' or 'magnitude'"
     )

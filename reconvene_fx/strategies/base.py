@@ -8,6 +8,7 @@ from typing import Protocol
 
 import torch
 
+from ..errors import ArgumentError
 from ..meta import LayerSensitivity
 
 __all__ = [
@@ -114,7 +115,7 @@ def get_strategy(name: str) -> Strategy:
         ValueError: naming the known strategies.
     """
     if name not in STRATEGIES:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}"
         )
     return STRATEGIES[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ArgumentError
 from .base import PlanInputs, RemovalOrder, by_key, fraction_in_group, register_strategy
 
 __all__ = ["ALLOCATIONS", "group_targets", "reconvene", "solve_log_widths"]
@@ -93,7 +94,7 @@ def group_targets(
     if inputs.composite if composite is None else composite:
         free &= selected
     if inputs.allocation not in ALLOCATIONS:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown allocation {inputs.allocation!r}; choose one of {', '.join(ALLOCATIONS)}"
         )
     log_width = solve_log_widths(inputs.layer_groups, inputs.layer_density, free)
