@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from . import layers, passes, rules, scoring, strategies
+    from . import guards, layers, passes, rules, scoring, strategies
     from .analysis import SensitivityTable, analyze
     from .budget import Budget
     from .compiler import compile
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     )
     from .plot import plot_report
     from .report import LayerPlan, PruningReport, report
-    from .tracing import AutoLeafWarning, trace
+    from .tracing import AutoLeafWarning, BranchDecisionWarning, trace
     from .verify import VerifyResult, verify
 
 __version__ = "0.2.0"
@@ -61,6 +61,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "AutoLeafWarning",
+    "BranchDecisionWarning",
     "Budget",
     "BudgetError",
     "CompileConfig",
@@ -85,6 +86,7 @@ __all__ = [
     "bake_masks",
     "compile",
     "export_onnx",
+    "guards",
     "layers",
     "load",
     "passes",
@@ -104,6 +106,7 @@ _SOURCES = {
     "ArgumentError": "reconvene_fx.errors",
     "ArgumentTypeError": "reconvene_fx.errors",
     "AutoLeafWarning": "reconvene_fx.tracing",
+    "BranchDecisionWarning": "reconvene_fx.tracing",
     "Budget": "reconvene_fx.budget",
     "BudgetError": "reconvene_fx.errors",
     "CompileConfig": "reconvene_fx.config",
@@ -135,7 +138,7 @@ _SOURCES = {
     "verify": "reconvene_fx.verify",
 }
 __getattr__, __dir__ = lazy_exports(
-    globals(), _SOURCES, submodules=("layers", "passes", "rules", "scoring", "strategies")
+    globals(), _SOURCES, submodules=("guards", "layers", "passes", "rules", "scoring", "strategies")
 )
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import linecache
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,11 +35,12 @@ import torch.fx
 from ._copy import structural_copy, tensors_of
 from ._shadow import UNKNOWN, ShadowValues
 from .errors import ArgumentTypeError, TraceError
+from .guards import check_decision
 from .log import logger
 from .meta import AUTO_LEAVES, BORROWED, OWNED, TRACE_DECISIONS, BorrowedTensors
 from .rules import DEFAULT_RULES
 
-__all__ = ["AutoLeafWarning", "trace"]
+__all__ = ["AutoLeafWarning", "BranchDecisionWarning", "trace"]
 
 LeafSpec = str | type[torch.nn.Module]
 
@@ -47,6 +50,30 @@ _MAX_AUTO_LEAVES = 64
 
 class AutoLeafWarning(UserWarning):
     """A submodule could not be traced and is called as a black box (not pruned through)."""
+
+
+class BranchDecisionWarning(UserWarning):
+    """The forward branches on a traced value (``if x.shape[-1] > 16:``): the graph holds
+    only the branch the example inputs take, and guards it (inputs taking the other
+    branch raise an :class:`~reconvene_fx.errors.InputError`). One warning per source
+    line names it and the branch taken."""
+
+
+_OWN_FILES = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+
+
+def _user_source_line() -> str:
+    """``file:line  code`` of the innermost frame outside torch and this package: the
+    line of the user's forward that asked the question being answered."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not path.startswith(_OWN_FILES) and not path.startswith("<"):
+            code = linecache.getline(path, frame.f_lineno).strip()
+            where = f"{os.path.basename(path)}:{frame.f_lineno}"
+            return f"{where} ({code})" if code else where
+        frame = frame.f_back
+    return "<unknown source line>"
 
 
 def _library_notrace() -> tuple[Callable[..., Any], ...]:
@@ -132,6 +159,7 @@ class _Tracer(torch.fx.Tracer):
         self._shadow: ShadowValues | None = None
         self._shadowing = False
         self.decisions: list[str] = []
+        self.branches: list[tuple[str, bool]] = []  # (user's source line, branch taken)
 
     @contextlib.contextmanager
     def _quiet(self) -> Iterator[None]:
@@ -176,8 +204,13 @@ class _Tracer(torch.fx.Tracer):
             node = obj.node
             op = getattr(node.target, "__name__", str(node.target))
             args = ", ".join(str(a) for a in node.args)
-            self.decisions.append(f"{self._where()}: {op}({args}) -> {bool(value)}")
-            return bool(value)
+            taken = bool(value)
+            source = _user_source_line()
+            self.decisions.append(f"{self._where()}: {op}({args}) -> {taken}")
+            self.branches.append((source, taken))
+            # the compiled graph checks, at run time, that its inputs take this branch
+            self.create_proxy("call_function", check_decision, (obj, taken, source), {})
+            return taken
         return super().to_bool(obj)
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
@@ -314,7 +347,24 @@ def trace(
         gm.meta[TRACE_DECISIONS] = list(tracer.decisions)
         for decision in tracer.decisions:
             logger.info("trace: resolved for the example inputs: %s", decision)
+    _warn_branches(tracer.branches)
     return gm
+
+
+def _warn_branches(branches: list[tuple[str, bool]]) -> None:
+    """One :class:`BranchDecisionWarning` per source line the forward branched at."""
+    counts: dict[tuple[str, bool], int] = {}
+    for branch in branches:
+        counts[branch] = counts.get(branch, 0) + 1
+    for (source, taken), count in counts.items():
+        times = f" ({count} times)" if count > 1 else ""
+        warnings.warn(
+            f"the forward branches on a traced value at {source}{times}: traced for the "
+            f"example inputs, which take the {taken} branch; the compiled graph holds "
+            "only that branch and raises InputError for inputs taking the other one",
+            BranchDecisionWarning,
+            stacklevel=3,
+        )
 
 
 def _unfilled_defaults(model: torch.nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
