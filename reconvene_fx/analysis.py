@@ -29,7 +29,7 @@ def analyze(
     data: Any = None,
     max_batches: int | None = 8,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
     method_options: Mapping[str, Any] | None = None,
     keep_scores: bool = False,
     leaf_modules: Sequence[Any] = (),
@@ -53,7 +53,8 @@ def analyze(
             them (see :class:`~reconvene_fx.config.CompileConfig`).
         max_batches: at most this many batches of ``data`` are scored; ``None``: all.
         seed: seeds drawn targets and the random scorer.
-        progress: progress bar on stderr for SynFlow.
+        progress: ``None`` (default): a progress bar on stderr for scoring that runs
+            longer than a few seconds; ``True``: from the start; ``False``: silent.
         method_options: extra keyword arguments for the scorer, e.g. ``{"iterations": 20}``.
         keep_scores: also keep every weight's score (``.layers[name].scores``).
         leaf_modules, concrete_args: passed to tracing (see :func:`reconvene_fx.trace`).
@@ -83,7 +84,7 @@ def analyze(
         leaf_modules=leaf_modules,
         concrete_args=concrete_args,
     )
-    with progress_to_stderr(progress):
+    with progress_to_stderr(progress is True):
         gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args,
                    example_inputs=example_inputs)  # fmt: skip
         run_passes(gm, [

@@ -9,7 +9,7 @@ import torch.fx
 
 from ._inputs import check_inputs
 from .budget import Budget, as_budget
-from .config import CompileConfig
+from .config import config_from
 from .log import progress_to_stderr
 from .passes import compile_passes, run_passes
 from .scoring import get_scorer
@@ -23,7 +23,7 @@ def compile(
     budget: float | Budget,
     example_inputs: tuple[Any, ...] | torch.Tensor,
     *,
-    progress: bool = False,
+    progress: bool | None = None,
     **options: Any,
 ) -> torch.fx.GraphModule:
     """Return a physically smaller ``GraphModule`` of ``model`` that fits ``budget``.
@@ -36,7 +36,9 @@ def compile(
         model: an ``nn.Module`` that ``torch.fx`` can trace.
         budget: fraction of parameters kept, in (0, 1], or a :class:`Budget`.
         example_inputs: a tuple of inputs (or one tensor) to run the model on.
-        progress: log each pass's time to stderr (and show SynFlow's progress bar).
+        progress: ``None`` (default): a progress bar on stderr for each step that runs
+            longer than a few seconds; ``True``: also each pass's time, bars from the
+            start; ``False``: silent.
         **options: fields of :class:`~reconvene_fx.config.CompileConfig` (``method``,
             ``strategy``, ``composite``, ``seed``, ``round_to``, ``ignore``, ``reinit``,
             ``targets``, ``method_options``, ...).
@@ -66,11 +68,11 @@ def compile(
         (15, 32)
     """
     budget = as_budget(budget)
-    config = CompileConfig(progress=progress, **options)
+    config = config_from(progress=progress, **options)
     if isinstance(config.method, str):
         get_scorer(config.method)  # fail fast on an unknown method
     example_inputs = check_inputs(model, example_inputs, config.concrete_args)
-    with progress_to_stderr(progress):
+    with progress_to_stderr(progress is True):
         gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
                    auto_leaf=config.auto_leaf, example_inputs=example_inputs)  # fmt: skip
         return run_passes(gm, compile_passes(budget, example_inputs, config))

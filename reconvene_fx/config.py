@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from .errors import ArgumentError, ArgumentTypeError
 from .strategies import get_strategy
 from .strategies.reconvene import ALLOCATIONS
 
-__all__ = ["CompileConfig", "LatencyFn"]
+__all__ = ["CompileConfig", "LatencyFn", "config_from"]
 
 LatencyFn = Callable[[torch.nn.Module, tuple[Any, ...]], float]
 
@@ -82,7 +83,10 @@ class CompileConfig:
         latency_cache: where that table is kept: ``True`` (default) the folder of
             :func:`~reconvene_fx.latency.default_cache_dir`, a folder path, or ``False``
             for memory only.
-        progress: log each pass's time to stderr and show SynFlow's progress bar.
+        progress: progress on stderr. ``None`` (default): a progress bar for each step
+            that runs longer than a few seconds (SynFlow's iterations, scored batches,
+            latency candidates); ``True``: those bars from the start and each pass's time;
+            ``False``: nothing.
     """
 
     method: str = "magnitude"
@@ -106,7 +110,7 @@ class CompileConfig:
     latency_fn: LatencyFn | None = None
     latency_backend: str = "torch"
     latency_cache: bool | str | os.PathLike = True
-    progress: bool = False
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)  # unknown: ValueError naming the known ones
@@ -157,9 +161,35 @@ class CompileConfig:
             raise ArgumentError(
                 f"unknown latency_backend {self.latency_backend!r}; choose torch or onnxruntime"
             )
+        if self.progress not in (None, True, False):
+            raise ArgumentTypeError(f"progress must be True, False or None, got {self.progress!r}")
         if not isinstance(self.latency_cache, (bool, str, os.PathLike)):
             raise ArgumentTypeError(
                 f"latency_cache must be True, False or a folder, got {self.latency_cache!r}"
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ArgumentTypeError(f"seed must be an int, got {self.seed!r}")
+
+
+def config_from(**options: Any) -> CompileConfig:
+    """A :class:`CompileConfig` of ``options``; an option it does not have is an
+    :class:`~reconvene_fx.errors.ArgumentTypeError` naming the closest one.
+
+    Example:
+        >>> config_from(method="snip").method
+        'snip'
+        >>> try:
+        ...     config_from(methd="snip")
+        ... except ArgumentTypeError as exc:
+        ...     print(exc)
+        unknown option 'methd' (did you mean 'method'?); see CompileConfig for the options
+    """
+    known = [f.name for f in fields(CompileConfig)]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ArgumentTypeError(
+                f"unknown option {name!r}{hint}; see CompileConfig for the options"
+            )
+    return CompileConfig(**options)

@@ -12,6 +12,7 @@ import torch
 import torch.fx
 
 from .._copy import structural_copy
+from .._progress import progress_bar
 from ..budget import Budget
 from ..config import LatencyFn
 from ..costs import LayerCosts
@@ -43,6 +44,8 @@ class SearchSettings:
     latency_fn: LatencyFn | None = None
     latency_backend: str = "torch"
     latency_cache: bool | str | os.PathLike = True
+    # a bar counting the candidates a latency budget measures (see progress_bar)
+    progress: bool | None = None
 
 
 # A latency plan measured within this share below its limit is taken without correcting
@@ -186,27 +189,32 @@ class Search:
                              latency_fn=settings.latency_fn)  # fmt: skip
         measured: dict[int, float] = {}
         costs: dict[int, float] = {}
+        bar = progress_bar(None, f"latency budget {limit:g} (candidates measured)",
+                           enabled=settings.progress)  # fmt: skip
 
         def ratio(k: int) -> float:
             if k not in measured:
                 candidate = _shrunk_copy(self.gm, removed_for(k))
                 measured[k], costs[k] = ruler.measure(candidate)
+                bar.set_postfix_str(f"last {measured[k]:.3f} of the model", refresh=False)
+                bar.update()
             return measured[k]
 
-        if ratio(hi) > limit:
-            raise BudgetError(
-                f"budget latency={limit:g} cannot be met: with every removable channel "
-                f"gone the model measures {ratio(hi):.4f} of its latency",
-                quantity="latency",
-                smallest=ratio(hi),
-            )
-        guided = None
-        if settings.latency_fn is None:
-            guided = self._estimated(removed_for, lo, hi, ruler.before, ratio)
-        if guided is None:
-            k = _measured_search(ratio, limit, lo, hi, measured)
-        else:
-            k = _refine(ratio, limit, guided, measured, lo)
+        with bar:
+            if ratio(hi) > limit:
+                raise BudgetError(
+                    f"budget latency={limit:g} cannot be met: with every removable channel "
+                    f"gone the model measures {ratio(hi):.4f} of its latency",
+                    quantity="latency",
+                    smallest=ratio(hi),
+                )
+            guided = None
+            if settings.latency_fn is None:
+                guided = self._estimated(removed_for, lo, hi, ruler.before, ratio)
+            if guided is None:
+                k = _measured_search(ratio, limit, lo, hi, measured)
+            else:
+                k = _refine(ratio, limit, guided, measured, lo)
         self.latency_before = ruler.before
         # timed on a backend, ``before`` (the median of every timing of the original) moves
         # as candidates are timed: the seconds follow the final one, so that the reported

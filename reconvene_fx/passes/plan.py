@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_leaves
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..costs import LayerCosts
-from ..errors import ArgumentError, BudgetError
+from ..errors import ArgumentError, BudgetError, CompilerError
 from ..meta import (
     CHANNELS,
     PLAN,
@@ -154,6 +154,7 @@ class PlanPass(ReconvenePass):
             latency_fn=self.config.latency_fn,
             latency_backend=self.config.latency_backend,
             latency_cache=self.config.latency_cache,
+            progress=self.config.progress,
         )
         search, removed = _search(
             order, lambda mode: Search(settings, graph_module, costs, group, sens, mode)
@@ -227,7 +228,7 @@ def _search(order: RemovalOrder, make: Callable[[str], Search]) -> tuple[Search,
         except BudgetError:
             if i == len(attempts) - 1:
                 raise
-    raise AssertionError("unreachable")
+    raise CompilerError("unreachable")
 
 
 def _layer_groups(

@@ -110,7 +110,7 @@ def run_scorer(
     *,
     seed: int = 0,
     density: float = 1.0,
-    progress: bool = False,
+    progress: bool | None = None,
     options: Mapping[str, Any] | None = None,
     data: Any = None,
     max_batches: int | None = 8,

@@ -27,7 +27,7 @@ def synflow(
     seed: int = 0,
     density: float = 1.0,
     iterations: int = 100,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Scores ``|w * dR/dw|`` with ``R = sum(f(1; |θ|))``, re-scored while pruning.
 
@@ -80,7 +80,7 @@ def _iterate(
     iterations: int,
     dtype: torch.dtype,
     scaled: bool,
-    progress: bool,
+    progress: bool | None,
 ) -> dict[str, torch.Tensor] | None:
     """All rounds at ``dtype``; None when the flow is not finite at that precision.
     ``scaled``: every tensor carries its own power-of-two exponent (see ``_scaled``).
