@@ -15,6 +15,7 @@ from typing import Any
 import torch.fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from ..errors import CompilerError
 from ..meta import CHANNELS, KEEP, TENSOR_META, ChannelInfo, ChannelKeep
 from ..rules.concat import literal_split
 from ..rules.movement import channel_range
@@ -101,7 +102,7 @@ def rewrite_literals(gm: torch.fx.GraphModule) -> bool:
             continue  # split along another dim: its sizes do not count channels
         counts = [_kept(k, i) for k, i in zip(keeps, infos, strict=False)]
         if any(c is None for c in counts):
-            raise AssertionError(f"split {node.name} narrowed without channel info")
+            raise CompilerError(f"split {node.name} narrowed without channel info")
         new: Any = counts[0] if isinstance(how, int) else type(how)(counts)
         if position >= 0:
             args = list(node.args)

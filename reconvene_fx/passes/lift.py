@@ -26,6 +26,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from .._copy import own_modules
+from ..errors import CompilerError
 from ..meta import LIFTED, TENSOR_META
 from ._base import ReconvenePass, require_node_meta
 
@@ -312,4 +313,4 @@ def _replace_meta_tensors(module: nn.Module, holder: nn.Module) -> None:
             module._buffers[name] = torch.zeros(b.shape, dtype=b.dtype, device=device)
     for name, p in list(module._parameters.items()):
         if p is not None and p.is_meta:
-            raise AssertionError(f"lifted module left parameter {name!r} unset")
+            raise CompilerError(f"lifted module left parameter {name!r} unset")
