@@ -201,7 +201,7 @@ def _module_state(name: str, module: torch.nn.Module) -> dict[str, Any]:
             continue
         try:
             attrs[attr] = _encode(value)
-        except TypeError as exc:
+        except ExportError as exc:
             raise ExportError(
                 f"cannot save module {name!r} ({cls.__name__}): attribute {attr!r} is a "
                 f"{type(value).__name__} ({exc}); save as .pt2 or .onnx instead"
@@ -222,12 +222,14 @@ def _build_module(spec: Mapping[str, Any], allowed: tuple[str, ...], name: str) 
 
 # -- graph ----------------------------------------------------------------------------------
 def _node_state(node: torch.fx.Node) -> dict[str, Any]:
-    target = _function_path(node.target) if node.op == "call_function" else str(node.target)
     try:
+        target = _function_path(node.target) if node.op == "call_function" else str(node.target)
         return {"op": node.op, "name": node.name, "target": target, "type": _type_path(node),
                 "args": _encode(node.args), "kwargs": _encode(dict(node.kwargs))}  # fmt: skip
-    except TypeError as exc:
-        raise ExportError(f"cannot save node {node.format_node()}: {exc}") from None
+    except ExportError as exc:
+        raise ExportError(
+            f"cannot save node {node.format_node()}: {exc}; save as .pt2 or .onnx instead"
+        ) from None
 
 
 def _type_path(node: torch.fx.Node) -> dict[str, str] | None:
@@ -238,12 +240,13 @@ def _type_path(node: torch.fx.Node) -> dict[str, str] | None:
         return None
     try:
         return {"class": _function_path(node.type)}
-    except TypeError:
+    except ExportError:
         return None
 
 
 def _function_path(fn: Any) -> str:
-    """``module:qualname`` that resolves back to ``fn`` (checked now, not at load time)."""
+    """``module:qualname`` that resolves back to ``fn`` (checked now, not at load time);
+    an :class:`ExportError` when there is none (a lambda, a local function)."""
     module = getattr(fn, "__module__", None) or "builtins"
     module = _MODULE_ALIASES.get(module, module)
     names = [getattr(fn, "__qualname__", None), getattr(fn, "__name__", None)]
@@ -260,7 +263,7 @@ def _function_path(fn: Any) -> str:
             continue
         if found is fn:
             return f"{module_name}:{qualname}"
-    raise TypeError(f"the function {fn!r} cannot be named by an importable path")
+    raise ExportError(f"the function {fn!r} cannot be named by an importable path")
 
 
 def _decode_target(op: str, target: str, allowed: tuple[str, ...]) -> Any:
@@ -276,14 +279,21 @@ def _resolve(path: str, allowed: tuple[str, ...], what: str) -> Any:
             f"{what} is {path}, outside the trusted modules; if you trust the file, pass "
             f"trusted=[{module_name.split('.')[0]!r}] to load"
         )
-    value: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        value = getattr(value, part)
+    try:
+        value: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as exc:
+        raise ReconveneError(
+            f"{what} is {path}, which cannot be imported here ({exc}); load the file where "
+            "the library versions it was saved with are installed"
+        ) from exc
     return value
 
 
 # -- values ---------------------------------------------------------------------------------
 def _encode(value: Any) -> Any:
+    """``value`` as plain data; an :class:`ExportError` for a kind the format cannot hold."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -308,7 +318,7 @@ def _encode(value: Any) -> Any:
         return {"$device": str(value)}
     if isinstance(value, (torch.memory_format, torch.layout)):
         return {"$torch": str(value).removeprefix("torch.")}
-    raise TypeError(f"values of type {type(value).__name__} are not supported")
+    raise ExportError(f"values of type {type(value).__name__} are not supported")
 
 
 def _decode(value: Any, nodes: Mapping[str, torch.fx.Node]) -> Any:

@@ -21,6 +21,7 @@ Note that ``torch.fx`` freezes control flow at trace time: a branch on ``self.tr
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -39,7 +40,8 @@ import torch
 from reconvene_fx._atomic import atomic_write, check_writable
 from reconvene_fx._mode import eval_mode, flatten_tensors
 from reconvene_fx.composite import bake_masks
-from reconvene_fx.errors import ExportError
+from reconvene_fx.emit.torch import _example_inputs, _first_line, _run_example
+from reconvene_fx.errors import ArgumentError, ArgumentTypeError, ExportError
 
 __all__ = ["export_onnx"]
 
@@ -55,12 +57,17 @@ DEFAULT_OPSET = 17
 _FP16_MIN_ELEMENTS = 16
 # Name of the batch axis with dynamic_batch=True.
 BATCH_AXIS = "batch"
+# Run-time checks a traced graph may hold (torch.fx's for concrete_args, reconvene_fx's
+# branch guards), as (module, name) of their function: checked on example_inputs in
+# PyTorch, left out of the exported graph (the TorchScript exporter cannot translate them).
+_GUARDS = {("torch", "_assert"), ("torch.fx._symbolic_trace", "_assert_is_none"),
+           ("reconvene_fx.guards", "check_decision")}  # fmt: skip
 
 
 def export_onnx(
     gm: torch.nn.Module,
     path: str | os.PathLike,
-    example_inputs: tuple,
+    example_inputs: tuple | list | torch.Tensor,
     *,
     opset: int | None = None,
     check: bool = True,
@@ -81,23 +88,32 @@ def export_onnx(
     nodes removed, constants folded, topologically sorted) and validated with
     ``onnx.checker``. With ``check=True`` it is run with onnxruntime on ``example_inputs``
     (and, with ``dynamic_batch``, on them repeated to twice the batch) and every output
-    (nested outputs flattened in order) must satisfy ``|onnx - torch| <= atol + rtol *
-    |torch|``.
+    (nested outputs flattened in order) must satisfy ``max|onnx - torch| <= atol + rtol *
+    max|torch|``: float noise is judged against the output's scale (integer and boolean
+    outputs must be equal).
+
+    Run-time checks of the traced graph (``torch._assert`` on a fixed ``concrete_args``
+    value such as ``return_features=False``, reconvene_fx's branch guards) run in PyTorch
+    on ``example_inputs`` and are left out of the exported graph, as are the inputs that
+    only they read and that have a default.
 
     Args:
         gm: the module to export, usually a ``torch.fx.GraphModule``.
-        path: the ``.onnx`` file to write; parent folders are created. It is checked
-            to be writable first, and written atomically: an existing file is replaced
-            only by a complete, checked new one (an error, a failed check or a killed
-            process leaves it as it was).
-        example_inputs: positional inputs, used for tracing and for the check.
+        path: the ``.onnx`` file to write (other suffixes are refused: ``.pt`` and
+            ``.pt2`` are :func:`reconvene_fx.emit.save`'s); parent folders are created. It
+            is checked to be writable first, and written atomically: an existing file is
+            replaced only by a complete, checked new one (an error, a failed check or a
+            killed process leaves it as it was).
+        example_inputs: positional inputs, used for tracing and for the check: a tuple,
+            a list or one bare tensor, as :func:`reconvene_fx.compile` takes them.
         opset: ONNX opset version; ``None``: 17 (:data:`DEFAULT_OPSET`), or the dynamo
             exporter's default when it is the one that succeeds.
         check: run the exported model with onnxruntime and compare with PyTorch.
-        rtol: relative tolerance of the check.
+        rtol: relative tolerance of the check, times the output's largest magnitude.
         atol: absolute tolerance of the check.
         input_names: graph input names; default the GraphModule's placeholder names.
-        output_names: graph output names; default ``output`` (one output) or ``output_0``, ...
+        output_names: graph output names; default the keys of a returned dict (nested
+            values get ``key_0``, ...), else ``output`` (one output) or ``output_0``, ...
         dynamic_batch: make dim 0 of every input and output a symbolic ``batch`` axis
             (default: every shape static, as TensorRT builds fastest for). Every input
             must be a tensor with a batch dim.
@@ -112,8 +128,13 @@ def export_onnx(
         ``path`` as a :class:`pathlib.Path`.
 
     Raises:
-        ExportError: both exporters failed, or an output differs from PyTorch (the message
-            names the output index and the largest absolute error).
+        ArgumentError: ``path`` does not end in ``.onnx``, or no ``example_inputs``.
+        ArgumentTypeError: ``metadata`` holds a value that is not a string.
+        InputError: the model rejects ``example_inputs`` (the message names their shapes,
+            the node and the error).
+        ExportError: both exporters failed, the file fails ``onnx.checker`` or does not
+            run in onnxruntime, or an output differs from PyTorch (the message names the
+            output index and the largest absolute error).
         OSError: ``path`` cannot be written.
 
     Example:
@@ -126,24 +147,29 @@ def export_onnx(
         ...     print(path.name, gm.training)
         tiny.onnx True
     """
-    path = check_writable(path)
-    properties = {**_report_metadata(gm), **dict(metadata or {})}
+    path = _onnx_path(path)
+    check_writable(path)
+    properties = {**_report_metadata(gm), **_user_metadata(metadata)}
+    usage = f"rfx.export_onnx(gm, {path.name!r}, (x,))"
+    example_inputs = _example_inputs(gm, example_inputs, "export_onnx", usage)
     gm = bake_masks(gm)  # composite masks go into the weights; the caller's gm keeps them
-    example_inputs = tuple(example_inputs)
     if dynamic_batch:
         _check_batched(example_inputs)
     flat_inputs = flatten_tensors(example_inputs)
     with eval_mode(gm), torch.no_grad():
-        expected = flatten_tensors(gm(*example_inputs))
-        in_names = _input_names(gm, example_inputs, input_names)
+        outputs = _run_example(gm, example_inputs)  # InputError when the model rejects them
+        expected = flatten_tensors(outputs)
+        exported = _without_guards(gm, len(example_inputs))  # a copy when it has guards
+        exported.eval()  # its submodules are gm's: eval_mode(gm) restores their flags
+        in_names = _input_names(exported, example_inputs, input_names)
         if dynamic_batch and in_names is None:
             in_names = [f"input_{i}" for i in range(len(example_inputs))]
-        out_names = _output_names(len(expected), output_names)
+        out_names = _output_names(outputs, len(expected), output_names)
         batch_axes = _batch_axes(in_names, out_names) if dynamic_batch else None
         doubled = tuple(torch.cat([x, x]) for x in example_inputs) if dynamic_batch else ()
         expected_doubled = flatten_tensors(gm(*doubled)) if dynamic_batch and check else []
         with tempfile.TemporaryDirectory(prefix="reconvene_onnx_") as tmp:
-            raw = _export_raw(gm, example_inputs, Path(tmp), opset, in_names, out_names,
+            raw = _export_raw(exported, example_inputs, Path(tmp), opset, in_names, out_names,
                               batch_axes)  # fmt: skip
             model = onnx.load(str(raw))  # loads any external data into memory
     model = _cleanup(model, fp16_weights=fp16_weights)
@@ -152,13 +178,96 @@ def export_onnx(
         rtol, atol = max(rtol, 1e-2), max(atol, 1e-2)
     with atomic_write(path) as tmp:  # the checks read the new file before it replaces path
         _save(model, tmp)
-        onnx.checker.check_model(str(tmp))
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(
+                f"the exported {path.name} fails onnx.checker: {_first_line(exc)}"
+            ) from exc
         if check:
             _check_outputs(tmp, in_names, flat_inputs, expected, rtol=rtol, atol=atol)
             if dynamic_batch:
                 _check_outputs(tmp, in_names, list(doubled), expected_doubled,
                                rtol=rtol, atol=atol)  # fmt: skip
     return path
+
+
+def _onnx_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; an :class:`ArgumentError` unless it ends in ``.onnx``.
+
+    Example:
+        >>> _onnx_path("out/model.ONNX").name
+        'model.ONNX'
+        >>> try:
+        ...     _onnx_path("model.pt")
+        ... except ArgumentError as exc:
+        ...     print(str(exc).split(";")[0])
+        export_onnx writes ONNX files: 'model.pt' must end in .onnx
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        got = f"{path.suffix} is" if path.suffix else "no suffix is"
+        raise ArgumentError(
+            f"export_onnx writes ONNX files: {path.name!r} must end in .onnx; {got} not "
+            "ONNX (to save a .pt or .pt2 file, use rfx.save(gm, path, example_inputs))"
+        )
+    return path
+
+
+def _without_guards(gm: torch.nn.Module, n_inputs: int) -> torch.nn.Module:
+    """A GraphModule like ``gm`` without its run-time checks (:data:`_GUARDS`), the pure
+    nodes only they used, and then-unused placeholders with a default that the first
+    ``n_inputs`` positional inputs do not fill. It shares ``gm``'s submodules and
+    tensors; ``gm`` itself is returned when it holds no check.
+
+    Example:
+        >>> class Net(torch.nn.Module):
+        ...     def forward(self, x, flag=False):
+        ...         return x if flag else x * 2
+        >>> gm = torch.fx.symbolic_trace(Net(), concrete_args={"flag": False})
+        >>> [n.op for n in gm.graph.nodes].count("placeholder")  # x and flag
+        2
+        >>> torch._assert in [n.target for n in gm.graph.nodes]  # of flag == False
+        True
+        >>> [n.op for n in _without_guards(gm, 1).graph.nodes]  # x * 2
+        ['placeholder', 'call_function', 'output']
+        >>> torch._assert in [n.target for n in gm.graph.nodes]  # gm itself is unchanged
+        True
+    """
+    if not isinstance(gm, torch.fx.GraphModule) or not any(map(_is_guard, gm.graph.nodes)):
+        return gm
+    graph = copy.deepcopy(gm.graph)
+    for node in [n for n in graph.nodes if _is_guard(n)]:
+        _erase_with_pure_inputs(graph, node)
+    if getattr(graph._codegen, "pytree_info", None) is None:  # a plain forward(self, x, ...)
+        for node in [n for n in graph.nodes if n.op == "placeholder"][n_inputs:]:
+            if not node.users and node.args:  # unused, and its default fills it
+                graph.erase_node(node)
+    return torch.fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+
+
+def _is_guard(node: torch.fx.Node) -> bool:
+    target = node.target
+    key = (getattr(target, "__module__", None), getattr(target, "__name__", None))
+    return node.op == "call_function" and key in _GUARDS
+
+
+def _erase_with_pure_inputs(graph: torch.fx.Graph, node: torch.fx.Node) -> None:
+    """Erase ``node``, then each node it read that is left unused and has no side effect
+    (the comparison feeding an assertion, the ``size`` call feeding that), recursively."""
+    erased: set[torch.fx.Node] = set()
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        if current in erased or current.users:
+            continue
+        if current is not node and (
+            current.op not in ("call_function", "call_method", "get_attr") or current.is_impure()
+        ):
+            continue
+        todo.extend(current.all_input_nodes)
+        graph.erase_node(current)
+        erased.add(current)
 
 
 def _check_batched(example_inputs: tuple) -> None:
@@ -192,13 +301,28 @@ def _report_metadata(gm: torch.nn.Module) -> dict[str, str]:
     return props
 
 
+def _user_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """``metadata`` as a dict, checked before anything is exported."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ArgumentTypeError(
+            f"metadata must map strings to strings, got a {type(metadata).__name__}"
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ArgumentTypeError(
+                f"metadata must map strings to strings, got {key!r}: {value!r} "
+                f"(pass str(value), or json.dumps(value) for structured values)"
+            )
+    return dict(metadata)
+
+
 def _set_metadata(model: onnx.ModelProto, properties: Mapping[str, str]) -> None:
     from .. import __version__
 
     model.producer_name, model.producer_version = "reconvene_fx", __version__
     for key, value in properties.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"metadata must map strings to strings, got {key!r}: {value!r}")
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
 
@@ -218,10 +342,42 @@ def _input_names(
     return None
 
 
-def _output_names(count: int, names: Sequence[str] | None) -> list[str]:
+def _output_names(outputs: Any, count: int, names: Sequence[str] | None) -> list[str]:
+    """The user's names; else a returned dict's keys (``key_0``, ... for the tensors of a
+    nested value), in the order :func:`flatten_tensors` gives; else ``output`` (one
+    output) or ``output_0``, ...
+
+    Example:
+        >>> t = torch.zeros(1)
+        >>> _output_names({"logits": t, "aux": [t, t]}, 3, None)
+        ['logits', 'aux_0', 'aux_1']
+        >>> _output_names((t, t), 2, None)
+        ['output_0', 'output_1']
+    """
     if names is not None:
         return list(names)
-    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    default = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    if not isinstance(outputs, Mapping):
+        return default
+    keyed = _tensor_paths(outputs)
+    unique = len(set(keyed)) == len(keyed) == count
+    return keyed if unique and all(keyed) else default
+
+
+def _tensor_paths(value: Any, prefix: str = "") -> list[str]:
+    """One name per tensor of ``value``, joined with ``_`` from keys and indices."""
+    if isinstance(value, torch.Tensor):
+        return [prefix]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)):
+        items = list(enumerate(value))
+    else:
+        return []
+    paths = []
+    for key, item in items:
+        paths += _tensor_paths(item, f"{prefix}_{key}" if prefix else str(key))
+    return paths
 
 
 def _export_raw(
@@ -369,7 +525,8 @@ def _check_outputs(
     rtol: float,
     atol: float,
 ) -> None:
-    """Run ``path`` with onnxruntime and compare each output with PyTorch's."""
+    """Run ``path`` with onnxruntime and compare each output with PyTorch's: a float
+    output within ``atol + rtol * max|expected|`` of it, any other one equal to it."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -377,9 +534,17 @@ def _check_outputs(
             "export_onnx(check=True) needs onnxruntime: pip install onnxruntime, "
             "or pass check=False"
         ) from exc
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = _feeds([i.name for i in session.get_inputs()], input_names, inputs)
-    got = session.run(None, feeds)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = _feeds([i.name for i in session.get_inputs()], input_names, inputs)
+        got = session.run(None, feeds)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"onnxruntime cannot run the exported {path.name} "
+            f"({type(exc).__name__}: {_first_line(exc)}); pass check=False to keep it"
+        ) from exc
     if len(got) != len(expected):
         raise ExportError(
             f"{path.name} has {len(got)} outputs but the PyTorch module returns "
@@ -394,18 +559,39 @@ def _check_outputs(
                 f"ONNX {label} has shape {tuple(actual.shape)}, PyTorch {tuple(ref.shape)}",
                 output_index=index,
             )
-        a, r = actual.astype(np.float64), ref.astype(np.float64)
-        if np.allclose(a, r, rtol=rtol, atol=atol, equal_nan=True):
+        err, scale = _max_error(actual, ref)
+        if np.issubdtype(ref.dtype, np.floating):
+            tolerance = atol + rtol * scale
+            rule = f"atol={atol:g} + rtol={rtol:g} * max|expected| {scale:.3g} = {tolerance:.3g}"
+        else:  # integer and boolean outputs: any difference is a real one
+            tolerance, rule = 0.0, "0: not a float output"
+        if err <= tolerance:
             continue
-        diff = np.abs(a - r)
-        diff = np.where(np.isnan(a) & np.isnan(r), 0.0, diff)
-        err = float(np.nan_to_num(diff, nan=np.inf).max())
         raise ExportError(
-            f"ONNX {label} differs from PyTorch: max abs error {err:.3g} "
-            f"(tolerance atol={atol:g} + rtol={rtol:g} * |expected|)",
+            f"ONNX {label} differs from PyTorch: max abs error {err:.3g} (tolerance {rule})",
             output_index=index,
             max_error=err,
         )
+
+
+def _max_error(actual: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """The largest ``|actual - ref|`` and the largest finite ``|ref|``. Equal pairs (equal
+    infinities, NaN and NaN) count 0; a NaN or an infinity on one side only counts inf.
+
+    Example:
+        >>> _max_error(np.array([1.0, np.nan, 3e4]), np.array([1.5, np.nan, 3e4 + 2]))
+        (2.0, 30002.0)
+        >>> _max_error(np.array([np.nan]), np.array([0.0]))
+        (inf, 0.0)
+    """
+    a, r = actual.astype(np.float64), ref.astype(np.float64)
+    same = (a == r) | (np.isnan(a) & np.isnan(r))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - r))
+    diff = np.nan_to_num(diff, nan=np.inf)
+    finite = np.abs(r[np.isfinite(r)])
+    err = float(diff.max()) if diff.size else 0.0
+    return err, float(finite.max()) if finite.size else 0.0
 
 
 def _feeds(

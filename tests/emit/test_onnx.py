@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import doctest
 import json
+import operator
 
 import numpy as np
 import onnx
@@ -18,7 +19,13 @@ from torch import nn
 import reconvene_fx._mode as emit_mode
 import reconvene_fx.emit.onnx as emit_onnx
 from reconvene_fx.emit import export_onnx
-from reconvene_fx.errors import ExportError, ReconveneError
+from reconvene_fx.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ExportError,
+    InputError,
+    ReconveneError,
+)
 
 
 class SmallCNN(nn.Module):
@@ -381,8 +388,9 @@ def test_metadata_of_the_compile_and_of_the_user(tmp_path):
     assert int(props["reconvene_fx.params_after"]) == rep.params_after
     assert int(props["reconvene_fx.macs_per_sample"]) == rep.flops_after
     assert model.producer_name == "reconvene_fx"
-    with pytest.raises(TypeError, match="metadata must map strings to strings"):
+    with pytest.raises(ArgumentTypeError, match="metadata must map strings to strings"):
         export_onnx(gm, tmp_path / "bad.onnx", (x,), metadata={"n": 3})
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_cleanup_folds_a_chain_on_constants_into_one_initializer():
@@ -402,3 +410,237 @@ def test_cleanup_folds_a_chain_on_constants_into_one_initializer():
     np.testing.assert_allclose(
         numpy_helper.to_array(folded).ravel(), np.exp(base) + base, rtol=1e-6
     )
+
+
+# ------------------------------------------------------------------- example inputs
+
+
+@pytest.mark.parametrize("form", ["bare", "list"])
+def test_example_inputs_as_compile_takes_them(tmp_path, form):
+    gm = traced("small_cnn")  # BatchNorm: a bare tensor iterated over its batch dim breaks it
+    x = torch.randn(2, 3, 16, 16)
+    path = export_onnx(gm, tmp_path / "m.onnx", x if form == "bare" else [x])
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+
+
+@pytest.mark.parametrize("example_inputs", [(), []])
+def test_no_example_inputs_is_argument_error(tmp_path, example_inputs):
+    with pytest.raises(ArgumentError, match=r"export_onnx needs example_inputs.*\(x,\)"):
+        export_onnx(traced("small_cnn"), tmp_path / "m.onnx", example_inputs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_rejected_example_inputs_raise_input_error(tmp_path):
+    gm = traced("small_cnn")
+    before = flags(gm)
+    x = torch.randn(2, 1, 16, 16)  # one channel; the first conv takes three
+    with pytest.raises(InputError, match=r"shape \(2, 1, 16, 16\) at node 'features_0'.*3 ch"):
+        export_onnx(gm, tmp_path / "m.onnx", (x,))
+    assert flags(gm) == before
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("filename", ["m.pt", "m.pt2", "m.ONNX.bak", "m"])
+def test_refuses_a_path_not_ending_in_onnx(tmp_path, filename):
+    with pytest.raises(ArgumentError, match=r"must end in \.onnx.*use rfx\.save"):
+        export_onnx(traced("small_cnn"), tmp_path / filename, (torch.randn(1, 3, 8, 8),))
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_suffix_is_case_insensitive(tmp_path):
+    gm = traced("small_cnn")
+    x = torch.randn(1, 3, 8, 8)
+    assert_close(ort_outputs(export_onnx(gm, tmp_path / "M.ONNX", (x,)), x), eval_outputs(gm, x))
+
+
+# ------------------------------------------------------------- run-time checks of the graph
+
+
+class WithFeatures(nn.Module):
+    """A ``return_features`` flag with a default: tracing fixes it and asserts it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())  # fmt: skip
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        features = self.body(x)
+        logits = self.fc(features.mean(dim=(2, 3)))
+        if return_features:
+            return logits, features
+        return logits
+
+
+def targets(gm: torch.fx.GraphModule) -> list:
+    return [n.target for n in gm.graph.nodes]
+
+
+def test_concrete_arg_assertions_export_with_torchscript_alone(tmp_path, monkeypatch):
+    import reconvene_fx as rfx
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    gm = rfx.compile(randomize_norms(WithFeatures()), 0.5, (x,), reinit=False)
+    assert torch._assert in targets(gm)  # precondition: the graph asserts the flag
+    code, placeholders = gm.code, [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    assert len(placeholders) == 2
+    calls = fail_exporter(monkeypatch, {True})  # as without onnxscript: no dynamo exporter
+
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,))
+
+    assert calls == [False]  # the TorchScript exporter took the graph
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == placeholders[:1]
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+    assert gm.code == code and torch._assert in targets(gm)  # the user's graph is untouched
+
+
+def test_concrete_arg_assertion_still_checks_the_example_inputs(tmp_path):
+    import reconvene_fx as rfx
+
+    x = torch.randn(1, 3, 8, 8)
+    gm = rfx.compile(WithFeatures(), 0.5, (x,), reinit=False)
+    with pytest.raises(InputError, match="return_features has been specialized"):
+        export_onnx(gm, tmp_path / "m.onnx", (x, True))
+    assert not list(tmp_path.iterdir())
+
+
+def with_branch_guard(check_decision) -> torch.fx.GraphModule:
+    """SmallCNN traced, with a guard ``check_decision(x.size(-1) > 8, True, ...)`` added as
+    compile's tracer adds one for ``if x.shape[-1] > 8:``."""
+    gm = torch.fx.symbolic_trace(randomize_norms(SmallCNN()))
+    graph = gm.graph
+    x = next(n for n in graph.nodes if n.op == "placeholder")
+    with graph.inserting_after(x):
+        width = graph.call_method("size", (x, -1))
+    with graph.inserting_after(width):
+        wide = graph.call_function(operator.gt, (width, 8))
+    with graph.inserting_after(wide):
+        graph.call_function(check_decision, (wide, True, "net.py:7 (if x.shape[-1] > 8:)"))
+    gm.recompile()
+    return gm
+
+
+def test_branch_guards_are_checked_then_left_out(tmp_path, monkeypatch):
+    guards = pytest.importorskip("reconvene_fx.guards")
+    gm = with_branch_guard(guards.check_decision)
+    code = gm.code
+    x = torch.randn(2, 3, 16, 16)
+
+    guard_chain = (guards.check_decision, operator.gt, "size")
+    assert targets(emit_onnx._without_guards(gm, 1)) == [
+        t for t in targets(gm) if t not in guard_chain
+    ]
+    calls = fail_exporter(monkeypatch, {True})
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,))
+    assert calls == [False]
+    assert_close(ort_outputs(path, x), eval_outputs(gm, x))
+    assert gm.code == code
+
+    with pytest.raises(InputError, match=r"net.py:7"):  # the guard runs on example_inputs
+        export_onnx(gm, tmp_path / "narrow.onnx", (torch.randn(2, 3, 8, 8),))
+    assert not (tmp_path / "narrow.onnx").exists()
+
+
+def test_guards_are_matched_by_name_without_importing_them():
+    def check_decision(condition, taken, where):  # a stand-in named like reconvene_fx's
+        assert bool(condition) == taken
+
+    check_decision.__module__ = "reconvene_fx.guards"
+    gm = with_branch_guard(check_decision)
+    assert targets(emit_onnx._without_guards(gm, 1)) == [
+        t for t in targets(gm) if t not in (check_decision, operator.gt, "size")
+    ]
+
+
+def test_graph_without_guards_is_exported_as_it_is():
+    gm = traced("small_cnn")
+    assert emit_onnx._without_guards(gm, 1) is gm
+
+
+# ----------------------------------------------------- tolerance relative to the output
+
+
+class Loud(nn.Module):
+    """Outputs up to ~3e4 (an untrained deep net's scale), and their argmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32, 64)
+        with torch.no_grad():
+            self.fc.weight.mul_(2e4)
+
+    def forward(self, x: torch.Tensor):
+        y = self.fc(x)
+        return y, y.argmax(dim=1)
+
+
+def test_float_noise_is_judged_against_the_output_scale(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(Loud())
+    x = torch.randn(4, 32)
+    ref = eval_outputs(gm, x)[0]
+    scale = float(np.abs(ref).max())
+    assert scale > 1e4 and float(np.abs(ref).min()) < 1e3  # small entries too: an
+    # element-wise |a - b| <= atol + rtol * |b| fails them for noise of 1.75
+    perturb_run(monkeypatch, 0, 1.75)  # relative to the output: 1.75 / 3e4 ~ 6e-5
+
+    export_onnx(gm, tmp_path / "m.onnx", (x,))
+
+
+def test_real_mismatch_on_large_outputs_is_still_caught(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(Loud())
+    x = torch.randn(4, 32)
+    scale = float(np.abs(eval_outputs(gm, x)[0]).max())
+    perturb_run(monkeypatch, 0, 0.01 * scale)
+    with pytest.raises(ExportError, match=r"output 0 .*max abs error .*max\|expected\|") as info:
+        export_onnx(gm, tmp_path / "m.onnx", (x,))
+    assert info.value.output_index == 0
+    assert info.value.max_error == pytest.approx(0.01 * scale, rel=1e-3)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_integer_outputs_must_be_equal(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(Loud())
+    perturb_run(monkeypatch, 1, 1.0)  # an argmax one off: 1 against outputs up to 63
+    with pytest.raises(ExportError, match=r"output 1 .*not a float output") as info:
+        export_onnx(gm, tmp_path / "m.onnx", (torch.randn(4, 32),))
+    assert info.value.output_index == 1 and info.value.max_error == 1.0
+
+
+def test_max_error_counts_one_sided_nan_as_infinite():
+    err, scale = emit_onnx._max_error(np.array([np.nan, 2.0]), np.array([1.0, 2.0]))
+    assert err == np.inf and scale == 2.0
+    assert emit_onnx._max_error(np.array([np.inf, 1.0]), np.array([np.inf, 1.0])) == (0.0, 1.0)
+
+
+# ------------------------------------------------------------------------ dict outputs
+
+
+class DictOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor):
+        features = torch.relu(self.conv(x))
+        return {"logits": self.fc(features.mean(dim=(2, 3))), "features": features}
+
+
+def test_dict_outputs_are_named_by_their_keys(tmp_path):
+    torch.manual_seed(0)
+    gm = torch.fx.symbolic_trace(DictOut())
+    x = torch.randn(2, 3, 8, 8)
+    path = export_onnx(gm, tmp_path / "m.onnx", (x,))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "features"]  # not sorted
+    with torch.no_grad():
+        expected = gm.eval()(x)
+    got = dict(zip(["logits", "features"], ort_outputs(path, x), strict=True))
+    for key in ("logits", "features"):
+        assert_close([got[key]], [expected[key].numpy()])

@@ -15,9 +15,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import reconvene_fx as rfx
+import reconvene_fx.emit._state as emit_state
 import reconvene_fx.emit.torch as emit_torch
 from reconvene_fx.emit import load, save
-from reconvene_fx.errors import ExportError, ReconveneError
+from reconvene_fx.errors import ArgumentError, ExportError, InputError, ReconveneError
 
 
 class TinyNet(nn.Module):
@@ -149,16 +150,104 @@ def test_suffix_is_case_insensitive(tmp_path):
 
 
 @pytest.mark.parametrize("filename", ["model.h5", "model", "model.pth.tar"])
-def test_bad_suffix_raises_value_error(tmp_path, filename):
-    with pytest.raises(ValueError, match=r"unsupported suffix.*'\.pt', '\.pt2', '\.onnx'") as info:
+def test_bad_suffix_raises_argument_error(tmp_path, filename):
+    with pytest.raises(
+        ArgumentError, match=r"unsupported suffix.*'\.pt', '\.pt2', '\.onnx'"
+    ) as info:
         save(traced("tiny"), tmp_path / filename, (torch.randn(1, 3, 8, 8),))
+    assert isinstance(info.value, ValueError)  # what it raised before, still caught as such
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_load_refuses_onnx(tmp_path):
-    with pytest.raises(ValueError, match=r"unsupported suffix '\.onnx'.*'\.pt', '\.pt2'"):
+    with pytest.raises(ArgumentError, match=r"unsupported suffix '\.onnx'.*'\.pt', '\.pt2'"):
         load(tmp_path / "model.onnx")
+
+
+# ------------------------------------------------------------------- example inputs
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+@pytest.mark.parametrize("form", ["bare", "list"])
+def test_example_inputs_as_compile_takes_them(tmp_path, suffix, form):
+    gm = traced("tiny")  # BatchNorm: a bare tensor iterated over its batch dim breaks it
+    x = torch.randn(2, 3, 16, 16)
+    path = save(gm, tmp_path / f"m{suffix}", x if form == "bare" else [x])
+    if suffix == ".pt2":
+        with torch.no_grad():
+            got = load(path)(x).numpy()
+    else:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, eval_output(gm, x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("example_inputs", [None, (), []])
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_formats_that_trace_need_example_inputs(tmp_path, suffix, example_inputs):
+    with pytest.raises(ArgumentError, match=rf"the \{suffix} format needs example_inputs") as info:
+        save(traced("tiny"), tmp_path / f"m{suffix}", example_inputs)
+    assert f"rfx.save(gm, 'm{suffix}', (x,))" in str(info.value)  # how to pass them
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pt_needs_no_example_inputs(tmp_path):
+    gm = traced("tiny")
+    x = torch.randn(1, 3, 8, 8)
+    torch.testing.assert_close(eval_output(load(save(gm, tmp_path / "m.pt")), x),
+                               eval_output(gm, x), rtol=0, atol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_rejected_example_inputs_raise_input_error(tmp_path, suffix):
+    gm = traced("tiny")
+    before = flags(gm)
+    x = torch.randn(2, 1, 16, 16)  # one channel; conv1 takes three
+    with pytest.raises(InputError, match=r"shape \(2, 1, 16, 16\) at node 'conv1'.*3 channels"):
+        save(gm, tmp_path / f"m{suffix}", (x,))
+    assert flags(gm) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_many_example_inputs_raise_input_error(tmp_path):
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(InputError, match=r"holds 2 inputs; .*forward takes 1"):
+        save(traced("tiny"), tmp_path / "m.pt2", (x, x))
+
+
+def test_pt2_capture_failure_is_export_error(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("simulated torch.export failure\nsecond line")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    with pytest.raises(ExportError, match=r"torch.export could not capture.*simulated.*\.pt or"):
+        save(traced("tiny"), tmp_path / "m.pt2", (torch.randn(1, 3, 8, 8),))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------- what .pt cannot hold: typed errors
+
+
+def test_pt_refuses_values_it_cannot_encode_with_export_error(tmp_path):
+    gm = traced("tiny")
+    gm.conv1.extra = object()  # a module attribute of no encodable kind
+    with pytest.raises(ExportError, match=r"'conv1'.*attribute 'extra' is a object.*\.pt2"):
+        save(gm, tmp_path / "m.pt", ())
+    with pytest.raises(ExportError, match="values of type object are not supported"):
+        emit_state._encode(object())  # was a TypeError
+
+
+def test_pt_refuses_unnamed_functions_with_export_error(tmp_path):
+    gm = traced("tiny")
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    with gm.graph.inserting_before(output):
+        doubled = gm.graph.call_function(lambda t: t * 2, (output.args[0],))
+    output.args = (doubled,)
+    gm.recompile()
+    with pytest.raises(ExportError, match=r"cannot save node .*importable path.*\.pt2 or \.onnx"):
+        save(gm, tmp_path / "m.pt", ())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parametrized_module(tmp_path):
