@@ -172,8 +172,32 @@ def test_ignore_protects_named_modules() -> None:
     gm = rfx.compile(model, budget=0.5, example_inputs=(x,), ignore=["conv3.0"])
     lp = rfx.report(gm).layers["conv3.0"]
     assert not lp.narrowed
-    with pytest.raises(ValueError, match="no prunable module"):
+    with pytest.raises(rfx.ArgumentError, match="'nope' matches no prunable layer"):
         rfx.compile(model, budget=0.5, example_inputs=(x,), ignore=["nope"])
+    with pytest.raises(rfx.ArgumentError, match=r"it names a ReLU.*close matches: conv1"):
+        rfx.compile(model, budget=0.5, example_inputs=(x,), ignore=["conv1.2"])
+
+
+@pytest.mark.parametrize(
+    ("patterns", "kept_outputs"),
+    [
+        (["conv1"], {"conv1.0"}),  # a block: every layer in it
+        (["conv3.*"], {"conv3.0"}),  # a glob over names
+        (["BatchNorm2d"], {"stem.0", "conv1.0", "conv3.0"}),  # a class name: the norms
+        (["torch.nn.Linear"], {"conv4", "down"}),  # the classifier's input group
+    ],
+)
+def test_ignore_takes_blocks_globs_and_class_names(
+    patterns: list[str], kept_outputs: set[str]
+) -> None:
+    model, x = build("residual"), _x()
+    modules = dict(model.named_modules())
+    rep = rfx.report(rfx.compile(model, budget=0.7, example_inputs=(x,), ignore=patterns))
+    for name in kept_outputs:  # every output channel kept
+        assert rep.layers[name].out_idx.numel() == modules[name].out_channels, name
+    # and the rest is pruned
+    assert any(lp.out_idx.numel() < modules[n].out_channels for n, lp in rep.layers.items()
+               if n not in kept_outputs and n != "fc")  # fmt: skip
 
 
 def test_unknown_op_warns_once_and_is_not_pruned_through() -> None:

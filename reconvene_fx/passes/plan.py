@@ -14,7 +14,7 @@ from torch.utils._pytree import tree_leaves
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..costs import LayerCosts
-from ..errors import ArgumentError, BudgetError, CompilerError
+from ..errors import BudgetError, CompilerError
 from ..meta import (
     CHANNELS,
     PLAN,
@@ -26,6 +26,7 @@ from ..meta import (
 )
 from ..strategies import PlanInputs, RemovalOrder, get_strategy
 from ._base import ReconvenePass, require_meta, require_node_meta
+from ._ignore import resolve_ignore
 from ._keep import write_keep
 from ._search import Search, SearchSettings, _rank_within_group
 
@@ -119,7 +120,7 @@ class PlanPass(ReconvenePass):
             group[info.atoms] = info.group
         num_groups = int(group.max()) + 1 if num_atoms else 0
         costs = LayerCosts(graph_module)
-        self._pin_ignored(costs, pinned)
+        self._pin_ignored(graph_module, costs, pinned)
         scores = _atom_scores(costs, sens, num_atoms)
         protected = _best_atom_per_space(infos, scores, pinned)
         protected |= _floor(group, scores, pinned, self.config.min_width)
@@ -174,15 +175,12 @@ class PlanPass(ReconvenePass):
         return PassResult(graph_module, False)
 
     # -- steps -----------------------------------------------------------------------------
-    def _pin_ignored(self, costs: LayerCosts, pinned: torch.Tensor) -> None:
-        unknown = [n for n in self.config.ignore if n not in costs.layers]
-        if unknown:
-            known = ", ".join([n for n, c in costs.layers.items() if c.layer.weighted][:8])
-            raise ArgumentError(
-                f"ignore= names no prunable module: {', '.join(unknown)} "
-                f"(prunable modules include: {known}, ...)"
-            )
-        for name in self.config.ignore:
+    def _pin_ignored(
+        self, graph_module: torch.fx.GraphModule, costs: LayerCosts, pinned: torch.Tensor
+    ) -> None:
+        layers = {name: cost.module for name, cost in costs.layers.items()}
+        modules = dict(graph_module.named_modules())
+        for name in resolve_ignore(self.config.ignore, layers, modules):
             layer = costs.layers[name]
             for info in (layer.in_info, layer.out_info):
                 if info is not None:
