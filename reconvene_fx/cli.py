@@ -4,14 +4,18 @@ Usage::
 
     reconvene-fx compile torchvision:resnet18 --budget 0.5 -o resnet18.onnx
     reconvene-fx report torchvision:resnet18 --budget 0.5 --input-shape 1,3,64,64
+    reconvene-fx report torchvision:resnet18 --flops 0.4 --ignore 'layer4.*' --ignore Linear
     reconvene-fx analyze torchvision:resnet18 --budget 0.1 --method snip
 
 Exit status: 0 on success, 2 for bad command-line input (unknown model, malformed shape,
-budget outside (0, 1], unknown output suffix), 1 when compilation or export fails with a
+budget outside (0, 1], unknown output suffix, an ``--ignore`` pattern that matches no
+module), 1 when compilation or export fails with a
 :class:`~reconvene_fx.errors.ReconveneError` (for instance an unreachable budget). Errors
-are one ``reconvene-fx: error: ...`` line on stderr. Progress goes to stderr too, unless
-``--quiet``: the library's log lines at INFO level (``[reconvene_fx] loading MODEL ...``,
-see :func:`reconvene_fx.log.progress_to_stderr`) and SynFlow's progress bar.
+are one ``reconvene-fx: error: ...`` line on stderr; ``reconvene-fx: note: ...`` lines on
+stderr say what was assumed (the input shape) or left undone (no ``-o``). Progress goes to
+stderr too, unless ``--quiet``: the library's log lines at INFO level (``[reconvene_fx]
+loading MODEL ...``, see :func:`reconvene_fx.log.progress_to_stderr`) and SynFlow's
+progress bar. ``--seed`` seeds the model's initial weights as well, so a run repeats.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import sys
 import time
 import warnings
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._atomic import check_writable
-from .errors import ReconveneError
+from .errors import ArgumentError, ReconveneError
 from .loading import ModelSpecError, default_input_shape, load_model, parse_input_shape
 from .log import logger, progress_to_stderr
 
@@ -87,6 +92,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must fit in 64 bits (|S| < 2**63), got {value}")
+    return value
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
         return parse_input_shape(text)
@@ -112,143 +127,65 @@ _output_path = _path_ending_in(OUTPUT_SUFFIXES, "write")
 _plot_path = _path_ending_in(PLOT_SUFFIXES, "draw")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Ends every option's help with what it assumes when not given: ``(default: X)``,
+    ``(flag)`` for an option that takes no value, ``(required)`` for one that must be given.
+    A help text that states its default itself (``(default: ...``) is left as it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.help == argparse.SUPPRESS or "(default" in text:
+            return action.help
+        if action.required or not action.option_strings:
+            return f"{text} (required)"
+        if action.nargs == 0:
+            return f"{text} (flag)"
+        return f"{text} (default: %(default)s)"
+
+
+class _Refuse(argparse.Action):
+    """An option a command does not take: refused with ``reason``, hidden from --help."""
+
+    def __init__(self, option_strings: list[str], dest: str, reason: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.reason = reason
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        raise argparse.ArgumentError(self, self.reason)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``reconvene-fx`` (its ``error`` raises instead of exiting).
 
     Example:
         >>> args = build_parser().parse_args(["report", "torchvision:resnet18", "--budget", "0.5"])
-        >>> args.command, args.budget, args.method
-        ('report', 0.5, 'magnitude')
+        >>> args.command, args.budget, args.method, args.ignore
+        ('report', 0.5, 'magnitude', [])
     """
-    common = _Parser(add_help=False)  # every command: the model, budget and scoring
-    planning = _Parser(add_help=False)  # compile and report: how the plan is made
-    common.add_argument(
-        "model", metavar="MODEL", help="torchvision:NAME, timm:NAME or path/to/file.py:factory"
-    )
-    common.add_argument(
-        "--budget",
-        type=_fraction,
-        metavar="B",
-        help="fraction of parameters kept, in (0, 1]",
-    )
-    common.add_argument(
-        "--flops",
-        type=_fraction,
-        metavar="F",
-        help="fraction of conv/linear multiply-accumulates kept, in (0, 1]",
-    )
-    common.add_argument(
-        "--latency",
-        type=_fraction,
-        metavar="L",
-        help="fraction of the forward-pass time kept, in (0, 1], measured on this machine "
-        "with --latency-backend",
-    )
-    common.add_argument(
-        "--input-shape",
-        type=_input_shape,
-        metavar="SHAPE",
-        help="shape of the random example input, e.g. 1,3,224,224 (default: the model's usual)",
-    )
-    common.add_argument(
-        "--method",
-        choices=_methods(),
-        default="magnitude",
-        help="how weights are scored at initialization (default: magnitude)",
-    )
-    common.add_argument(
-        "--iterations",
-        type=_positive_int,
-        metavar="N",
-        help="rounds of iterative scoring for synflow (default: 100)",
-    )
-    planning.add_argument(
-        "--strategy",
-        choices=_STRATEGIES,
-        default="reconvene",
-        help="how channel widths are allocated (default: reconvene; none: masks only, "
-        "with --composite: the unstructured PaI model)",
-    )
-    planning.add_argument(
-        "--min-width",
-        type=_unit_interval,
-        default=0.1,
-        metavar="F",
-        help="no coupled channel group keeps fewer than this fraction of its channels "
-        "(default: 0.1; 0 disables the floor)",
-    )
-    planning.add_argument(
-        "--allocation",
-        choices=("density", "sqrt"),
-        default="density",
-        help="reconvene widths: match each layer's PaI density, or its square root "
-        "(halfway to uniform) (default: density)",
-    )
-    planning.add_argument(
-        "--composite",
-        action="store_true",
-        help="keep the unstructured PaI mask on layers that were not narrowed "
-        "(the budget then bounds nonzero parameters)",
-    )
-    planning.add_argument(
-        "--round-to",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="round kept channel counts to a multiple of N (default: 1)",
-    )
-    planning.add_argument(
-        "--latency-backend",
-        choices=("torch", "onnxruntime"),
-        default="torch",
-        help="where --latency is measured: eager PyTorch or the exported model on "
-        "onnxruntime (default: torch); per-layer times are cached in "
-        "$RECONVENE_FX_CACHE_DIR or ~/.cache/reconvene_fx",
-    )
-    common.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="S",
-        help="seed of the example input and of the scoring (default: 0)",
-    )
-    planning.add_argument(
-        "--no-reinit",
-        dest="reinit",
-        action="store_false",
-        help="keep the sliced original weights of narrowed layers",
-    )
-    planning.add_argument(
-        "--ignore",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME",
-        help="qualified module names whose channels are never pruned "
-        "(give MODEL before this option)",
-    )
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-
     parser = _Parser(prog=PROG, description="Structured pruning at initialization (Reconvene).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     compile_cmd = commands.add_parser(
         "compile",
-        parents=[common, planning],
         help="compile a model to a budget and write it out",
         description="Compile MODEL to the budget, print the totals and write it with -o.",
+        formatter_class=_HelpFormatter,
     )
+    _add_model_options(compile_cmd)
+    _add_budget_options(compile_cmd)
+    _add_planning_options(compile_cmd)
     compile_cmd.add_argument(
         "-o",
         "--output",
         type=_output_path,
         metavar="PATH",
-        help=f"write the compiled model here ({', '.join(OUTPUT_SUFFIXES)})",
+        help=f"write the compiled model here ({', '.join(OUTPUT_SUFFIXES)}; .pt to train on "
+        "with reconvene_fx.load) (default: none, nothing is written)",
     )
     compile_cmd.add_argument(
         "--dynamic-batch",
         action="store_true",
-        help="-o *.onnx: a symbolic batch axis (default: static shapes, as TensorRT prefers)",
+        help="-o *.onnx: a symbolic batch axis (without it: static shapes, as TensorRT prefers)",
     )
     compile_cmd.add_argument(
         "--fp16-weights",
@@ -258,32 +195,176 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cmd.set_defaults(run=_run_compile)
     report_cmd = commands.add_parser(
         "report",
-        parents=[common, planning],
         help="print the per-layer plan for a budget",
         description="Compile MODEL to the budget and print the per-layer table.",
+        formatter_class=_HelpFormatter,
     )
+    _add_model_options(report_cmd)
+    _add_budget_options(report_cmd)
+    _add_planning_options(report_cmd)
     report_cmd.add_argument(
         "--json",
         action="store_true",
-        help="print the report as JSON (totals, budget, every layer) instead of the table",
+        help="print the report as JSON (totals, budget, every layer with the indices of "
+        "its kept channels) instead of the table",
     )
     report_cmd.add_argument(
         "--plot",
         type=_plot_path,
         metavar="PATH",
         help="draw per-layer PaI density, sensitivity, PSE selection and widths to PATH "
-        '(.png, .svg or .pdf; needs matplotlib: pip install "reconvene-fx[plot]")',
+        '(.png, .svg or .pdf; needs matplotlib: pip install "reconvene-fx[plot]") '
+        "(default: none, nothing is drawn)",
     )
     report_cmd.set_defaults(run=_run_report)
     analyze_cmd = commands.add_parser(
         "analyze",
-        parents=[common],
         help="print the per-layer PaI sensitivity table (nothing is pruned)",
         description="Score MODEL with --method and print each layer's density under the "
-        "global unstructured mask at the budget, its sensitivity and whether it is selected.",
+        "global unstructured mask that keeps the --budget fraction of the conv/linear "
+        "weights, its sensitivity and whether it is selected. FLOPs and latency budgets "
+        "are planned by 'report --flops/--latency', not here.",
+        formatter_class=_HelpFormatter,
     )
+    _add_model_options(analyze_cmd)
+    analyze_cmd.add_argument(
+        "--budget",
+        type=_fraction,
+        required=True,
+        metavar="B",
+        help="fraction of the conv/linear weights the unstructured mask keeps, in (0, 1]",
+    )
+    for option in ("--flops", "--latency"):
+        analyze_cmd.add_argument(option, action=_Refuse, reason=_ANALYZE_REFUSES)
     analyze_cmd.set_defaults(run=_run_analyze)
     return parser
+
+
+_ANALYZE_REFUSES = (
+    "analyze rates layers under an unstructured mask that keeps a fraction of the "
+    "weights (--budget); it does not plan FLOPs or latency. For the per-layer plan at a "
+    "FLOPs or latency budget run: reconvene-fx report MODEL --flops F (or --latency L)"
+)
+
+
+def _add_model_options(cmd: argparse.ArgumentParser) -> None:
+    """Every command: the model, its example input and how weights are scored."""
+    cmd.add_argument(
+        "model", metavar="MODEL", help="torchvision:NAME, timm:NAME or path/to/file.py:factory"
+    )
+    cmd.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        metavar="SHAPE",
+        help="shape of the random example input, e.g. 1,3,64,64 (default: the model's "
+        "usual, 1,3,224,224 for most; a note on stderr says which was assumed)",
+    )
+    cmd.add_argument(
+        "--method",
+        choices=_methods(),
+        default="magnitude",
+        help="how weights are scored at initialization (snip and grasp score random labels)",
+    )
+    cmd.add_argument(
+        "--iterations",
+        type=_positive_int,
+        metavar="N",
+        help="rounds of iterative scoring for synflow (default: 100)",
+    )
+    cmd.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="S",
+        help="seed of the model's initial weights, the example input and the scoring",
+    )
+    cmd.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines on stderr (notes and "
+        "errors still show)"
+    )  # fmt: skip
+
+
+def _add_budget_options(cmd: argparse.ArgumentParser) -> None:
+    """compile and report: at least one of the three limits."""
+    none = "(default: none; give at least one of --budget, --flops, --latency)"
+    cmd.add_argument("--budget", type=_fraction, metavar="B",
+                     help=f"fraction of parameters kept, in (0, 1] {none}")  # fmt: skip
+    cmd.add_argument(
+        "--flops",
+        type=_fraction,
+        metavar="F",
+        help=f"fraction of conv/linear multiply-accumulates kept, in (0, 1] {none}",
+    )
+    cmd.add_argument(
+        "--latency",
+        type=_fraction,
+        metavar="L",
+        help="fraction of the forward-pass time kept, in (0, 1], measured on this machine "
+        f"with --latency-backend {none}",
+    )
+
+
+def _add_planning_options(cmd: argparse.ArgumentParser) -> None:
+    """compile and report: how the plan is made."""
+    cmd.add_argument(
+        "--strategy",
+        choices=_STRATEGIES,
+        default="reconvene",
+        help="how channel widths are allocated (none: masks only, with --composite: the "
+        "unstructured PaI model)",
+    )
+    cmd.add_argument(
+        "--min-width",
+        type=_unit_interval,
+        default=0.1,
+        metavar="F",
+        help="no coupled channel group keeps fewer than this fraction of its channels "
+        "(0 disables the floor)",
+    )
+    cmd.add_argument(
+        "--allocation",
+        choices=("density", "sqrt"),
+        default="density",
+        help="reconvene widths: match each layer's PaI density, or its square root "
+        "(halfway to uniform)",
+    )
+    cmd.add_argument(
+        "--composite",
+        action="store_true",
+        help="keep the unstructured PaI mask on layers that were not narrowed "
+        "(the budget then bounds nonzero parameters)",
+    )
+    cmd.add_argument(
+        "--round-to",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="round kept channel counts to a multiple of N",
+    )
+    cmd.add_argument(
+        "--latency-backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="where --latency is measured: eager PyTorch or the exported model on "
+        "onnxruntime; per-layer times are cached in $RECONVENE_FX_CACHE_DIR or "
+        "~/.cache/reconvene_fx",
+    )
+    cmd.add_argument(
+        "--no-reinit",
+        dest="reinit",
+        action="store_false",
+        help="keep the sliced original weights of narrowed layers (without it they are "
+        "re-initialized)",
+    )
+    cmd.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="modules whose channels are never pruned, one pattern per --ignore: a module "
+        "name (a block such as layer4 stands for every layer in it), a glob over module "
+        "names (layer4.*) or a class name (Linear, torch.nn.Linear) (default: none)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 return int(args.run(args))
         except SystemExit as stop:  # --help and --version
             return stop.code if isinstance(stop.code, int) else 0
-        except (_UsageError, ModelSpecError) as err:
+        except (_UsageError, ModelSpecError, ArgumentError) as err:
             return _fail(err, status=2)
         except (ReconveneError, OSError) as err:
             return _fail(err, status=1)
@@ -330,26 +411,29 @@ def _run_compile(args: argparse.Namespace) -> int:
 
     gm, example = _compile(args)
     print(report(gm).summary())
-    if args.output is not None:
-        from .emit import export_onnx, save
+    if args.output is None:
+        _note("nothing was written; add -o model.pt to keep the model for training "
+              "(reconvene_fx.load reads it back) or -o model.onnx to deploy it")  # fmt: skip
+        return 0
+    from .emit import export_onnx, save
 
-        with _step(f"writing {args.output}"):
-            if args.output.suffix.lower() == ".onnx":
-                path = export_onnx(gm, args.output, example, dynamic_batch=args.dynamic_batch,
-                                   fp16_weights=args.fp16_weights)  # fmt: skip
-            else:
-                path = save(gm, args.output, example)
-        print(f"wrote {path}")
+    with _step(f"writing {args.output}"):
+        if args.output.suffix.lower() == ".onnx":
+            path = export_onnx(gm, args.output, example, dynamic_batch=args.dynamic_batch,
+                               fp16_weights=args.fp16_weights)  # fmt: skip
+        else:
+            path = save(gm, args.output, example)
+    print(f"wrote {path}")
     return 0
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from . import report
 
-    gm, _ = _compile(args)
+    gm, example = _compile(args)
     rep = report(gm)
     if args.json:
-        print(json.dumps({"model": args.model, **rep.to_dict()}, indent=2))
+        print(_report_json(args.model, tuple(example[0].shape), rep))
     else:
         print(rep.format_table())
     if args.plot is not None:
@@ -360,6 +444,43 @@ def _run_report(args: argparse.Namespace) -> int:
             path = plot_report(rep, args.plot, title=title)
         print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _report_json(model: str, input_shape: tuple[int, ...], rep: Any) -> str:
+    """The report as JSON, with the sorted indices of every layer's kept input and output
+    channels (``in_idx``, ``out_idx``, of the original module); lists of numbers on one line.
+
+    Example:
+        >>> import torch
+        >>> from reconvene_fx.report import LayerPlan
+        >>> lp = LayerPlan(torch.tensor([0, 2]), torch.tensor([1]), 3, 4, 0.5, 1.0, True,
+        ...                36, 7, 36, 7)
+        >>> class Rep:
+        ...     layers = {"0": lp}
+        ...     def to_dict(self):
+        ...         return {"layers": {"0": {"out_kept": 1}}}
+        >>> print(_report_json("m.py:f", (1, 3, 8, 8), Rep()))
+        {
+          "model": "m.py:f",
+          "input_shape": [1, 3, 8, 8],
+          "layers": {
+            "0": {
+              "out_kept": 1,
+              "in_idx": [0, 2],
+              "out_idx": [1]
+            }
+          }
+        }
+    """
+    data = {"model": model, "input_shape": list(input_shape), **rep.to_dict()}
+    for name, layer in data["layers"].items():
+        plan = rep.layers[name]
+        layer.setdefault("in_idx", plan.in_idx.tolist())
+        layer.setdefault("out_idx", plan.out_idx.tolist())
+    text = json.dumps(data, indent=2)
+    # a list that indent=2 spread over lines (inside a JSON string a newline is escaped)
+    return re.sub(r"\[\n[\d,\s]*\]", lambda m: re.sub(r"\s+", "", m.group()).replace(",", ", "),
+                  text)  # fmt: skip
 
 
 def _check_matplotlib() -> None:
@@ -378,7 +499,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         try:
             table = analyze(
                 model,
-                _budget(args),
+                args.budget,
                 example,
                 method=args.method,
                 seed=args.seed,
@@ -404,13 +525,20 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple[torch.Tensor]]:
+    """The model, initialized from ``--seed``, and its example input."""
     import torch
 
-    shape = args.input_shape or default_input_shape(args.model)
+    shape = args.input_shape
+    if shape is None:
+        shape = default_input_shape(args.model)
+        _note(f"no --input-shape given: assuming {','.join(map(str, shape))}, the usual input "
+              f"of {args.model}; give --input-shape to use another")  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
     example = (torch.randn(shape, generator=generator),)
     with _step(f"loading {args.model}"):
-        model = load_model(args.model).eval()
+        with torch.random.fork_rng(devices=[]):  # the caller's generator is left as it was
+            torch.manual_seed(args.seed)
+            model = load_model(args.model).eval()
         _check_runs(model, example, args.model)
     return model, example
 
@@ -436,19 +564,24 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
                 progress=not args.quiet,
                 seed=args.seed,
                 round_to=args.round_to,
-                ignore=tuple(args.ignore),
+                ignore=list(args.ignore),
                 reinit=args.reinit,
                 latency_backend=args.latency_backend,
             )
-        except ValueError as err:  # compile's argument checks, e.g. an unknown --ignore name
+        except ValueError as err:  # compile's argument checks
             raise _UsageError(str(err)) from err
     return gm, example
 
 
+def _note(text: str) -> None:
+    """One ``reconvene-fx: note: ...`` line on stderr, also with --quiet."""
+    print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
+
+
 def _check_runs(model: torch.nn.Module, example: tuple[torch.Tensor], spec: str) -> None:
+    """Run ``model`` once, so that an input shape it cannot take is a usage error."""
     import torch
 
-    """Run ``model`` once, so that an input shape it cannot take is a usage error."""
     try:
         with torch.no_grad():
             model(*example)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import reconvene_fx
 import reconvene_fx.cli as cli
@@ -17,6 +20,8 @@ from reconvene_fx.cli import main
 from reconvene_fx.errors import BudgetError
 
 RESNET = ["torchvision:resnet18", "--input-shape", "1,3,64,64", "--quiet"]
+NOTE = "reconvene-fx: note: "
+README = Path(__file__).parent.parent / "README.md"
 
 SMALL_NET = """
 import torch
@@ -77,7 +82,16 @@ def _assert_one_error_line(err: str) -> None:
         (["compile", *RESNET, "--budget", "0.5", "--method", "oracle"], "invalid choice"),
         (["compile", *RESNET], "--budget and/or --flops"),
         (["compile", *RESNET, "--budget", "0.5", "--iterations", "5"], "synflow only"),
-        (["analyze", *RESNET, "--budget", "0.5", "--latency", "0"], r"--latency: must be in"),
+        (["compile", *RESNET, "--budget", "0.5", "--seed", str(2**64)], "--seed: must fit in 64"),
+        (["compile", *RESNET, "--budget", "0.5", "--seed", "1.5"], "--seed: expected an integer"),
+        (["analyze", *RESNET, "--budget", "0.5", "--latency", "0.5"], "does not plan FLOPs"),
+        (["analyze", *RESNET, "--flops", "0.5"], r"--flops: analyze .* report MODEL --flops"),
+        (["analyze", *RESNET], "required: --budget"),
+        (
+            ["report", *RESNET, "--budget", "0.5", "--ignore", "layer5.*"],
+            r"ignore pattern 'layer5\.\*' matches no .* close matches: layer4",
+        ),
+        (["report", *RESNET, "--budget", "0.5", "--ignore", "Lienar"], "close matches: Linear"),
         (["analyze", *RESNET, "--budget", "0.5", "--composite"], "unrecognized.*--composite"),
         (["frobnicate", *RESNET], "invalid choice"),
         ([], "required: COMMAND"),
@@ -156,12 +170,13 @@ def test_compile_calls_the_api_with_the_options(
         "progress": False,
         "seed": 3,
         "round_to": 2,
-        "ignore": ("7",),
+        "ignore": ["7"],
         "reinit": False,
         "latency_backend": "torch",
     }
     captured = capsys.readouterr()
-    assert captured.err == ""  # --quiet
+    assert captured.err.startswith(f"{NOTE}nothing was written")  # --quiet: only the note
+    assert captured.err.count("\n") == 1
     before, after = _params(captured.out)
     assert after <= 0.9 * before
 
@@ -196,6 +211,7 @@ def test_compile_resnet18_to_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[
     before, after = _params(captured.out)
     assert after <= before / 2
     assert str(out) in captured.out
+    assert "nothing was written" not in captured.err
     steps = ("loading torchvision:resnet18", "compiling to budget params 0.5", f"writing {out}")
     for step in steps:
         assert f"[reconvene_fx] {step} ...\n" in captured.err
@@ -222,6 +238,23 @@ def test_report_json_is_the_report_as_data(small_net: str, capsys) -> None:
     assert data["params_after"] <= 0.5 * data["params_before"]
     kept = {name: layer["out_kept"] for name, layer in data["layers"].items()}
     assert kept["7"] == 10 and 0 < kept["0"] <= 16
+    assert data["input_shape"] == [1, 3, 16, 16]
+
+
+def test_report_json_has_the_kept_channel_indices(small_net: str, capsys) -> None:
+    argv = ["report", small_net, "--budget", "0.4", "--input-shape", "1,3,16,16", "--json", "-q"]
+    assert main(argv) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    for layer in layers.values():
+        for side in ("in", "out"):
+            idx = layer[f"{side}_idx"]
+            assert len(idx) == layer[f"{side}_kept"] and idx == sorted(set(idx))
+            assert all(0 <= i < layer[f"{side}_channels"] for i in idx)
+    # conv 0 -> BatchNorm -> ReLU -> conv 3: the channels 0 keeps are the ones 3 reads
+    assert layers["3"]["in_idx"] == layers["0"]["out_idx"]
+    assert len(layers["0"]["out_idx"]) < 16  # something was pruned
+    assert layers["7"]["out_idx"] == list(range(10))  # the model's outputs are kept
+    assert layers["7"]["in_idx"] == layers["3"]["out_idx"]  # pooled and flattened 1x1
 
 
 def test_report_plot_writes_an_image(small_net: str, tmp_path: Path, capsys) -> None:
@@ -299,9 +332,108 @@ def test_input_the_model_rejects_is_a_usage_error(
     assert match in err
 
 
-def test_ignore_takes_several_names() -> None:
-    argv = ["report", "m.py:f", "--budget", "1", "--ignore", "a", "b", "--ignore", "c"]
-    assert cli.build_parser().parse_args(argv).ignore == ["a", "b", "c"]
+def test_ignore_takes_one_pattern_per_flag_and_leaves_the_model() -> None:
+    argv = ["report", "--ignore", "layer4.0.conv1", "torchvision:resnet18", "--budget", "1",
+            "--ignore", "layer3.*"]  # fmt: skip
+    args = cli.build_parser().parse_args(argv)
+    assert args.model == "torchvision:resnet18"
+    assert args.ignore == ["layer4.0.conv1", "layer3.*"]
+
+
+SPARE_NET = """
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(16, 16, 3))
+        self.spare = torch.nn.Conv2d(16, 16, 1)  # never called
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+"""
+
+
+def test_ignore_patterns_reach_compile_as_given(small_net: str, monkeypatch) -> None:
+    seen: dict[str, object] = {}
+
+    def spy(model: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        raise BudgetError("stop here", quantity="params", smallest=1.0)
+
+    monkeypatch.setattr(reconvene_fx, "compile", spy)
+    argv = ["compile", "--ignore", "Conv2d", small_net, "--ignore", "7", "--budget", "0.5",
+            "--input-shape", "1,3,8,8"]  # fmt: skip
+    assert main(argv) == 1
+    assert seen["ignore"] == ["Conv2d", "7"]  # compile resolves them (see test_compile)
+
+
+def test_ignore_of_a_module_that_is_never_called_is_an_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "spare.py").write_text(SPARE_NET)
+    spec = f"{tmp_path / 'spare.py'}:Net"
+    argv = ["compile", spec, "--budget", "0.5", "--input-shape", "1,3,8,8", "-q"]
+    assert main([*argv, "--ignore", "spare"]) == 2
+    err = capsys.readouterr().err
+    _assert_one_error_line(err)
+    assert "'spare' matches no prunable layer" in err
+
+
+def test_ignore_glob_and_class_keep_those_layers_whole(capsys) -> None:
+    argv = ["report", "--ignore", "layer4.*", "--ignore", "Linear", *RESNET, "--budget", "0.85",
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    whole = [n for n, lay in layers.items() if n.startswith("layer4.") or n == "fc"]
+    assert len(whole) == 6
+    for name in whole:
+        assert layers[name]["out_kept"] == layers[name]["out_channels"], name
+    assert layers["layer1.0.conv1"]["out_kept"] < 64  # the rest is pruned
+
+
+def test_ignore_of_a_module_that_is_no_layer_names_it(small_net: str, capsys) -> None:
+    argv = ["report", small_net, "--budget", "0.5", "--input-shape", "1,3,8,8", "--ignore", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    _assert_one_error_line(err)
+    assert "'2' matches no prunable layer" in err
+    assert "it names a ReLU, whose channels are not planned" in err
+
+
+def test_compile_without_output_says_how_to_write(small_net: str, capsys) -> None:
+    assert main(["compile", small_net, "--budget", "0.5", "--input-shape", "1,3,8,8"]) == 0
+    captured = capsys.readouterr()
+    _params(captured.out)
+    assert "wrote" not in captured.out
+    notes = [line for line in captured.err.splitlines() if line.startswith(NOTE)]
+    assert len(notes) == 1 and "nothing was written" in notes[0]
+    assert "-o model.pt" in notes[0] and "-o model.onnx" in notes[0]
+    assert captured.err.rstrip().endswith(notes[0])  # the last line, after the progress
+
+
+@pytest.mark.parametrize("command", ["compile", "report", "analyze"])
+def test_an_assumed_input_shape_is_printed(small_net: str, command: str, capsys) -> None:
+    assert main([command, small_net, "--budget", "0.5", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"{NOTE}no --input-shape given: assuming 1,3,224,224" in err
+    assert main([command, small_net, "--budget", "0.5", "--input-shape", "1,3,8,8", "-q"]) == 0
+    assert "assuming" not in capsys.readouterr().err
+
+
+def test_seed_fixes_the_model_weights(small_net: str, capsys) -> None:
+    argv = ["report", small_net, "--budget", "0.4", "--input-shape", "1,3,16,16", "-q"]
+    tables = []
+    for global_seed in (1, 2):  # the global generator does not matter, --seed does
+        torch.manual_seed(global_seed)
+        assert main(argv) == 0
+        tables.append(capsys.readouterr().out)
+        state = torch.get_rng_state()
+        assert main([*argv, "--seed", "5"]) == 0
+        assert torch.equal(torch.get_rng_state(), state)  # and is left as it was
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[2] and tables[1] == tables[3]
+    assert tables[0] != tables[1]
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -309,6 +441,33 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "compile" in capsys.readouterr().out
     assert main(["compile", "--help"]) == 0
     assert "--budget" in capsys.readouterr().out
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    commands = cli.build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
+    return dict(commands.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", ["compile", "report", "analyze"])
+def test_help_gives_every_option_its_default(command: str, capsys) -> None:
+    assert main([command, "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    parser = _subcommands()[command]
+    formatter = parser._get_formatter()
+    documented = 0
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS:  # analyze's refused --flops/--latency
+            continue
+        for option in action.option_strings or [action.metavar]:
+            assert re.search(rf"(^|[\s\[]){re.escape(option)}\b", shown), option
+        text = " ".join(formatter._expand_help(action).split())
+        assert text in shown, text
+        said = re.findall(r"\((default: [^()]*(?:\([^()]*\)[^()]*)*|required|flag)\)$", text)
+        assert said, f"{action.option_strings or action.metavar}: {text!r}"
+        assert "default: None" not in text and "default: []" not in text
+        documented += 1
+    assert documented == len(parser._actions) - (2 if command == "analyze" else 0)
+    assert documented >= (8 if command == "analyze" else 20)
 
 
 def _console_script() -> str:
@@ -365,3 +524,56 @@ def test_onnx_options_need_an_onnx_output(small_net: str, tmp_path: Path, capsys
     argv = ["compile", small_net, "--budget", "0.5", "-o", str(tmp_path / "m.pt"), "--fp16-weights"]
     assert main(argv) == 2
     assert "apply to -o *.onnx only" in capsys.readouterr().err
+
+
+def _quick_start() -> str:
+    text = README.read_text()
+    start = text.index("## Quick start\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def _readme_command(section: str, prefix: str) -> list[str]:
+    """The arguments of the README command line that starts with ``prefix``."""
+    lines = [ln for ln in section.splitlines() if ln.startswith(f".venv/bin/reconvene-fx {prefix}")]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0])[1:]
+
+
+def test_readme_quick_start_prints_what_it_shows(capsys) -> None:
+    section = _quick_start()
+    argv = _readme_command(section, "report")
+    assert "--method" in argv and argv[argv.index("--method") + 1] in ("magnitude", "synflow")
+    shown = re.search(r"prints[^`]*```text\n(.*?)```", section, re.DOTALL)
+    assert shown, "the quick start shows no output"
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    printed = [line.rstrip() for line in captured.out.splitlines()]
+    assert printed == shown.group(1).rstrip("\n").splitlines()
+    assert "RandomTargetsWarning" not in captured.err and "warning" not in captured.err
+    assert f"{NOTE}no --input-shape given: assuming 1,3,224,224" in captured.err
+
+
+def test_readme_train_after_compile_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    section = _quick_start()
+    argv = _readme_command(
+        section,
+        "compile torchvision:resnet18 --budget 0.25 --method magnitude -o resnet18_pruned.pt",
+    )
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code and 'rfx.load("resnet18_pruned.pt")' in code.group(1)
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "-q"]) == 0
+    assert "wrote resnet18_pruned.pt" in capsys.readouterr().out
+    scope: dict[str, object] = {}
+    exec(compile(code.group(1), str(README), "exec"), scope)
+    loss = scope["loss"]
+    assert isinstance(loss, torch.Tensor) and torch.isfinite(loss)
+    gm = scope["gm"]
+    assert sum(p.numel() for p in gm.parameters()) <= 0.25 * 11_689_512  # type: ignore[attr-defined]
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "reconvene_fx", "--version"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"reconvene-fx {reconvene_fx.__version__}"
