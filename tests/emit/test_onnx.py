@@ -19,6 +19,7 @@ from torch import nn
 import reconvene_fx._mode as emit_mode
 import reconvene_fx.emit.onnx as emit_onnx
 from reconvene_fx.emit import export_onnx
+from reconvene_fx.emit._guards import without_guards
 from reconvene_fx.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -530,9 +531,7 @@ def test_branch_guards_are_checked_then_left_out(tmp_path, monkeypatch):
     x = torch.randn(2, 3, 16, 16)
 
     guard_chain = (guards.check_decision, operator.gt, "size")
-    assert targets(emit_onnx._without_guards(gm, 1)) == [
-        t for t in targets(gm) if t not in guard_chain
-    ]
+    assert targets(without_guards(gm, 1)) == [t for t in targets(gm) if t not in guard_chain]
     calls = fail_exporter(monkeypatch, {True})
     path = export_onnx(gm, tmp_path / "m.onnx", (x,))
     assert calls == [False]
@@ -550,14 +549,14 @@ def test_guards_are_matched_by_name_without_importing_them():
 
     check_decision.__module__ = "reconvene_fx.guards"
     gm = with_branch_guard(check_decision)
-    assert targets(emit_onnx._without_guards(gm, 1)) == [
+    assert targets(without_guards(gm, 1)) == [
         t for t in targets(gm) if t not in (check_decision, operator.gt, "size")
     ]
 
 
 def test_graph_without_guards_is_exported_as_it_is():
     gm = traced("small_cnn")
-    assert emit_onnx._without_guards(gm, 1) is gm
+    assert without_guards(gm, 1) is gm
 
 
 # ----------------------------------------------------- tolerance relative to the output
