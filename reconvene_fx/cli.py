@@ -154,6 +154,18 @@ class _Refuse(argparse.Action):
         raise argparse.ArgumentError(self, self.reason)
 
 
+def _planning_command(
+    commands: Any, name: str, *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand that compiles MODEL: its model, budget and planning options."""
+    cmd = commands.add_parser(name, help=help, description=description,
+                              formatter_class=_HelpFormatter)  # fmt: skip
+    _add_model_options(cmd)
+    _add_budget_options(cmd)
+    _add_planning_options(cmd)
+    return cmd
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``reconvene-fx`` (its ``error`` raises instead of exiting).
 
@@ -165,15 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Structured pruning at initialization (Reconvene).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    compile_cmd = commands.add_parser(
+    compile_cmd = _planning_command(
+        commands,
         "compile",
         help="compile a model to a budget and write it out",
         description="Compile MODEL to the budget, print the totals and write it with -o.",
-        formatter_class=_HelpFormatter,
     )
-    _add_model_options(compile_cmd)
-    _add_budget_options(compile_cmd)
-    _add_planning_options(compile_cmd)
     compile_cmd.add_argument(
         "-o",
         "--output",
@@ -193,15 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="-o *.onnx: store weights as float16 (half the file; compute stays float32)",
     )
     compile_cmd.set_defaults(run=_run_compile)
-    report_cmd = commands.add_parser(
+    report_cmd = _planning_command(
+        commands,
         "report",
         help="print the per-layer plan for a budget",
         description="Compile MODEL to the budget and print the per-layer table.",
-        formatter_class=_HelpFormatter,
     )
-    _add_model_options(report_cmd)
-    _add_budget_options(report_cmd)
-    _add_planning_options(report_cmd)
     report_cmd.add_argument(
         "--json",
         action="store_true",
