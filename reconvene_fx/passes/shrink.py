@@ -74,9 +74,12 @@ class ShrinkPass(ReconvenePass):
     new fan-in), norms keep their sliced affine values (zero-initialized norms stay zero)
     with fresh statistics. A layer that keeps a composite mask (``PlanSummary.masks``)
     keeps its sliced weights: the mask chose them. The shapes in ``tensor_meta`` are
-    updated to the kept channels, literal split sizes along narrowed channel dims are
-    rewritten to the kept counts (the only graph edit; the code is regenerated) and a
-    :class:`~reconvene_fx.meta.ShrinkRecord` is written to ``gm.meta[SHRINK]``.
+    updated to the kept channels; the sizes that cut narrowed channels (split sizes,
+    channel ranges, literal or computed from the tensor's own channel count) are rewritten
+    to the kept counts where they would not follow by themselves, and any other use of a
+    narrowed channel count (``t / c ** 0.5``) keeps its original value (the only graph
+    edits; the code is regenerated); a :class:`~reconvene_fx.meta.ShrinkRecord` is
+    written to ``gm.meta[SHRINK]``.
 
     Example:
         >>> import reconvene_fx as rfx

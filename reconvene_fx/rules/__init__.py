@@ -3,7 +3,7 @@
 Importing this package registers the built-in rules in :data:`DEFAULT_RULES`.
 """
 
-from . import concat, constants, elementwise, layers, movement, norms, pooling, timm
+from . import concat, constants, elementwise, layers, movement, norms, pooling, sizes, timm
 from .context import RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES, Rule, RuleRegistry, get_default_registry
@@ -23,5 +23,6 @@ __all__ = [
     "movement",
     "norms",
     "pooling",
+    "sizes",
     "timm",
 ]

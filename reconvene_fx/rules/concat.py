@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from .context import NoValue, RuleContext
 from .layout import Layout
-from .movement import data_movement
+from .movement import counter, data_movement
 from .registry import DEFAULT_RULES
+from .sizes import literal_int
 
 __all__ = ["cat", "getitem", "literal_split", "split", "stack", "unbind"]
 
 
-def literal_split(node: torch.fx.Node) -> tuple[int, Any] | None:
-    """``(position, sizes)`` of the literal sizes of a ``split`` call (an int or a list of
-    ints, positional or keyword), or None when they are computed or absent."""
+def literal_split(
+    node: torch.fx.Node, count: Callable[[Any], int | None] | None = None
+) -> tuple[int, Any] | None:
+    """``(position, sizes)`` of the fixed sizes of a ``split`` call (an int or a list of
+    ints, positional or keyword), or None when they are not fixed or absent.
+
+    ``count`` gives the value of a size, or None when it is not fixed
+    (:func:`~reconvene_fx.rules.movement.counter`: a literal, or a size computed from the
+    cut tensor's own channel count, as in ``x.split([16, x.shape[1] - 16], 1)``); without
+    it only literal ints are fixed. ``sizes`` holds the values.
+
+    Example:
+        >>> g = torch.fx.Graph()
+        >>> x = g.placeholder("x")
+        >>> literal_split(g.call_method("split", (x, [16, 48], 1)))
+        (1, [16, 48])
+    """
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     if node.op not in ("call_method", "call_function") or name != "split":
         return None
@@ -28,10 +44,12 @@ def literal_split(node: torch.fx.Node) -> tuple[int, Any] | None:
         if key is None:
             return None
         position, how = -1, node.kwargs[key]
-    literal = isinstance(how, int) or (
-        isinstance(how, (list, tuple)) and all(isinstance(s, int) for s in how)
-    )
-    return (position, how) if literal else None
+    count = count or literal_int
+    if isinstance(how, (list, tuple)):
+        values = [count(s) for s in how]
+        return None if any(v is None for v in values) else (position, type(how)(values))
+    value = count(how)
+    return None if value is None else (position, value)
 
 
 @DEFAULT_RULES.function(torch.cat, torch.concat, torch.concatenate)
@@ -114,11 +132,15 @@ def unbind(ctx: RuleContext) -> Any:
 @DEFAULT_RULES.function(torch.split, torch.chunk, torch.tensor_split)
 @DEFAULT_RULES.method("split", "chunk", "tensor_split")
 def split(ctx: RuleContext) -> Any:
-    """Cutting the channel dim: literal piece sizes (``x.split([16, 48], 1)``) give each
-    piece the channels of its range, and ShrinkPass rewrites the sizes to the kept counts;
-    equal pieces of one size (``chunk``, ``split(32, 1)``, a size computed from the input)
-    tie position ``j`` across pieces so they stay equal (a literal size is rewritten too).
-    ``tensor_split`` with literal indices pins the channels."""
+    """Cutting the channel dim: fixed piece sizes (``x.split([16, 48], 1)``, or sizes
+    computed from the tensor's own channel count: ``x.split([16, x.shape[1] - 16], 1)``)
+    give each piece the channels of its range, and ShrinkPass rewrites the sizes to the
+    kept counts; equal pieces (``chunk``, ``split(32, 1)``, ``split(x.size(1) // 2, 1)``)
+    tie position ``j`` across pieces so they stay equal (a size that would not follow is
+    rewritten too); one size that leaves a shorter last piece (``split(5, 1)`` of 16
+    channels) cuts ranges, and becomes the list of kept counts. A split size computed
+    from anything else (another tensor's sizes, an input) and ``tensor_split`` with
+    literal indices pin the channels."""
     x = ctx.layout(ctx.node.args[0])
     shape = ctx.shape(ctx.node.args[0])
     out_meta = ctx.node.meta.get("tensor_meta")
@@ -133,10 +155,9 @@ def split(ctx: RuleContext) -> Any:
     sizes = [m.shape[dim] for m in out_meta]
     target = ctx.node.target
     is_chunk = target in (torch.chunk, "chunk")
-    how = ctx.arg(1, "chunks" if is_chunk else "split_size_or_sections")
-    dynamic = isinstance(how, torch.fx.Node)
-    literal = literal_split(ctx.node)
-    if literal is not None and isinstance(literal[1], (list, tuple)) and sum(sizes) == x.size:
+    literal = literal_split(ctx.node, counter(ctx, x.space))
+    ranged = literal is not None and (isinstance(literal[1], (list, tuple)) or len(set(sizes)) > 1)
+    if ranged and sum(sizes) == x.size:  # split(5) of 16 channels: ranges of 5, 5, 5, 1
         ids, offset, ranges = ctx.ids(x), 0, []
         for size in sizes:
             out = ctx.new(size, dim)
@@ -145,7 +166,7 @@ def split(ctx: RuleContext) -> Any:
             ranges.append(out)
         return tuple(ranges)
     equal_literal = literal is not None and isinstance(literal[1], int)
-    if len(set(sizes)) != 1 or not (is_chunk or dynamic or equal_literal):
+    if len(set(sizes)) != 1 or not (is_chunk or equal_literal):
         return ctx.boundary()
     pieces = ctx.ids(x).view(len(sizes), sizes[0])
     ctx.tie_ids(pieces[:1].expand_as(pieces), pieces)

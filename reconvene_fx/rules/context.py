@@ -31,6 +31,8 @@ class RuleContext:
         node: the node being described.
         module: the called module for ``call_module`` nodes, else ``None``.
         graph: the :class:`~reconvene_fx.coupling.ChannelGraph` being built.
+        pin_reason: why the node pins channels, where a rule's ``pin`` gives no reason
+            (a BudgetError names the node and this reason).
     """
 
     def __init__(
@@ -39,11 +41,14 @@ class RuleContext:
         module: torch.nn.Module | None,
         graph: ChannelGraph,
         layouts: dict[torch.fx.Node, Any],
+        *,
+        pin_reason: str = "its channel rule cannot follow them",
     ) -> None:
         self.node = node
         self.module = module
         self.graph = graph
         self._layouts = layouts
+        self.pin_reason = pin_reason
 
     # -- reading -------------------------------------------------------------------------
     def layout(self, arg: Any) -> Any:
@@ -158,11 +163,13 @@ class RuleContext:
         return self.ids(layout).view(view).expand(shape).contiguous()
 
     # -- writing -------------------------------------------------------------------------
-    def new(self, size: int, dim: int, *, pinned: bool = False) -> Layout:
-        """A fresh channel space for the node's output."""
+    def new(
+        self, size: int, dim: int, *, pinned: bool = False, reason: str | None = None
+    ) -> Layout:
+        """A fresh channel space for the node's output (pinned for ``reason``, if asked)."""
         layout = Layout(self.graph.new_space(size), dim, size)
         if pinned:
-            self.pin(layout)
+            self.pin(layout, reason=reason)
         return layout
 
     def tie(self, a: Layout, b: Layout) -> None:
@@ -173,24 +180,31 @@ class RuleContext:
     def tie_ids(self, a: torch.Tensor, b: torch.Tensor) -> None:
         self.graph.tie(a, b)
 
-    def pin(self, *layouts: Any) -> None:
-        """Forbid pruning every channel reachable in ``layouts`` (nested tuples allowed)."""
+    def pin(self, *layouts: Any, reason: str | None = None) -> None:
+        """Forbid pruning every channel reachable in ``layouts`` (nested tuples allowed).
+
+        ``reason`` (default :attr:`pin_reason`) is recorded with this node as the cause. A
+        Scrambled layout is charged to the node that spread its channels over several
+        dims (a reshape), which is where the model would have to change.
+        """
         for layout in layouts:
             if isinstance(layout, Layout):
-                self.graph.pin(self.ids(layout))
+                self.graph.pin(self.ids(layout), reason or self.pin_reason, self.node)
             elif isinstance(layout, Scrambled):
-                self.graph.pin(layout.small)
+                made = next((n for n, lay in self._layouts.items() if lay is layout), self.node)
+                why = f"it mixes the channels with another dim ({self.node.name!r} reads them)"
+                self.graph.pin(layout.small, reason or why, made)
             elif isinstance(layout, (tuple, list)):
-                self.pin(*layout)
+                self.pin(*layout, reason=reason)
             elif isinstance(layout, dict):
-                self.pin(*layout.values())
+                self.pin(*layout.values(), reason=reason)
 
-    def boundary(self) -> Any:
+    def boundary(self, reason: str | None = None) -> Any:
         """Treat the node as an opaque op: pin its inputs and give it pinned outputs."""
-        self.pin(*[self.layout(n) for n in self.node.all_input_nodes])
-        return self.pinned_output()
+        self.pin(*[self.layout(n) for n in self.node.all_input_nodes], reason=reason)
+        return self.pinned_output(reason)
 
-    def pinned_output(self) -> Any:
+    def pinned_output(self, reason: str | None = None) -> Any:
         tm = self.node.meta.get(TENSOR_META)
 
         def make(meta: Any) -> Any:
@@ -199,7 +213,7 @@ class RuleContext:
                 if len(shape) == 0:
                     return None
                 dim = 1 if len(shape) >= 2 else 0
-                return self.new(shape[dim], dim, pinned=True)
+                return self.new(shape[dim], dim, pinned=True, reason=reason)
             if isinstance(meta, (tuple, list)):
                 return tuple(make(m) for m in meta)
             if isinstance(meta, dict):

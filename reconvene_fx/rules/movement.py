@@ -10,6 +10,7 @@ each feature to its channel; a permute moves the channel dim); otherwise the out
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,8 +19,11 @@ import torch.nn as nn
 from .context import NoValue, RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES
+from .sizes import ARITHMETIC, channel_count, literal_int, shape_read
 
-__all__ = ["channel_range", "channel_shuffle", "data_movement"]
+__all__ = [
+    "channel_range", "channel_shuffle", "counter", "data_movement", "follows_source",
+]  # fmt: skip
 
 _SHAPE_METHODS = ("view", "reshape", "expand", "unflatten")
 _METHODS = (
@@ -84,7 +88,8 @@ def _distinct(ids: torch.Tensor) -> int:
 
 def _fixed_dims(ctx: RuleContext, out_ndim: int) -> list[tuple[int, list[torch.fx.Node]]]:
     """Output dims whose size is fixed in the graph: a literal int (not -1), or a value
-    computed from anything but the reshaped tensor's own sizes (with the tensors read)."""
+    computed from anything but the reshaped tensor's own sizes (with the tensors whose
+    channel counts it reads)."""
     node = ctx.node
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     if name not in (*_SHAPE_METHODS, "reshape"):
@@ -100,25 +105,39 @@ def _fixed_dims(ctx: RuleContext, out_ndim: int) -> list[tuple[int, list[torch.f
     fixed = []
     for i, (s, size) in enumerate(zip(spec, sizes, strict=True)):
         if isinstance(size, int) and size > 1:
-            follows, foreign = _follows_source(s, source)
+            follows, foreign = follows_source(s, source, ctx.layout)
             if not follows:
                 fixed.append((i, foreign))
     return fixed
 
 
-_SIZE_ARITHMETIC = (
-    operator.getitem, operator.floordiv, operator.mul, operator.add, operator.sub,
-    operator.truediv, getattr,
-)  # fmt: skip
+def follows_source(
+    arg: Any, source: Any, channels_of: Callable[[Any], Any]
+) -> tuple[bool, list[torch.fx.Node]]:
+    """Whether a shape argument of a reshape of ``source`` is computed from the sizes of
+    ``source`` itself (``c // groups`` with ``c = x.size(1)``), or from the channel count
+    of another value of the same channels (the input of a pass-through op), so that it
+    follows the pruned channel count (a whole shape read off such a value, as in
+    ``y.view(x.shape)``, follows too); and the other tensors whose channel counts it reads
+    (a change of theirs would change it).
 
+    ``channels_of(tensor)`` gives an object with ``space`` and ``dim`` for a tensor with
+    channels (a :class:`Layout` while the rules run, a ChannelInfo afterwards). A size
+    read off a dim that holds no channels never changes with pruning; a whole shape read
+    off another tensor counts as reading its channels.
 
-def _follows_source(arg: Any, source: Any) -> tuple[bool, list[torch.fx.Node]]:
-    """Whether a shape argument is computed from the sizes of the reshaped tensor itself
-    (``c // groups`` with ``c = x.size(1)``), so it follows the pruned channel count. A
-    literal, or a size read off another tensor, does not; the other tensors whose sizes
-    it reads are returned too."""
+    Example:
+        >>> g = torch.fx.Graph()
+        >>> x = g.placeholder("x")
+        >>> c = g.call_method("size", (x, 1))
+        >>> follows_source(g.call_function(operator.floordiv, (c, 2)), x, lambda t: None)
+        (True, [])
+        >>> follows_source(16, x, lambda t: None)
+        (False, [])
+    """
     if not isinstance(arg, torch.fx.Node):
         return False, []
+    mine = channels_of(source)
     stack, seen, foreign = [arg], set(), []
     follows = True
     while stack:
@@ -126,17 +145,27 @@ def _follows_source(arg: Any, source: Any) -> tuple[bool, list[torch.fx.Node]]:
         if n in seen:
             continue
         seen.add(n)
-        reads_size = (n.op == "call_method" and n.target == "size") or (
-            n.op == "call_function" and n.target is getattr and n.args[1:] == ("shape",)
-        )
-        if reads_size:
-            if n.args[0] is not source:
+        read = shape_read(n)
+        if read is None and n.op == "call_method" and n.target == "size":
+            read = (n.args[0], None)  # a dim given by a computed value: the whole shape
+        if read is None:
+            if n.op == "call_function" and n.target in ARITHMETIC:
+                stack.extend(n.all_input_nodes)
+            else:
                 follows = False
-                foreign.append(n.args[0])
-        elif n.op == "call_function" and n.target in _SIZE_ARITHMETIC:
-            stack.extend(n.all_input_nodes)
-        else:
-            follows = False
+            continue
+        tensor, dim = read
+        if tensor is source:
+            continue
+        theirs = channels_of(tensor)
+        holds = getattr(theirs, "dim", None) == dim and dim is not None
+        same = getattr(mine, "space", None) is not None and \
+            getattr(theirs, "space", None) == mine.space  # fmt: skip
+        if same and (holds or dim is None):
+            continue  # the same channels (and other dims), read off another value
+        follows = False
+        if theirs is not None and (dim is None or not hasattr(theirs, "dim") or holds):
+            foreign.append(tensor)  # its channel count: pruning it would change the size
     return follows, foreign
 
 
@@ -149,7 +178,8 @@ def data_movement(ctx: RuleContext) -> Any:
     Two cases constrain pruning. A fixed size on a dim that carries channels (the literal
     ``groups`` of ``x.view(n, groups, c // groups, h, w)``, or a size read off another
     tensor, whose channels are then pinned) ties position ``j`` across that dim, so the size
-    stays valid. A literal range of channels (``x[:, 4:20]``, ``x.narrow(1, 4, 16)``) gives
+    stays valid. A fixed range of channels (``x[:, 4:20]``, ``x.narrow(1, 4, 16)``, or
+    bounds computed from the tensor's own channel count: ``x[:, : x.shape[1] // 2]``) gives
     the output the channels of that range, and ShrinkPass rewrites the bounds to the kept
     positions; any other op that drops channels by position pins its input, because the
     position would not survive pruning.
@@ -164,7 +194,7 @@ def data_movement(ctx: RuleContext) -> Any:
     if not isinstance(lay, (Layout, Scrambled)) or in_shape is None or out_shape is None:
         return ctx.boundary()
     if isinstance(lay, Layout):
-        window = channel_range(node, lay.dim, len(in_shape))
+        window = channel_range(node, lay.dim, len(in_shape), counter(ctx, lay.space))
         if window is not None:
             start, stop = window
             out = ctx.new(stop - start, lay.dim)
@@ -192,15 +222,21 @@ def data_movement(ctx: RuleContext) -> Any:
     return _describe(ctx, small, varying, tuple(ids.shape))
 
 
-def channel_range(node: torch.fx.Node, dim: int, ndim: int) -> tuple[int, int] | None:
-    """``(start, stop)`` when ``node`` keeps a literal range of dim ``dim`` and leaves the
-    dims before it whole: ``x[:, a:b]`` (step 1, int or None bounds, no ``...`` before
-    it) or ``x.narrow(dim, start, length)`` with literals. None otherwise."""
+def channel_range(
+    node: torch.fx.Node, dim: int, ndim: int, count: Callable[[Any], int | None] | None = None
+) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``node`` keeps a fixed range of dim ``dim`` and leaves the
+    dims before it whole: ``x[:, a:b]`` (step 1, no ``...`` before it) or
+    ``x.narrow(dim, start, length)``. None otherwise.
+
+    ``count`` gives the value of a bound, or None when it is not fixed (see
+    :func:`counter`); without it only literal ints (and None bounds) are fixed."""
+    count = count or literal_int
     size = node.args[0].meta["tensor_meta"].shape[dim]  # type: ignore[union-attr]
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     if name == "narrow" and len(node.args) == 4:
-        d, start, length = node.args[1:]
-        if all(isinstance(v, int) for v in (d, start, length)) and d % ndim == dim:
+        d, start, length = node.args[1], count(node.args[2]), count(node.args[3])
+        if isinstance(d, int) and start is not None and length is not None and d % ndim == dim:
             start %= size
             return (start, start + length) if length < size else None
         return None
@@ -213,10 +249,20 @@ def channel_range(node: torch.fx.Node, dim: int, ndim: int) -> tuple[int, int] |
     entry = index[dim]
     if not isinstance(entry, slice) or entry.step not in (None, 1):
         return None
-    if not all(v is None or isinstance(v, int) for v in (entry.start, entry.stop)):
+    bounds = [None if v is None else count(v) for v in (entry.start, entry.stop)]
+    given = (entry.start, entry.stop)
+    if any(b is None and v is not None for b, v in zip(bounds, given, strict=True)):
         return None
-    start, stop, _ = entry.indices(size)
+    start, stop, _ = slice(*bounds).indices(size)
     return (start, stop) if 0 < stop - start < size else None
+
+
+def counter(ctx: RuleContext, space: int) -> Callable[[Any], int | None]:
+    """The value of a size argument that cuts channel space ``space``: a literal, or one
+    computed from that space's own channel count (``x[:, : x.shape[1] // 2]``), which the
+    layers' weights fix as they fix a literal (:func:`~reconvene_fx.rules.sizes.channel_count`).
+    ShrinkPass writes the kept count in its place where the computed one would be wrong."""
+    return lambda arg: channel_count(arg, space, ctx.layout)
 
 
 def _apply(ctx: RuleContext, ids_in: torch.Tensor) -> torch.Tensor:
