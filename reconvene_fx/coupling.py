@@ -2,7 +2,8 @@
 
 A *space* is the channel dimension of one or more tensor values (pass-through ops share the
 space of their input). Each channel of each space has a global integer id. Rules *tie* ids
-(those channels must be pruned together) and *pin* ids (those channels may never be pruned).
+(those channels must be pruned together) and *pin* ids (those channels may never be pruned),
+saying why and which node pins them, so that a refusal can name them.
 :meth:`ChannelGraph.resolve` turns the ties into *atoms* (sets of ids pruned as one) with a
 vectorised union-find, and the spaces into *groups* (connected components of the coarse
 space graph, computed with networkx).
@@ -10,6 +11,7 @@ space graph, computed with networkx).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -27,12 +29,18 @@ class Atoms:
         pinned: bool ``[num_atoms]``.
         group_of_space: int64 ``[num_spaces]``.
         bases: int64 ``[num_spaces + 1]``, first id of each space (and the total at the end).
+        pin_cause: int64 ``[num_atoms]``, index into ``causes`` of the first pin (in the
+            order the pins were made) that reached the atom; -1 for atoms not pinned.
+        causes: ``(reason, node)`` of each distinct pin, as given to
+            :meth:`ChannelGraph.pin`.
     """
 
     atom_of: torch.Tensor
     pinned: torch.Tensor
     group_of_space: torch.Tensor
     bases: torch.Tensor
+    pin_cause: torch.Tensor | None = None
+    causes: tuple[tuple[str, Hashable], ...] = ()
 
     @property
     def num_atoms(self) -> int:
@@ -49,10 +57,12 @@ class ChannelGraph:
         >>> g = ChannelGraph()
         >>> a, b = g.new_space(4), g.new_space(4)
         >>> g.tie(g.ids(a), g.ids(b))
-        >>> g.pin(g.ids(b)[:1])
+        >>> g.pin(g.ids(b)[:1], reason="reaches the output", node="out")
         >>> atoms = g.resolve()
         >>> atoms.num_atoms, int(atoms.pinned.sum())
         (4, 1)
+        >>> atoms.causes[int(atoms.pin_cause[atoms.atom_of[g.ids(a)[0]]])]
+        ('reaches the output', 'out')
     """
 
     def __init__(self) -> None:
@@ -61,6 +71,8 @@ class ChannelGraph:
         self._bases: list[int] = []
         self._ties: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pins: list[torch.Tensor] = []
+        self._pin_causes: list[int] = []  # per entry of _pins, its index into _causes
+        self._causes: dict[tuple[str, Hashable], int] = {}
 
     @property
     def num_spaces(self) -> int:
@@ -93,10 +105,16 @@ class ChannelGraph:
             return
         self._ties.append((a.reshape(-1).long(), b.reshape(-1).long()))
 
-    def pin(self, ids: torch.Tensor) -> None:
-        """Forbid pruning the given ids (and everything tied to them)."""
+    def pin(self, ids: torch.Tensor, reason: str = "", node: Hashable = None) -> None:
+        """Forbid pruning the given ids (and everything tied to them).
+
+        ``reason`` says why and ``node`` (ChannelGroupPass gives the ``torch.fx.Node``)
+        which op pins them; the first pin that reaches an atom is the one
+        :attr:`Atoms.pin_cause` keeps.
+        """
         if ids.numel():
             self._pins.append(ids.reshape(-1).long())
+            self._pin_causes.append(self._causes.setdefault((reason, node), len(self._causes)))
 
     def resolve(self) -> Atoms:
         """Union-find over all ties; returns the atoms, their pins and the groups."""
@@ -108,16 +126,24 @@ class ChannelGraph:
             parent = _connected_labels(parent, u, v)
         roots, atom_of = torch.unique(parent, return_inverse=True)
         num_atoms = int(roots.numel())
-        pinned = torch.zeros(num_atoms, dtype=torch.bool)
+        # the earliest pin reaching each atom: pins are numbered in the order they were made
+        order = torch.full((num_atoms,), len(self._pins), dtype=torch.long)
         if self._pins:
-            pinned[atom_of[torch.cat(self._pins)]] = True
+            made = torch.repeat_interleave(
+                torch.arange(len(self._pins)), torch.tensor([p.numel() for p in self._pins])
+            )
+            order.scatter_reduce_(0, atom_of[torch.cat(self._pins)], made, "amin")
+        pinned = order < len(self._pins)
+        pin_cause = torch.full((num_atoms,), -1, dtype=torch.long)
+        pin_cause[pinned] = torch.tensor(self._pin_causes, dtype=torch.long)[order[pinned]]
 
         space_of_id = torch.repeat_interleave(
             torch.arange(self.num_spaces), torch.tensor(self._sizes, dtype=torch.long)
         )
         group_of_space = self._groups(atom_of, space_of_id)
         bases = torch.tensor([*self._bases, n], dtype=torch.long)
-        return Atoms(atom_of, pinned, group_of_space, bases)
+        causes = tuple(self._causes)  # dicts keep insertion order: index i is cause i
+        return Atoms(atom_of, pinned, group_of_space, bases, pin_cause, causes)
 
     def _groups(self, atom_of: torch.Tensor, space_of_id: torch.Tensor) -> torch.Tensor:
         """Connected components of the coarse graph whose nodes are spaces and whose edges

@@ -94,12 +94,31 @@ class BudgetError(ReconveneError):
     """The budget cannot be met: the layers that may not be pruned already exceed it.
 
     ``smallest`` holds the smallest reachable fraction for the quantity that failed.
+    ``pinned_by`` says what keeps the channels of the layers that hold the most parameters:
+    one ``(layer, side, node, reason, source)`` tuple per cause, ``side`` ``"input"`` or
+    ``"output"``, ``node`` the graph node that pins them (``""`` for a cause of the plan
+    such as the ``min_width`` floor), ``source`` the model's source line of that node
+    (``"net.py:12 (y = x.cumsum(1))"``) or None when the trace recorded none.
+
+    Example:
+        >>> why = ("fc", "output", "output", "they reach the model's output", None)
+        >>> err = BudgetError("too small", quantity="params", smallest=0.8, pinned_by=[why])
+        >>> err.pinned_by[0][2], err.smallest
+        ('output', 0.8)
     """
 
-    def __init__(self, message: str, *, quantity: str, smallest: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        quantity: str,
+        smallest: float,
+        pinned_by: list[tuple[str, str, str, str, str | None]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.quantity = quantity
         self.smallest = smallest
+        self.pinned_by = list(pinned_by or [])
 
 
 class VerifyError(ReconveneError):

@@ -31,8 +31,10 @@ __all__ = [
     "LayerSensitivity",
     "OWNED",
     "PLAN",
+    "PinCause",
     "PlanSummary",
     "SHRINK",
+    "SOURCE",
     "BORROWED",
     "BorrowedTensors",
     "LayerChange",
@@ -53,6 +55,7 @@ SHRINK = "reconvene.shrink"  # gm.meta: ShrinkRecord (what ShrinkPass changed)
 BORROWED = "reconvene.borrowed"  # gm.meta: BorrowedTensors (tensors shared with the model)
 AUTO_LEAVES = "reconvene.auto_leaves"  # gm.meta: {module: why} made leaves by trace
 TRACE_DECISIONS = "reconvene.trace_decisions"  # gm.meta: [str] answered for the inputs
+SOURCE = "reconvene.source"  # node.meta: "file.py:12 (code)" of the model code that made it
 OWNED = "reconvene.owned"  # gm.meta: True when gm's submodules are not shared with a model
 LIFTED = "reconvene.lifted"  # gm.meta: {module: LiftedLayer} functional layers made modules
 
@@ -77,6 +80,11 @@ class ChannelInfo:
         pinned: bool ``[size]``; channels that may never be pruned (they reach an output, an
             op without a rule, a constant, ...).
         group: id of the coupled group (connected channel spaces) this space belongs to.
+        pin_cause: int64 ``[size]``; per channel, the index into ``causes`` of the first
+            pin that reached it (-1 where the channel is free); None when the pins were
+            recorded without their causes.
+        causes: the :class:`PinCause` of every pin of the graph (one tuple shared by all
+            the channel infos of a graph).
     """
 
     space: int
@@ -85,6 +93,64 @@ class ChannelInfo:
     atoms: torch.Tensor
     pinned: torch.Tensor
     group: int
+    pin_cause: torch.Tensor | None = None
+    causes: tuple[PinCause, ...] = ()
+
+    def pinned_by(self, channel: int) -> PinCause | None:
+        """Why ``channel`` may never be pruned (the first pin that reached it), or None.
+
+        Example:
+            >>> why = PinCause("cumsum", "function torch.cumsum", "no channel rule for it")
+            >>> info = ChannelInfo(0, 1, 2, torch.arange(2), torch.tensor([True, False]),
+            ...                    0, pin_cause=torch.tensor([0, -1]), causes=(why,))
+            >>> info.pinned_by(0).node, info.pinned_by(1)
+            ('cumsum', None)
+        """
+        if self.pin_cause is None:
+            return None
+        index = int(self.pin_cause[channel])
+        return self.causes[index] if index >= 0 else None
+
+
+@dataclass(frozen=True)
+class PinCause:
+    """Why channels may never be pruned: the node that pinned them and the reason.
+
+    Attributes:
+        node: name of the graph node that pinned them ("" for a cause of the plan that no
+            node holds, such as the ``min_width`` floor).
+        op: what that node is (``"function torch.cumsum"``, ``"module head of type
+            Linear"``, ``"the graph output"``).
+        reason: why it pins them (``"no channel rule for function torch.cumsum"``).
+        source: the line of the model's code that made the node (``"net.py:12 (y =
+            x.cumsum(1))"``), when the trace recorded stack traces; else None.
+        after: for an op that gives its output new pinned channels (it cannot pass its
+            input's channels through) while its input was pinned already: the cause
+            that pinned the input first (the other place the model would have to change).
+
+    Example:
+        >>> print(PinCause("cumsum", "function torch.cumsum", "no channel rule for it",
+        ...                "net.py:12 (y = x.cumsum(1))"))
+        node 'cumsum' (function torch.cumsum) at net.py:12 (y = x.cumsum(1)): no channel rule for it
+    """
+
+    node: str
+    op: str
+    reason: str
+    source: str | None = None
+    after: PinCause | None = None
+
+    @property
+    def why(self) -> str:
+        """The reason, with the cause that pinned the node's input first if there is one."""
+        return f"{self.reason}; its input was pinned already: {self.after}" if self.after \
+            else self.reason  # fmt: skip
+
+    def __str__(self) -> str:
+        where = f" at {self.source}" if self.source else ""
+        if not self.node:
+            return f"{self.why}{where}"
+        return f"node {self.node!r} ({self.op}){where}: {self.why}"
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,9 +13,14 @@ Beyond ``torch.fx.symbolic_trace``:
 * with example inputs, any other question the forward asks of a traced value (a branch
   on ``x.shape``, ``len()``, iteration) is answered from its value for those inputs
   (:mod:`reconvene_fx._shadow`), and recorded;
+* ``torch.jit.isinstance(x, torch.Tensor)`` answers for a traced value as it does in
+  eager mode (MONAI concatenates its skips only when it holds);
 * a submodule that still cannot be traced becomes a leaf (called as a black box, its
   channels pinned), with one :class:`AutoLeafWarning` naming it; only a failure in the
-  model's own ``forward`` is a :class:`~reconvene_fx.errors.TraceError`.
+  model's own ``forward`` is a :class:`~reconvene_fx.errors.TraceError`;
+* with example inputs, the graph is checked once against the model on them
+  (:mod:`reconvene_fx._fidelity`): a graph that computes something else is a
+  :class:`~reconvene_fx.errors.TraceError` naming where it goes its own way.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ import torch
 import torch.fx
 
 from ._copy import structural_copy, tensors_of
+from ._fidelity import check_fidelity
 from ._shadow import UNKNOWN, ShadowValues
 from .errors import ArgumentTypeError, TraceError
 from .guards import check_decision
 from .log import logger
-from .meta import AUTO_LEAVES, BORROWED, OWNED, TRACE_DECISIONS, BorrowedTensors
+from .meta import AUTO_LEAVES, BORROWED, OWNED, SOURCE, TRACE_DECISIONS, BorrowedTensors
 from .rules import DEFAULT_RULES
 
 __all__ = ["AutoLeafWarning", "BranchDecisionWarning", "trace"]
@@ -59,7 +65,8 @@ class BranchDecisionWarning(UserWarning):
     line names it and the branch taken."""
 
 
-_OWN_FILES = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+# torch's and this package's folders (with the separator: torchvision is not torch)
+_OWN_FILES = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(__file__) + os.sep)
 
 
 def _user_source_line() -> str:
@@ -221,8 +228,34 @@ class _Tracer(torch.fx.Tracer):
         # a module a channel rule knows is kept whole (timm's weight-standardized convs)
         return DEFAULT_RULES.for_module(m) is not None
 
+    def create_node(self, *args: Any, **kwargs: Any) -> torch.fx.Node:
+        node = super().create_node(*args, **kwargs)
+        # where the model's code made it, which refusals name (the inputs and the output
+        # are made by tracing itself)
+        if not self._shadowing and node.op not in ("placeholder", "output"):
+            node.meta[SOURCE] = _user_source_line()
+        return node
+
     def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
         return _Proxy(node, self)
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> torch.fx.Graph:
+        with _jit_isinstance_answered(self):
+            return super().trace(root, concrete_args)
+
+    def _stand_in(self, obj: Any) -> Any:
+        """``obj`` with each proxy replaced by its value for the example inputs, or by a
+        tensor when that is unknown (a proxy stands for a tensor unless shown otherwise)."""
+        if isinstance(obj, torch.fx.Proxy):
+            value = self._value(obj)
+            return torch.empty(0) if value is UNKNOWN else value
+        if isinstance(obj, list):
+            return [self._stand_in(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(self._stand_in(v) for v in obj)
+        if isinstance(obj, dict):
+            return {k: self._stand_in(v) for k, v in obj.items()}
+        return obj
 
     def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
         count = self._length(obj)
@@ -249,6 +282,22 @@ class _Tracer(torch.fx.Tracer):
             raise
 
 
+@contextlib.contextmanager
+def _jit_isinstance_answered(tracer: _Tracer) -> Iterator[None]:
+    """While tracing, ``torch.jit.isinstance(proxy, T)`` answers as in eager mode: for the
+    value the proxy stands for (``torch.jit.is_scripting()`` is False already)."""
+    original = torch.jit.isinstance
+
+    def isinstance_(obj: Any, target_type: Any) -> bool:
+        return original(tracer._stand_in(obj), target_type)
+
+    torch.jit.isinstance = isinstance_
+    try:
+        yield
+    finally:
+        torch.jit.isinstance = original
+
+
 def trace(
     model: torch.nn.Module,
     *,
@@ -256,6 +305,7 @@ def trace(
     concrete_args: dict[str, Any] | None = None,
     auto_leaf: bool = True,
     example_inputs: tuple[Any, ...] | None = None,
+    check: bool = True,
 ) -> torch.fx.GraphModule:
     """Trace ``model`` into a ``torch.fx.GraphModule``.
 
@@ -277,6 +327,11 @@ def trace(
     7``, ``len(parts)``, ``for p in x.unbind(1)``) is answered from the value those inputs
     give, computed on the meta device when first asked: the graph is the path those inputs
     take. Each answer is listed in ``gm.meta["reconvene.trace_decisions"]`` and logged.
+    The graph is then run once against the model on those inputs (both without grad, in
+    the model's training mode, from one random seed, on copies): a graph that does not
+    reproduce the model's outputs raises a :class:`TraceError` naming the first module
+    call or node that differs. A model that differs from itself on a second run is not
+    checked (logged).
 
     Args:
         model: the module to trace; it is not modified.
@@ -286,9 +341,11 @@ def trace(
             control flow.
         auto_leaf: make submodules that cannot be traced leaves instead of failing.
         example_inputs: the inputs the model will be compiled for (positional).
+        check: with ``example_inputs``, check that the graph reproduces the model.
 
     Raises:
-        TraceError: naming the module (or the model's own ``forward``) that broke tracing.
+        TraceError: naming the module (or the model's own ``forward``) that broke tracing,
+            or where the graph stops reproducing the model.
 
     Example:
         >>> gm = trace(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()))
@@ -348,7 +405,21 @@ def trace(
         for decision in tracer.decisions:
             logger.info("trace: resolved for the example inputs: %s", decision)
     _warn_branches(tracer.branches)
+    if example_inputs is not None and check:
+        check_fidelity(model, gm, example_inputs, _fixed_arguments(concrete_args, inputs))
     return gm
+
+
+def _fixed_arguments(
+    concrete_args: Mapping[str, Any] | None, inputs: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The arguments tracing fixed that the model needs beside the example inputs (the
+    graph holds them as constants)."""
+    return {
+        name: value
+        for name, value in (concrete_args or {}).items()
+        if name not in (inputs or {}) and not isinstance(value, torch.fx._symbolic_trace.PHBase)
+    }
 
 
 def _warn_branches(branches: list[tuple[str, bool]]) -> None:

@@ -52,3 +52,21 @@ def test_long_chains_resolve_to_one_atom() -> None:
     atoms = g.resolve()
     assert atoms.num_atoms == 4
     assert int(atoms.group_of_space.max()) == 0
+
+
+def test_each_pinned_atom_keeps_the_first_pin_that_reached_it() -> None:
+    g = ChannelGraph()
+    a, b, c = g.new_space(3), g.new_space(3), g.new_space(2)
+    g.tie(g.ids(a), g.ids(b))
+    g.pin(g.ids(b)[:2], reason="no channel rule for torch.cumsum", node="cumsum")
+    g.pin(g.ids(a), reason="they reach the model's output", node="output")
+    g.pin(g.ids(b)[:1], reason="no channel rule for torch.cumsum", node="cumsum")  # same cause
+    atoms = g.resolve()
+    assert atoms.causes == (
+        ("no channel rule for torch.cumsum", "cumsum"),
+        ("they reach the model's output", "output"),
+    )
+    # channels 0 and 1 were pinned first through b, channel 2 only by the output
+    assert atoms.pin_cause[atoms.atom_of[g.ids(a)]].tolist() == [0, 0, 1]
+    assert atoms.pin_cause[atoms.atom_of[g.ids(c)]].tolist() == [-1, -1]
+    assert torch.equal(atoms.pinned, atoms.pin_cause >= 0)

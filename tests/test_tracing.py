@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 
 import pytest
@@ -205,3 +206,13 @@ def test_options_the_inputs_leave_out_keep_their_defaults() -> None:
     out = gm(x)
     assert list(out) == ["logits"] and out["logits"].shape == (2, 4)
     assert rfx.verify(model, gm, (x,)).exact
+
+
+def test_each_node_records_the_model_line_that_made_it() -> None:
+    import torchvision
+
+    gm = rfx.trace(torchvision.models.resnet18(), example_inputs=(torch.randn(1, 3, 32, 32),))
+    sources = {n.name: n.meta.get("reconvene.source") for n in gm.graph.nodes}
+    # torchvision's file, not torch's (whose folder name starts the same)
+    assert re.fullmatch(r"resnet\.py:\d+ \(x = self\.conv1\(x\)\)", sources["conv1"])
+    assert sources["x"] is None and sources["output"] is None  # made by tracing itself

@@ -20,12 +20,13 @@ from ..errors import BudgetError
 from ..latency import LatencyEstimate, LatencyTable
 from ..latency.ruler import LatencyRuler
 from ..log import logger
-from ..meta import LayerSensitivity
+from ..meta import ChannelInfo, LayerSensitivity, PinCause
 from ._composite import CompositeMasks
 from ._keep import write_keep
+from .channels import _describe_node, _source_line
 from .shrink import ShrinkPass
 
-__all__ = ["Search", "SearchSettings"]
+__all__ = ["Pins", "Search", "SearchSettings"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,121 @@ LATENCY_CORRECTIONS = 3
 LATENCY_REFINE_STEPS = 5
 
 
+# One entry of BudgetError.pinned_by: (layer, side, node, reason, source line).
+PinnedSide = tuple[str, str, str, str, "str | None"]
+# How many layers a BudgetError explains, and how many causes per side of each.
+_TOP_LAYERS = 3
+_CAUSES_PER_SIDE = 2
+
+
+class Pins:
+    """Why atoms stay whatever the budget: per atom, an index into ``causes`` (-1 where
+    the plan may remove it). Filled from the channel infos' pins, then by the plan
+    (``ignore=``, the ``min_width`` floor).
+
+    Example:
+        >>> pins = Pins(3)
+        >>> pins.add(torch.tensor([0, 1]), PinCause("", "", "the min_width floor"))
+        >>> pins.add(torch.tensor([1, 2]), PinCause("head", "module head", "ignore="))
+        >>> pins.cause.tolist(), len(pins.causes)
+        ([0, 0, 1], 2)
+    """
+
+    def __init__(self, num_atoms: int) -> None:
+        self.cause = torch.full((num_atoms,), -1, dtype=torch.long)
+        self.causes: list[PinCause] = []
+
+    @classmethod
+    def of(cls, infos: Mapping[int, ChannelInfo], num_atoms: int) -> Pins:
+        """The causes ChannelGroupPass recorded for the pinned atoms of ``infos``."""
+        pins = cls(num_atoms)
+        unknown = torch.zeros(num_atoms, dtype=torch.bool)
+        for info in infos.values():
+            if info.causes and not pins.causes:
+                pins.causes = list(info.causes)
+            if info.pin_cause is None:
+                unknown[info.atoms[info.pinned]] = True
+            else:
+                pins.cause[info.atoms[info.pinned]] = info.pin_cause[info.pinned]
+        pins.add(unknown.nonzero().flatten(), PinCause("", "", "pinned (no cause recorded)"))
+        return pins
+
+    def add(self, atoms: torch.Tensor, cause: PinCause) -> None:
+        """Give ``cause`` to those of ``atoms`` (indices or a bool mask) without one."""
+        atoms = atoms.nonzero().flatten() if atoms.dtype == torch.bool else atoms
+        free = atoms[self.cause[atoms] < 0]
+        if free.numel():
+            self.cause[free] = len(self.causes)
+            self.causes.append(cause)
+
+    def explain(
+        self, costs: LayerCosts, removed: torch.Tensor, round_to: int
+    ) -> tuple[str, list[PinnedSide]]:
+        """What keeps the channels of the layers that hold the most parameters with
+        ``removed`` gone: a message and its ``(layer, side, node, reason, source)`` rows."""
+        held = costs.layer_params(removed).tolist()
+        total = max(costs.params_full, 1)
+        ranked = sorted(zip(costs.layers, held, strict=False), key=lambda nh: -nh[1])
+        ranked = ranked[:_TOP_LAYERS]
+        if not ranked:
+            return "", []
+        calls: dict[str, torch.fx.Node] = {}
+        for node, layer in costs.calls:
+            calls.setdefault(layer.name, node)
+        rounding = PinCause(
+            "", "", f"round_to={round_to} rounds the kept widths up" if round_to > 1 else "kept"
+        )
+        lines: list[str] = []
+        rows: list[PinnedSide] = []
+        for name, _ in ranked:
+            costed = costs.layers[name]
+            sides = [("output", costed.out_info)]
+            if costed.layer.weighted:
+                sides.append(("input", costed.in_info))
+            for side, info in sides:
+                if info is None:
+                    cause = _untracked(calls.get(name), side)
+                    lines.append(f"  {name!r} {side}: {cause}")
+                    rows.append((name, side, cause.node, cause.why, cause.source))
+                    continue
+                kept = ~removed[info.atoms]
+                why, count = torch.unique(self.cause[info.atoms][kept], return_counts=True)
+                ordered = sorted(
+                    zip(why.tolist(), count.tolist(), strict=True), key=lambda c: -c[1]
+                )
+                for index, n in ordered[:_CAUSES_PER_SIDE]:
+                    cause = self.causes[index] if index >= 0 else rounding
+                    lines.append(f"  {name!r} {side} ({n} of {info.size} kept): {cause}")
+                    rows.append((name, side, cause.node, cause.why, cause.source))
+                rest = sum(n for _, n in ordered[_CAUSES_PER_SIDE:])
+                if rest:
+                    lines.append(f"  {name!r} {side}: {rest} more kept for other reasons")
+        named = ", ".join(f"{name!r} ({count / total:.0%})" for name, count in ranked)
+        outside = costs.params_fixed / total
+        text = f". The layers that keep the most of the params: {named}"
+        if outside >= 0.01:
+            text += f"; {outside:.0%} of the params lie outside the conv/linear/norm layers"
+        text += (
+            ". What keeps their channels:\n" + "\n".join(lines) + "\nRegister a channel rule "
+            "for those ops (reconvene_fx.rules) or change the model's code there, name fewer "
+            "modules in ignore=, lower min_width, or raise the budget"
+        )
+        return text, rows
+
+
+def _untracked(node: torch.fx.Node | None, side: str) -> PinCause:
+    """The cause of a layer side whose channels the coupling does not follow at all."""
+    reason = f"its {side} has no channel dim the compiler follows, so it is never narrowed"
+    if node is None or side != "input" or not node.args:
+        return PinCause("", "", reason)
+    source = node.args[0]
+    if not isinstance(source, torch.fx.Node):
+        return PinCause("", "", reason)
+    why = f"its output, read by {node.name!r}, has no channel dim the compiler follows"
+    op = _describe_node(source, source.graph.owning_module)
+    return PinCause(source.name, op, why, _source_line(source))
+
+
 class Search:
     """The binary searches over prefixes of a removal order: the shortest prefix whose
     removal meets every limit of the budget, each group rounded up to ``round_to``."""
@@ -70,8 +186,10 @@ class Search:
         group: torch.Tensor,
         sens: Mapping[str, LayerSensitivity],
         mask_mode: str = "as_is",
+        pins: Pins | None = None,
     ) -> None:
         self.settings, self.gm, self.costs = settings, gm, costs
+        self.pins = pins if pins is not None else Pins(group.numel())
         self.group, self.num_atoms = group, group.numel()
         self.limits = {k: v for k, v in settings.budget.limits().items() if v is not None}
         self.full = {"params": costs.params_full, "flops": costs.macs_full}
@@ -88,22 +206,13 @@ class Search:
         self.latency_before: float | None = None
         self.latency_after: float | None = None
 
-    def _largest_whole(self, removed: torch.Tensor) -> str:
-        """The layers that hold the most parameters even with all that may go removed:
-        the part of a BudgetError that says where to look."""
-        held = self.costs.layer_params(removed).tolist()
-        total = max(self.costs.params_full, 1)
-        ranked = sorted(zip(self.costs.layers, held, strict=False), key=lambda nh: -nh[1])[:3]
-        if not ranked:
-            return ""
-        named = ", ".join(f"{name!r} ({count / total:.0%})" for name, count in ranked)
-        return (
-            f". The layers that keep the most of the params: {named}. Channels are pinned "
-            "by ops without a channel rule (see the UnknownOpWarning), leaf modules "
-            "(AutoLeafWarning, leaf_modules=), ignore=, the model's outputs or the "
-            "min_width floor: register a rule for those ops, lower min_width, or raise the "
-            "budget"
-        )
+    def _refusal(
+        self, message: str, quantity: str, smallest: float, removed: torch.Tensor
+    ) -> BudgetError:
+        """A BudgetError that names, for the layers that hold the most parameters even
+        with all that may go removed, the nodes that keep their channels and why."""
+        text, rows = self.pins.explain(self.costs, removed, self.settings.round_to)
+        return BudgetError(message + text, quantity=quantity, smallest=smallest, pinned_by=rows)
 
     def run(
         self, order: torch.Tensor, start: int, phase_ends: tuple[int, ...] = ()
@@ -132,12 +241,13 @@ class Search:
         if not ok:
             failing = [q for q, limit in self.limits.items() if q in got and got[q] > limit + 1e-12]
             q = failing[0]
-            raise BudgetError(
+            raise self._refusal(
                 f"budget {q}={self.limits[q]:g} cannot be met: the layers that may not be "
                 f"pruned keep {got[q]:.4f} of the {q}; the smallest reachable {q} budget is "
-                f"{got[q]:.4f}{self._largest_whole(removed_for(n))}",
-                quantity=q,
-                smallest=got[q],
+                f"{got[q]:.4f}",
+                q,
+                got[q],
+                removed_for(n),
             )
 
         # composite counts are monotone within a phase, not across: search phase by phase
@@ -202,11 +312,12 @@ class Search:
 
         with bar:
             if ratio(hi) > limit:
-                raise BudgetError(
+                raise self._refusal(
                     f"budget latency={limit:g} cannot be met: with every removable channel "
                     f"gone the model measures {ratio(hi):.4f} of its latency",
-                    quantity="latency",
-                    smallest=ratio(hi),
+                    "latency",
+                    ratio(hi),
+                    removed_for(hi),
                 )
             guided = None
             if settings.latency_fn is None:

@@ -21,6 +21,7 @@ from ..meta import (
     SENSITIVITY_TABLE,
     ChannelInfo,
     LayerSensitivity,
+    PinCause,
     PlanSummary,
     SensitivityTable,
 )
@@ -28,7 +29,8 @@ from ..strategies import PlanInputs, RemovalOrder, get_strategy
 from ._base import ReconvenePass, require_meta, require_node_meta
 from ._ignore import resolve_ignore
 from ._keep import write_keep
-from ._search import Search, SearchSettings, _rank_within_group
+from ._search import Pins, Search, SearchSettings, _rank_within_group
+from .channels import _describe_node, _source_line
 
 __all__ = ["PlanPass"]
 
@@ -74,7 +76,9 @@ class PlanPass(ReconvenePass):
 
     Raises:
         BudgetError: when even removing every removable atom does not meet the budget; the
-            message gives the smallest reachable fraction.
+            message gives the smallest reachable fraction and, for the layers that keep the
+            most parameters, which node pins which of their sides and why, with the model's
+            source line (also as ``BudgetError.pinned_by``).
 
     Example:
         >>> from reconvene_fx.passes import ShapePass, ChannelGroupPass, SensitivityPass
@@ -120,10 +124,12 @@ class PlanPass(ReconvenePass):
             group[info.atoms] = info.group
         num_groups = int(group.max()) + 1 if num_atoms else 0
         costs = LayerCosts(graph_module)
-        self._pin_ignored(graph_module, costs, pinned)
+        pins = Pins.of(infos, num_atoms)
+        self._pin_ignored(graph_module, costs, pinned, pins)
         scores = _atom_scores(costs, sens, num_atoms)
         protected = _best_atom_per_space(infos, scores, pinned)
         protected |= _floor(group, scores, pinned, self.config.min_width)
+        pins.add(protected, _floor_cause(self.config.min_width))
         removable = (~pinned & ~protected).nonzero().flatten()
         strategy = get_strategy(self.config.strategy)
         layer_groups, layer_density = _layer_groups(costs, sens)
@@ -158,7 +164,7 @@ class PlanPass(ReconvenePass):
             progress=self.config.progress,
         )
         search, removed = _search(
-            order, lambda mode: Search(settings, graph_module, costs, group, sens, mode)
+            order, lambda mode: Search(settings, graph_module, costs, group, sens, mode, pins)
         )
         write_keep(graph_module, removed)
         masks = search.composite_masks(removed) if self.config.composite else {}
@@ -176,15 +182,28 @@ class PlanPass(ReconvenePass):
 
     # -- steps -----------------------------------------------------------------------------
     def _pin_ignored(
-        self, graph_module: torch.fx.GraphModule, costs: LayerCosts, pinned: torch.Tensor
+        self,
+        graph_module: torch.fx.GraphModule,
+        costs: LayerCosts,
+        pinned: torch.Tensor,
+        pins: Pins,
     ) -> None:
         layers = {name: cost.module for name, cost in costs.layers.items()}
         modules = dict(graph_module.named_modules())
+        calls = {layer.name: node for node, layer in reversed(costs.calls)}
         for name in resolve_ignore(self.config.ignore, layers, modules):
             layer = costs.layers[name]
+            node = calls.get(name)
+            cause = PinCause(
+                node.name if node is not None else name,
+                _describe_node(node, graph_module) if node is not None else f"module {name}",
+                f"ignore= names it ({name!r})",
+                _source_line(node) if node is not None else None,
+            )
             for info in (layer.in_info, layer.out_info):
                 if info is not None:
                     pinned[info.atoms] = True
+                    pins.add(info.atoms, cause)
 
 
 def _atom_scores(
@@ -227,6 +246,17 @@ def _search(order: RemovalOrder, make: Callable[[str], Search]) -> tuple[Search,
             if i == len(attempts) - 1:
                 raise
     raise CompilerError("unreachable")
+
+
+def _floor_cause(min_width: float) -> PinCause:
+    if min_width <= 0:
+        return PinCause("", "", "each tensor keeps at least its best channel")
+    return PinCause(
+        "",
+        "",
+        f"the min_width={min_width:g} floor (each coupled group of n channels keeps "
+        f"ceil({min_width:g} x n) of them)",
+    )
 
 
 def _layer_groups(

@@ -158,8 +158,12 @@ def test_min_width_floors_every_group(layered_scorer: str, min_width: float) -> 
 
 
 def test_min_width_too_high_for_the_budget_is_a_budget_error(layered_scorer: str) -> None:
-    with pytest.raises(rfx.BudgetError, match=r"smallest reachable params budget.*min_width"):
+    pattern = r"(?s)smallest reachable params budget.*min_width"
+    with pytest.raises(rfx.BudgetError, match=pattern) as info:
         rfx.compile(Chain(), 0.1, (X,), method=layered_scorer, min_width=0.5)
+    # what keeps the channels of the largest layers is the floor, no node of the graph
+    floor = [row for row in info.value.pinned_by if "min_width=0.5 floor" in row[3]]
+    assert floor and all(node == "" and source is None for _, _, node, _, source in floor)
 
 
 @pytest.mark.parametrize("name", ["residual", "densenet", "shufflenet", "depthwise"])
