@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from . import guards, layers, passes, rules, scoring, strategies
     from .analysis import SensitivityTable, analyze
     from .budget import Budget
-    from .compiler import compile
+    from .compiler import SubmoduleCompileWarning, compile
     from .composite import bake_masks
     from .config import CompileConfig
     from .emit.onnx import export_onnx
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         ScoringError,
         ShrinkError,
         TraceError,
+        TraceMismatchError,
         VerifyError,
     )
     from .plot import plot_report
@@ -78,8 +79,10 @@ __all__ = [
     "ScoringError",
     "ShrinkError",
     "TraceError",
+    "TraceMismatchError",
     "VerifyError",
     "SensitivityTable",
+    "SubmoduleCompileWarning",
     "VerifyResult",
     "__version__",
     "analyze",
@@ -124,6 +127,8 @@ _SOURCES = {
     "SensitivityTable": "reconvene_fx.analysis",
     "ShrinkError": "reconvene_fx.errors",
     "TraceError": "reconvene_fx.errors",
+    "TraceMismatchError": "reconvene_fx.errors",
+    "SubmoduleCompileWarning": "reconvene_fx.compiler",
     "VerifyError": "reconvene_fx.errors",
     "VerifyResult": "reconvene_fx.verify",
     "analyze": "reconvene_fx.analysis",

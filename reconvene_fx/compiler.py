@@ -8,14 +8,16 @@ import torch
 import torch.fx
 
 from ._inputs import check_inputs
+from ._submodules import SubmoduleCompileWarning, compile_in_place
 from .budget import Budget, as_budget
 from .config import config_from
+from .errors import TraceError, TraceMismatchError
 from .log import progress_to_stderr
 from .passes import compile_passes, run_passes
 from .scoring import get_scorer
 from .tracing import trace
 
-__all__ = ["compile"]
+__all__ = ["SubmoduleCompileWarning", "compile"]
 
 
 def compile(
@@ -25,12 +27,25 @@ def compile(
     *,
     progress: bool | None = None,
     **options: Any,
-) -> torch.fx.GraphModule:
+) -> torch.nn.Module:
     """Return a physically smaller ``GraphModule`` of ``model`` that fits ``budget``.
 
     The caller's model is not modified. Module qualified names are kept: the compact
     ``layer1.0.conv1`` is at ``layer1.0.conv1``. The result carries its
     :class:`~reconvene_fx.report.PruningReport` (see :func:`reconvene_fx.report`).
+
+    When the model's own ``forward`` cannot be traced (torchvision's detectors iterate
+    over their list of images), its largest traceable submodules are compiled in place
+    instead, with one :class:`SubmoduleCompileWarning`: the result is then a copy of the
+    model, of its type, in which each of those submodules is a ``GraphModule`` whose
+    input and output channels are the original's (everything inside them is pruned, on
+    one plan for all of them); the rest is left as it was. A submodule is traced on the
+    inputs the model gives it in one eval-mode forward on ``example_inputs``; one that
+    cannot be traced is searched one level down, one never called is left. The params
+    budget is the whole model's (flops and latency limits apply to the compiled
+    submodules). ``rfx.report(result).submodules`` lists what was compiled and what was
+    left, and :func:`reconvene_fx.verify` checks each compiled submodule (see
+    :mod:`reconvene_fx._submodules`). ``data=`` and ``targets=`` are refused there.
 
     Args:
         model: an ``nn.Module`` that ``torch.fx`` can trace.
@@ -55,8 +70,11 @@ def compile(
     DetachPass (copies the tensors still shared with ``model``).
 
     Raises:
-        TraceError: the model's own forward cannot be traced (a submodule that cannot
-            becomes a leaf, with an :class:`~reconvene_fx.tracing.AutoLeafWarning`).
+        ArgumentError: ``data=`` or ``targets=`` for a model compiled in place.
+        TraceError: the model's own forward cannot be traced and no submodule could be
+            compiled in its place, or ``auto_leaf=False`` (a submodule that cannot be
+            traced otherwise becomes a leaf, with an
+            :class:`~reconvene_fx.tracing.AutoLeafWarning`).
         BudgetError: the budget is below what the unprunable layers keep.
 
     Example:
@@ -73,6 +91,12 @@ def compile(
         get_scorer(config.method)  # fail fast on an unknown method
     example_inputs = check_inputs(model, example_inputs, config.concrete_args)
     with progress_to_stderr(progress is True):
-        gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
-                   auto_leaf=config.auto_leaf, example_inputs=example_inputs)  # fmt: skip
+        try:
+            gm = trace(model, leaf_modules=config.leaf_modules,
+                       concrete_args=config.concrete_args, auto_leaf=config.auto_leaf,
+                       example_inputs=example_inputs)  # fmt: skip
+        except TraceError as exc:
+            if not config.auto_leaf or isinstance(exc, TraceMismatchError):
+                raise
+            return compile_in_place(model, budget, example_inputs, config, exc)
         return run_passes(gm, compile_passes(budget, example_inputs, config))

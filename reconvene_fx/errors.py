@@ -18,6 +18,7 @@ __all__ = [
     "ScoringError",
     "ShrinkError",
     "TraceError",
+    "TraceMismatchError",
     "VerifyError",
 ]
 
@@ -88,6 +89,12 @@ class TraceError(ReconveneError):
     The message names the module or operation that broke tracing and suggests a remedy
     (mark the module as a leaf, or pass ``concrete_args``).
     """
+
+
+class TraceMismatchError(TraceError):
+    """The traced graph does not compute what the model computes on the example inputs
+    (the forward took another path while torch.fx traced it); the message names the first
+    module call or node that differs."""
 
 
 class BudgetError(ReconveneError):

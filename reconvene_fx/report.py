@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -12,7 +12,18 @@ from ._table import format_rows
 from .errors import ReconveneError
 from .meta import REPORT
 
-__all__ = ["LayerPlan", "PruningReport", "report"]
+__all__ = [
+    "REPORT_ATTRIBUTE",
+    "LayerPlan",
+    "PruningReport",
+    "SubmodulePlan",
+    "attach_report",
+    "report",
+]
+
+# Where a model that is not a GraphModule (its own forward could not be traced; its
+# submodules were compiled in place) keeps its report.
+REPORT_ATTRIBUTE = "_reconvene_report"
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +84,28 @@ class LayerPlan:
         return self.nonzero_after / max(self.params_before, 1)
 
 
+@dataclass(frozen=True)
+class SubmodulePlan:
+    """One submodule of a model whose own ``forward`` torch.fx could not trace: compiled
+    in place (its input and output channels kept) or left as it was.
+
+    Attributes:
+        compiled: whether it was compiled (it is a ``GraphModule`` in the result).
+        kind: the class name of the original submodule.
+        params_before, params_after: its parameters in the original model and in the
+            result (equal for one left as it was).
+        note: why it was left (``"no parameters"``, ``"not called on the example
+            inputs"``, the trace error), or how it was compiled (``"called 5 times;
+            compiled for its first call's inputs"``).
+    """
+
+    compiled: bool
+    kind: str
+    params_before: int
+    params_after: int
+    note: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class PruningReport:
     """Totals and per-layer plans of one compilation (see :func:`report`).
@@ -94,6 +127,14 @@ class PruningReport:
     planner's measurements (only for latency budgets). ``leaves`` names the submodules
     tracing made leaves (and why); ``decisions`` lists what tracing answered for the
     example inputs (a branch on a shape, a length): the compiled graph is that path.
+
+    ``submodules`` is empty unless the model's own ``forward`` could not be traced and its
+    largest traceable submodules were compiled in place: then it holds a
+    :class:`SubmodulePlan` for each of them and for each part left as it was, keyed by
+    qualified name (a module whose forward could not be traced either is listed with its
+    own parameters only, if it has any; ``""`` is the model). Their ``params_before`` add
+    up to the model's. ``params_*`` are then the whole model's, ``flops_*`` and ``layers``
+    those of the compiled submodules (named as in the model).
     """
 
     params_before: int
@@ -115,6 +156,7 @@ class PruningReport:
     decisions: tuple[str, ...] = ()
     batch_size: int = 1
     scoring_batches: int | None = None
+    submodules: dict[str, SubmodulePlan] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -145,6 +187,16 @@ class PruningReport:
         return [name for name, lp in self.layers.items() if lp.dead]
 
     @property
+    def compiled(self) -> list[str]:
+        """Submodules compiled in place (empty when the whole model was traced)."""
+        return [name for name, sp in self.submodules.items() if sp.compiled]
+
+    @property
+    def left(self) -> list[str]:
+        """Parts left as they were when submodules were compiled in place."""
+        return [name for name, sp in self.submodules.items() if not sp.compiled]
+
+    @property
     def flops_ratio(self) -> float:
         return self.flops_after / max(self.flops_before, 1)
 
@@ -164,6 +216,8 @@ class PruningReport:
             text += f", nonzero {self.nonzero_after:,} ({100 * self.nonzero_ratio:.1f}%)"
         if self.latency_ratio is not None:
             text += f", latency {100 * self.latency_ratio:.1f}%"
+        if self.submodules:
+            text += f", {len(self.compiled)} submodules compiled in place"
         return text
 
     def format_table(self, *, only_narrowed: bool = False) -> str:
@@ -201,6 +255,7 @@ class PruningReport:
         lines += [f"dead (output is its bias alone, MACs not counted): {n}" for n in self.dead]
         lines += [f"leaf (not pruned through): {n}: {why}" for n, why in self.leaves.items()]
         lines += [f"traced for the example inputs: {d}" for d in self.decisions]
+        lines += [_submodule_line(name, sp) for name, sp in self.submodules.items()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +279,7 @@ class PruningReport:
             "decisions": list(self.decisions),
             "batch_size": self.batch_size,
             "scoring_batches": self.scoring_batches,
+            "submodules": {name: asdict(sp) for name, sp in self.submodules.items()},
             "layers": {
                 name: {
                     "in_channels": lp.in_channels,
@@ -248,6 +304,17 @@ class PruningReport:
         }
 
 
+def _submodule_line(name: str, sp: SubmodulePlan) -> str:
+    """``compiled in place: backbone (BackboneWithFPN): params 4,439,344 -> 2,101,212``."""
+    what = "compiled in place" if sp.compiled else "left as it was"
+    params = (
+        f"params {sp.params_before:,} -> {sp.params_after:,}" if sp.compiled
+        else f"params {sp.params_before:,}"
+    )  # fmt: skip
+    note = f"; {sp.note}" if sp.note else ""
+    return f"{what}: {name or '(model)'} ({sp.kind}): {params}{note}"
+
+
 def _budget_dict(budget: Any) -> dict[str, float | None] | None:
     """A Budget (or a float: the params fraction) as ``{"params": ..., ...}``."""
     if budget is None:
@@ -257,8 +324,13 @@ def _budget_dict(budget: Any) -> dict[str, float | None] | None:
     return dict(budget.limits())
 
 
-def report(gm: torch.fx.GraphModule) -> PruningReport:
+def report(gm: torch.nn.Module) -> PruningReport:
     """The :class:`PruningReport` of a model returned by :func:`reconvene_fx.compile`.
+
+    That is a ``GraphModule`` (the report is at ``gm.meta["reconvene.report"]``) or, when
+    the model's own ``forward`` could not be traced, a copy of the model with submodules
+    compiled in place (the report lists them in ``submodules``; each compiled submodule
+    carries its own report too).
 
     Example:
         >>> import reconvene_fx as rfx
@@ -269,10 +341,24 @@ def report(gm: torch.fx.GraphModule) -> PruningReport:
         >>> rep.params_after <= 0.6 * rep.params_before
         True
     """
-    rep = getattr(gm, "meta", {}).get(REPORT)
+    meta = getattr(gm, "meta", None)
+    rep = meta.get(REPORT) if isinstance(meta, dict) else None
+    if rep is None:
+        rep = getattr(gm, REPORT_ATTRIBUTE, None)
     if not isinstance(rep, PruningReport):
         raise ReconveneError(
-            "this module carries no pruning report; pass a GraphModule returned by "
-            "reconvene_fx.compile"
+            "this module carries no pruning report; pass a model returned by reconvene_fx.compile"
         )
     return rep
+
+
+def attach_report(model: torch.nn.Module, rep: PruningReport) -> None:
+    """Give ``model`` (not a ``GraphModule``) the report :func:`report` returns for it.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> attach_report(net, PruningReport(6, 6, 4, 4))
+        >>> report(net).params_after
+        6
+    """
+    object.__setattr__(model, REPORT_ATTRIBUTE, rep)

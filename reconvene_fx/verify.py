@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ import torch.fx
 import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
+from ._copy import independent_copy
 from .composite import masks_of
 from .errors import ReconveneError, VerifyError
 from .layers import module_layer
@@ -45,7 +45,7 @@ def zeroed_reference(
     :class:`~reconvene_fx.passes.LiftLayersPass`) says which layer a module whose forward
     calls a functional layer was compiled as.
     """
-    ref = copy.deepcopy(model)
+    ref = independent_copy(model)  # also copies tensors the model computed and cached
     with torch.no_grad():
         for name, mask in (masks or {}).items():
             weight = ref.get_submodule(name).weight
@@ -85,7 +85,7 @@ def _unsliced(name: str, module: nn.Module, mask: torch.Tensor, rep: PruningRepo
 
 def verify(
     model: nn.Module,
-    gm: torch.fx.GraphModule,
+    gm: nn.Module,
     example_inputs: tuple[Any, ...] | torch.Tensor,
     *,
     rtol: float = 1e-4,
@@ -99,6 +99,13 @@ def verify(
     through approximate ops (LayerNorm/GroupNorm statistics), only shapes and finiteness
     are checked and ``exact`` is False. Composite masks of ``gm`` are applied to the
     reference too.
+
+    ``gm`` may also be a model whose own forward could not be traced and whose submodules
+    ``compile`` compiled in place: each compiled submodule is then checked this way against
+    the original one, on the inputs ``model`` gives it for ``example_inputs`` (recorded by
+    one eval-mode forward), and the whole compiled model must run on ``example_inputs``.
+    Its outputs are not compared: detectors rank and filter their scores, so a rounding
+    difference can change which boxes are kept.
 
     Raises:
         VerifyError: with the largest error and the first module (in execution order)
@@ -114,6 +121,12 @@ def verify(
         >>> rfx.verify(net, gm, (x,)).exact
         True
     """
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(gm, torch.fx.GraphModule) and report(gm).submodules:
+        from ._submodules import verify_in_place
+
+        return verify_in_place(model, gm, tuple(example_inputs), rtol=rtol, atol=atol)
     rep = report(gm)
     if rep.reinit and any(lp.narrowed for lp in rep.layers.values()):
         raise ReconveneError(

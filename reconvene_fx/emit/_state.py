@@ -30,7 +30,7 @@ from ..budget import Budget
 from ..composite import WeightMask, apply_masks
 from ..errors import ExportError, ReconveneError
 from ..meta import REPORT
-from ..report import LayerPlan, PruningReport
+from ..report import LayerPlan, PruningReport, SubmodulePlan
 
 __all__ = ["FORMAT", "TRUSTED_MODULES", "from_state", "to_state"]
 
@@ -369,6 +369,7 @@ def _report_state(rep: PruningReport) -> dict[str, Any]:
         "leaves": dict(rep.leaves),
         "decisions": list(rep.decisions),
         "scoring_batches": rep.scoring_batches,
+        "submodules": {name: dict(vars(sp)) for name, sp in rep.submodules.items()},
         "layers": {name: _layer_state(lp) for name, lp in rep.layers.items()},
     }
 
@@ -390,5 +391,6 @@ def _report_from(state: Mapping[str, Any]) -> PruningReport:
         leaves=dict(state["leaves"]),
         decisions=tuple(state["decisions"]),
         scoring_batches=state.get("scoring_batches"),  # absent in files saved before it
+        submodules={n: SubmodulePlan(**sp) for n, sp in state.get("submodules", {}).items()},
         layers={name: LayerPlan(**lay) for name, lay in state["layers"].items()},
     )
