@@ -24,7 +24,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 from ._copy import attributes_restored, structural_copy
-from .errors import TraceError
+from .errors import TraceMismatchError
 from .log import logger
 
 __all__ = ["check_fidelity"]
@@ -97,7 +97,7 @@ def check_fidelity(
         if scope
         else ""
     )
-    raise TraceError(
+    raise TraceMismatchError(
         f"the traced graph does not compute what {type(model).__name__}.forward computes "
         f"on the example inputs: {what}\n"
         "The forward takes another path while torch.fx traces it than when it runs: a test "
@@ -144,9 +144,22 @@ def _first_line(exc: BaseException) -> str:
 
 def _leaves(value: Any) -> tuple[list[Any], Any]:
     """The leaves of an output (dataclass outputs opened field by field) and its form."""
+    return tree_flatten(_plain_mappings(value))
+
+
+def _plain_mappings(value: Any) -> Any:
+    """``value`` with every mapping (an ``OrderedDict``, which a traced graph returns as a
+    plain ``dict``) and dataclass as a plain dict in the same order, inside lists and
+    tuples too: the form that counts is the keys and the order, not the mapping type."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    return tree_flatten(value)
+    if isinstance(value, Mapping):
+        return {key: _plain_mappings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain_mappings(item) for item in value]
+    if type(value) is tuple:
+        return tuple(_plain_mappings(item) for item in value)
+    return value
 
 
 def _difference(got: Any, expected: Any) -> str | None:
