@@ -8,13 +8,13 @@ holds the trainable values.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from ._copy import independent_copy
 from .errors import ArgumentError
 
 __all__ = ["WeightMask", "apply_masks", "bake_masks", "masked_count", "masks_of"]
@@ -81,7 +81,7 @@ def bake_masks(model: nn.Module) -> nn.Module:
     """
     if not masks_of(model):
         return model
-    baked = copy.deepcopy(model)
+    baked = independent_copy(model)
     for name in masks_of(baked):
         _unparametrize(baked.get_submodule(name))
     return baked

@@ -67,6 +67,7 @@ def test_a_module_caching_a_computed_tensor_compiles_and_is_left_alone() -> None
     torch.testing.assert_close(gm(X), expected)
     out = rfx.compile(model, budget=0.5, example_inputs=(X,), reinit=False)
     assert out.get_submodule("conv").out_channels < 16
+    assert rfx.verify(model, out, (X,)).exact  # its reference copies the cache too
     assert model.scale is scale and scale.grad_fn is not None
     assert model.history == {"scales": [scale]}
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
