@@ -59,7 +59,7 @@ def check_fidelity(
         >>> gm = torch.fx.symbolic_trace(Net())
         >>> try:
         ...     check_fidelity(Net(), gm, (torch.ones(2),))
-        ... except TraceError as exc:
+        ... except TraceMismatchError as exc:
         ...     print(str(exc).splitlines()[0].split(": ", 1)[1])
         output 0 differs by up to 1 (values up to 1), computed by node 'mul'
     """
