@@ -73,6 +73,8 @@ class ChannelGraph:
         self._pins: list[torch.Tensor] = []
         self._pin_causes: list[int] = []  # per entry of _pins, its index into _causes
         self._causes: dict[tuple[str, Hashable], int] = {}
+        # (ids a, ids b, reason, node): pinned at resolve unless a and b keep equal counts
+        self._same_counts: list[tuple[torch.Tensor, torch.Tensor, str, Hashable]] = []
 
     @property
     def num_spaces(self) -> int:
@@ -116,6 +118,37 @@ class ChannelGraph:
             self._pins.append(ids.reshape(-1).long())
             self._pin_causes.append(self._causes.setdefault((reason, node), len(self._causes)))
 
+    def pin_unless_same_count(
+        self, a: torch.Tensor, b: torch.Tensor, reason: str = "", node: Hashable = None
+    ) -> None:
+        """Pin ids ``a`` and ``b`` unless the ties make every plan keep as many channels of
+        ``a`` as of ``b`` (each atom holds as many of ``a`` as of ``b``), which is checked
+        once all ties are known (:meth:`resolve`).
+
+        A size read off one tensor that shapes another (``q.view(n, -1, h, k.shape[-1] // h)``)
+        stays right after pruning exactly when their kept counts stay equal.
+
+        Example:
+            >>> g = ChannelGraph()
+            >>> a, b, c = g.new_space(4), g.new_space(4), g.new_space(4)
+            >>> g.tie(g.ids(a), g.ids(b))
+            >>> g.pin_unless_same_count(g.ids(a), g.ids(b), "a's size shapes b")
+            >>> g.pin_unless_same_count(g.ids(a), g.ids(c), "a's size shapes c")
+            >>> atoms = g.resolve()
+            >>> [bool(atoms.pinned[atoms.atom_of[g.ids(s)]].all()) for s in (a, b, c)]
+            [False, False, True]
+        """
+        self._same_counts.append((a.reshape(-1).long(), b.reshape(-1).long(), reason, node))
+
+    def _pin_unequal_counts(self, atom_of: torch.Tensor, num_atoms: int) -> None:
+        for a, b, reason, node in self._same_counts:
+            count_a = torch.bincount(atom_of[torch.unique(a)], minlength=num_atoms)
+            count_b = torch.bincount(atom_of[torch.unique(b)], minlength=num_atoms)
+            if not torch.equal(count_a, count_b):
+                self.pin(a, reason, node)
+                self.pin(b, reason, node)
+        self._same_counts = []
+
     def resolve(self) -> Atoms:
         """Union-find over all ties; returns the atoms, their pins and the groups."""
         n = self._total
@@ -126,6 +159,7 @@ class ChannelGraph:
             parent = _connected_labels(parent, u, v)
         roots, atom_of = torch.unique(parent, return_inverse=True)
         num_atoms = int(roots.numel())
+        self._pin_unequal_counts(atom_of, num_atoms)
         # the earliest pin reaching each atom: pins are numbered in the order they were made
         order = torch.full((num_atoms,), len(self._pins), dtype=torch.long)
         if self._pins:

@@ -22,6 +22,7 @@ __all__ = [
     "REPORT",
     "SENSITIVITY",
     "SENSITIVITY_TABLE",
+    "SIZE_PEERS",
     "TENSOR_META",
     "TRACE_DECISIONS",
     "VALUE",
@@ -58,6 +59,9 @@ TRACE_DECISIONS = "reconvene.trace_decisions"  # gm.meta: [str] answered for the
 SOURCE = "reconvene.source"  # node.meta: "file.py:12 (code)" of the model code that made it
 OWNED = "reconvene.owned"  # gm.meta: True when gm's submodules are not shared with a model
 LIFTED = "reconvene.lifted"  # gm.meta: {module: LiftedLayer} functional layers made modules
+# node.meta of a reshape: tensors whose channel counts its sizes read as the reshaped tensor's
+# own (the plan keeps their counts equal, so such a size follows the plan by itself)
+SIZE_PEERS = "reconvene.size_peers"
 
 
 @dataclass(frozen=True)

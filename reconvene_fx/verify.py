@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.fx
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
 from ._copy import independent_copy
@@ -18,6 +19,7 @@ from .layers import module_layer
 from .meta import LIFTED
 from .passes.lift import LiftedLayer
 from .report import PruningReport, report
+from .rules.attention import query_layer
 
 __all__ = ["VerifyResult", "verify", "zeroed_reference"]
 
@@ -36,6 +38,7 @@ def zeroed_reference(
     rep: PruningReport,
     masks: Mapping[str, torch.Tensor] | None = None,
     lifted: Mapping[str, LiftedLayer] | None = None,
+    queries: Iterable[str] = (),
 ) -> nn.Module:
     """A copy of ``model`` where every conv/linear ignores the inputs the plan removed.
 
@@ -43,7 +46,9 @@ def zeroed_reference(
     the input slices R feeds (design §5). ``masks`` (composite mode: ``{module: mask}``)
     are multiplied into the named modules' weights. ``lifted`` (``gm.meta`` of
     :class:`~reconvene_fx.passes.LiftLayersPass`) says which layer a module whose forward
-    calls a functional layer was compiled as.
+    calls a functional layer was compiled as. ``queries`` name the layers that compute the
+    query of a scaled dot-product attention (an attention mixes the features of its query
+    and key): their removed outputs are zeroed too.
     """
     ref = independent_copy(model)  # also copies tensors the model computed and cached
     with torch.no_grad():
@@ -64,7 +69,32 @@ def zeroed_reference(
             removed = torch.ones(lp.in_channels, dtype=torch.bool)
             removed[lp.in_idx] = False
             layer.handler.zero_inputs(layer, removed)
+        for name in queries:
+            _zero_outputs(ref.get_submodule(name), rep.layers[name].out_idx)
     return ref
+
+
+def _zero_outputs(module: nn.Module, kept: torch.Tensor) -> None:
+    """Zero the outputs of a conv/linear (dim 0 of its weight) that are not ``kept``."""
+    removed = torch.ones(module.weight.shape[0], dtype=torch.bool)
+    removed[kept] = False
+    module.weight[removed] = 0
+    if getattr(module, "bias", None) is not None:
+        module.bias[removed] = 0
+
+
+def _query_layers(gm: nn.Module, rep: PruningReport) -> list[str]:
+    """The layers whose outputs the plan narrowed and that compute an attention's query."""
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    found = []
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is F.scaled_dot_product_attention:
+            name = query_layer(node)
+            plan = rep.layers.get(name) if name is not None else None
+            if plan is not None and plan.out_idx.numel() < plan.out_channels:
+                found.append(name)
+    return found
 
 
 def _unsliced(name: str, module: nn.Module, mask: torch.Tensor, rep: PruningReport) -> torch.Tensor:
@@ -135,7 +165,8 @@ def verify(
         )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    ref = zeroed_reference(model, rep, masks_of(gm), gm.meta.get(LIFTED))
+    queries = _query_layers(gm, rep)
+    ref = zeroed_reference(model, rep, masks_of(gm), gm.meta.get(LIFTED), queries)
     ref_out, ref_acts = _run(ref, example_inputs, rep)
     gm_out, gm_acts = _run(gm, example_inputs, rep)
     ref_leaves, gm_leaves = tree_leaves(ref_out), tree_leaves(gm_out)

@@ -12,20 +12,32 @@ matches the new widths; a computed size that gives the new count by itself at ru
 Every other use of a channel count that the plan changed (``t / math.sqrt(t.shape[1])``,
 ``torch.tensor(c)``, a guard on ``x.shape[1]``, a spatial crop by it) keeps the value it had
 in the original model: the narrowed size reads in it are replaced by their original
-values, so the compact model computes what the original computed.
+values, so the compact model computes what the original computed. The same holds for the
+implicit ``1 / sqrt(head_dim)`` scale of scaled dot-product attention.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from ..errors import CompilerError
-from ..meta import CHANNELS, KEEP, TENSOR_META, VALUE, ChannelInfo, ChannelKeep, ConcreteValue
+from ..meta import (
+    CHANNELS,
+    KEEP,
+    SIZE_PEERS,
+    TENSOR_META,
+    VALUE,
+    ChannelInfo,
+    ChannelKeep,
+    ConcreteValue,
+)
 from ..rules.concat import literal_split
 from ..rules.movement import channel_range, follows_source
 from ..rules.sizes import channel_count, evaluate, is_size_node, shape_read
@@ -281,11 +293,14 @@ def _freeze_values(node: torch.fx.Node, sizes: _Sizes, keep: set[Any]) -> bool:
         return False
     if _is_reshape(node):
         source = node.args[0]
+        peers = node.meta.get(SIZE_PEERS, ())
 
         def fix(arg: Any) -> Any:
             if isinstance(arg, (tuple, list)):
                 return type(arg)(fix(a) for a in arg)
-            follows, _ = follows_source(arg, source, lambda t: t.meta.get(CHANNELS))
+            follows, _ = follows_source(
+                arg, source, lambda t: t.meta.get(CHANNELS), peers.__contains__
+            )
             return arg if follows else sizes.frozen(arg, node)
 
         node.args = (source, *(fix(a) for a in node.args[1:]))
@@ -309,6 +324,22 @@ def _freeze_values(node: torch.fx.Node, sizes: _Sizes, keep: set[Any]) -> bool:
     return True
 
 
+def _freeze_attention_scale(node: torch.fx.Node) -> bool:
+    """A scaled dot-product attention that leaves its scale implicit (``1 / sqrt(E)`` of
+    the query's feature count ``E``, which pruning may change): the original scale,
+    written into the call."""
+    if node.op != "call_function" or node.target is not F.scaled_dot_product_attention:
+        return False
+    if len(node.args) > 6 or node.kwargs.get("scale") is not None:
+        return False
+    query = node.args[0] if node.args else node.kwargs.get("query")
+    meta = query.meta.get(TENSOR_META) if isinstance(query, torch.fx.Node) else None
+    if not isinstance(meta, TensorMetadata) or not meta.shape:
+        return False
+    node.kwargs = {**node.kwargs, "scale": 1 / math.sqrt(meta.shape[-1])}
+    return True
+
+
 def rewrite_literals(gm: torch.fx.GraphModule) -> bool:
     """Write the kept channel counts into the sizes of splits and channel ranges along
     narrowed channel dims and into literal view sizes (read from the nodes'
@@ -324,6 +355,8 @@ def rewrite_literals(gm: torch.fx.GraphModule) -> bool:
         if _rewrite_view(node) or _rewrite_range(node, sizes) or _rewrite_split(node, sizes):
             changed = True
         if _freeze_values(node, sizes, following):
+            changed = True
+        if _freeze_attention_scale(node):
             changed = True
     if not changed:
         return False

@@ -3,7 +3,18 @@
 Importing this package registers the built-in rules in :data:`DEFAULT_RULES`.
 """
 
-from . import concat, constants, elementwise, layers, movement, norms, pooling, sizes, timm
+from . import (
+    attention,
+    concat,
+    constants,
+    elementwise,
+    layers,
+    movement,
+    norms,
+    pooling,
+    sizes,
+    timm,
+)
 from .context import RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES, Rule, RuleRegistry, get_default_registry
@@ -15,6 +26,7 @@ __all__ = [
     "RuleContext",
     "RuleRegistry",
     "Scrambled",
+    "attention",
     "concat",
     "constants",
     "elementwise",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..meta import SIZE_PEERS
 from .context import NoValue, RuleContext
 from .layout import Layout, Scrambled
 from .registry import DEFAULT_RULES
@@ -89,7 +90,13 @@ def _distinct(ids: torch.Tensor) -> int:
 def _fixed_dims(ctx: RuleContext, out_ndim: int) -> list[tuple[int, list[torch.fx.Node]]]:
     """Output dims whose size is fixed in the graph: a literal int (not -1), or a value
     computed from anything but the reshaped tensor's own sizes (with the tensors whose
-    channel counts it reads)."""
+    channel counts it reads).
+
+    A size read off another tensor with as many channels as the reshaped one (the head
+    size ``k.shape[-1] // heads`` that reshapes ``q``) follows the plan when the plan keeps
+    their counts equal: the two are recorded as size peers (``node.meta[SIZE_PEERS]``) and
+    pinned only if the finished coupling does not keep their counts equal
+    (:meth:`~reconvene_fx.coupling.ChannelGraph.pin_unless_same_count`)."""
     node = ctx.node
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     if name not in (*_SHAPE_METHODS, "reshape"):
@@ -101,18 +108,51 @@ def _fixed_dims(ctx: RuleContext, out_ndim: int) -> list[tuple[int, list[torch.f
     if len(spec) == 1 and isinstance(spec[0], (tuple, list)):
         spec = spec[0]
     source = node.args[0]
+    mine = ctx.layout(source)
+    peers: dict[torch.fx.Node, Any] = {}
+    read: dict[torch.fx.Node, Any] = {}  # the peers of the size being looked at
+
+    def same_count(tensor: torch.fx.Node) -> bool:
+        theirs = ctx.layout(tensor)
+        if _count(theirs) is None or _count(theirs) != _count(mine):
+            return False
+        read[tensor] = theirs
+        return True
+
     sizes = [ctx.value(s) if isinstance(s, torch.fx.Node) else s for s in spec]
     fixed = []
     for i, (s, size) in enumerate(zip(spec, sizes, strict=True)):
         if isinstance(size, int) and size > 1:
-            follows, foreign = follows_source(s, source, ctx.layout)
-            if not follows:
+            read.clear()
+            follows, foreign = follows_source(s, source, ctx.layout, same_count)
+            if follows:
+                peers.update(read)
+            else:
                 fixed.append((i, foreign))
+    if peers:
+        why = f"{node.name!r} reshapes them with a size read off another tensor"
+        for theirs in peers.values():
+            ctx.graph.pin_unless_same_count(_id_set(ctx, mine), _id_set(ctx, theirs), why, node)
+        node.meta[SIZE_PEERS] = tuple(peers)
     return fixed
 
 
+def _count(layout: Any) -> int | None:
+    """How many channels a Layout or Scrambled layout holds."""
+    if isinstance(layout, Layout):
+        return layout.size
+    return _distinct(layout.small) if isinstance(layout, Scrambled) else None
+
+
+def _id_set(ctx: RuleContext, layout: Layout | Scrambled) -> torch.Tensor:
+    return ctx.ids(layout) if isinstance(layout, Layout) else layout.small.reshape(-1)
+
+
 def follows_source(
-    arg: Any, source: Any, channels_of: Callable[[Any], Any]
+    arg: Any,
+    source: Any,
+    channels_of: Callable[[Any], Any],
+    same_count: Callable[[torch.fx.Node], bool] | None = None,
 ) -> tuple[bool, list[torch.fx.Node]]:
     """Whether a shape argument of a reshape of ``source`` is computed from the sizes of
     ``source`` itself (``c // groups`` with ``c = x.size(1)``), or from the channel count
@@ -124,7 +164,9 @@ def follows_source(
     ``channels_of(tensor)`` gives an object with ``space`` and ``dim`` for a tensor with
     channels (a :class:`Layout` while the rules run, a ChannelInfo afterwards). A size
     read off a dim that holds no channels never changes with pruning; a whole shape read
-    off another tensor counts as reading its channels.
+    off another tensor counts as reading its channels. ``same_count(tensor)``, if given,
+    says whether the plan keeps ``tensor``'s channel count equal to ``source``'s, so that
+    its channel count read counts as ``source``'s own.
 
     Example:
         >>> g = torch.fx.Graph()
@@ -163,6 +205,8 @@ def follows_source(
             getattr(theirs, "space", None) == mine.space  # fmt: skip
         if same and (holds or dim is None):
             continue  # the same channels (and other dims), read off another value
+        if same_count is not None and (holds or dim is None) and same_count(tensor):
+            continue  # another tensor whose count the plan keeps equal to the source's
         follows = False
         if theirs is not None and (dim is None or not hasattr(theirs, "dim") or holds):
             foreign.append(tensor)  # its channel count: pruning it would change the size
