@@ -150,7 +150,11 @@ def _leaves(value: Any) -> tuple[list[Any], Any]:
 def _plain_mappings(value: Any) -> Any:
     """``value`` with every mapping (an ``OrderedDict``, which a traced graph returns as a
     plain ``dict``) and dataclass as a plain dict in the same order, inside lists and
-    tuples too: the form that counts is the keys and the order, not the mapping type."""
+    tuples too: the form that counts is the keys and the order, not the mapping type. A
+    dataclass that is also a mapping (diffusers' and transformers' outputs, which leave out
+    their None fields) counts by its keys."""
+    if isinstance(value, Mapping):  # also a dataclass that is a mapping (HF ModelOutput)
+        return {key: _plain_mappings(item) for key, item in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

@@ -8,6 +8,7 @@ is a TraceError that names the module call or node where it goes its own way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections import OrderedDict
@@ -264,3 +265,38 @@ def test_an_ordered_dict_output_is_the_plain_dict_the_graph_returns() -> None:
     x = torch.randn(1, 3, 16, 16)
     gm = rfx.trace(model, example_inputs=(x,))  # the check passes: same keys and values
     assert list(gm(x)) == ["p2", "p3"]
+
+
+@dataclasses.dataclass
+class _ModelOutput(OrderedDict):
+    """An output as diffusers and transformers return it: a dataclass that is also a
+    mapping of its fields that are not None."""
+
+    sample: torch.Tensor
+    loss: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                self[field.name] = value
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.out = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> _ModelOutput:
+        return _ModelOutput(sample=self.out(self.conv(x).relu()))
+
+
+def test_a_dataclass_mapping_output_counts_by_its_keys() -> None:
+    """The mapping leaves out ``loss`` (None): the model and the graph have the same form,
+    where reading the dataclass's fields would see an extra None in one of them."""
+    model = _Decoder().eval()
+    gm = rfx.trace(model, example_inputs=(_x(),))
+    assert list(gm(_x())) == ["sample"]
+    gm = rfx.compile(model, 0.5, (_x(),), method="magnitude")
+    assert gm(_x())["sample"].shape == (2, 8, 16, 16)
