@@ -226,7 +226,9 @@ def data_movement(ctx: RuleContext) -> Any:
     bounds computed from the tensor's own channel count: ``x[:, : x.shape[1] // 2]``) gives
     the output the channels of that range, and ShrinkPass rewrites the bounds to the kept
     positions; any other op that drops channels by position pins its input, because the
-    position would not survive pruning.
+    position would not survive pruning. A view of a Linear's features as channels and
+    positions (``y.view(-1, 256, 4, 4)``) gives channels whose blocks of features are
+    pruned whole.
     """
     node = ctx.node
     source = node.args[0]
@@ -256,7 +258,10 @@ def data_movement(ctx: RuleContext) -> Any:
     if ids.numel() and _distinct(small) != had:
         ctx.pin(lay)
         return ctx.pinned_output() if ids.dim() else None
-    for dim, foreign in _fixed_dims(ctx, ids.dim()):
+    fixed = _fixed_dims(ctx, ids.dim())
+    if _unfolds_features(ctx, lay, in_shape, varying, fixed):
+        return _unfolded(ctx, small)
+    for dim, foreign in fixed:
         if dim in varying:
             across = small.movedim(dim, -1).reshape(-1, small.shape[dim])
             ctx.tie_ids(across[:, :1].expand_as(across), across)
@@ -264,6 +269,40 @@ def data_movement(ctx: RuleContext) -> Any:
     if ids.dim() == 0:
         return None
     return _describe(ctx, small, varying, tuple(ids.shape))
+
+
+def _unfolds_features(
+    ctx: RuleContext,
+    lay: Any,
+    in_shape: torch.Size,
+    varying: list[int],
+    fixed: list[tuple[int, list[torch.fx.Node]]],
+) -> bool:
+    """Whether the node views the features of a ``[n, features]`` tensor (a Linear's
+    output) as channels and positions, ``y.view(-1, 256, 4, 4)``: the inverse of a flatten
+    before a Linear. The channel count (dim 1) must be a literal, ``-1``, or computed from
+    the tensor's own size, so that ShrinkPass can write the kept count."""
+    node = ctx.node
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return (
+        name in ("view", "reshape")
+        and isinstance(lay, Layout)
+        and len(in_shape) == 2
+        and lay.dim == 1
+        and len(varying) >= 2
+        and varying == list(range(1, len(varying) + 1))
+        and not any(foreign for dim, foreign in fixed if dim == 1)
+    )
+
+
+def _unfolded(ctx: RuleContext, small: torch.Tensor) -> Layout:
+    """Channels on dim 1, each the block of features it was unfolded from: the block is
+    pruned as one (so a Linear before it loses whole blocks of outputs)."""
+    blocks = small.reshape(small.shape[1], -1)
+    ctx.tie_ids(blocks[:, :1].expand_as(blocks), blocks)
+    out = ctx.new(blocks.shape[0], 1)
+    ctx.tie_ids(ctx.ids(out), blocks[:, 0])
+    return out
 
 
 def channel_range(
