@@ -84,13 +84,25 @@ def _user_source_line() -> str:
 
 
 def _library_notrace() -> tuple[Callable[..., Any], ...]:
-    """The functions that already imported model libraries mark as not traceable (timm's
-    FX registry); nothing is imported here. (timm's list of leaf *modules* is not used:
-    it serves feature extraction, and holds whole blocks that trace fine.)"""
+    """The functions of already imported model libraries that are kept as single calls:
+    those timm's FX registry marks as not traceable, and einops' ``rearrange``,
+    ``repeat``, ``reduce`` and ``einsum`` (they reject torch.fx proxies; their channel
+    rules are in :mod:`reconvene_fx.rules.einops_ops`). Nothing is imported here. (timm's
+    list of leaf *modules* is not used: it serves feature extraction, and holds whole
+    blocks that trace fine.)
+
+    Only calls by the name the model imported (``from einops import rearrange``) are
+    kept; ``einops.rearrange(...)`` is looked up on the module at call time.
+    """
+    found: list[Callable[..., Any]] = []
     fx = sys.modules.get("timm.layers._fx")
-    if fx is None:
-        return ()
-    return tuple(f for f in fx.get_notrace_functions() if callable(f))
+    if fx is not None:
+        found.extend(f for f in fx.get_notrace_functions() if callable(f))
+    einops = sys.modules.get("einops")
+    if einops is not None:
+        names = ("rearrange", "repeat", "reduce", "einsum")
+        found.extend(f for f in (getattr(einops, n, None) for n in names) if callable(f))
+    return tuple(found)
 
 
 def _sections(node: torch.fx.Node) -> int | None:
