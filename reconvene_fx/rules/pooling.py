@@ -12,7 +12,7 @@ from .context import NoValue, RuleContext
 from .layout import Layout
 from .registry import DEFAULT_RULES
 
-__all__ = ["per_channel_spatial", "reduction", "softmax"]
+__all__ = ["pad", "per_channel_spatial", "reduction", "softmax"]
 
 _SPATIAL_MODULES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
@@ -37,6 +37,38 @@ def per_channel_spatial(ctx: RuleContext) -> Any:
     if isinstance(x, Layout) and x.dim == 1 and len(ctx.tensor_args()) == 1:
         return x
     return ctx.boundary()
+
+
+@DEFAULT_RULES.function(F.pad, torch.constant_pad_nd)
+def pad(ctx: RuleContext) -> Any:
+    """Padding other dims than the channels' (the padding may be computed from the input's
+    shape, as TF-style "same" padding is): pass-through. Padding the channel dim pins it.
+
+    Example:
+        >>> import reconvene_fx as rfx
+        >>> class Same(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.a, self.b = torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 3)
+        ...     def forward(self, x):
+        ...         h = F.pad(self.a(x), [1, 1, 1, 1]).relu()
+        ...         return self.b(F.pad(h, [x.shape[-1] % 2, 1, 1, 1]))
+        >>> gm = rfx.compile(Same(), 0.5, (torch.randn(1, 3, 9, 9),), method="magnitude")
+        >>> gm.a.out_channels < 8
+        True
+    """
+    x = ctx.layout(ctx.node.args[0])
+    shape = ctx.shape(ctx.node.args[0])
+    try:
+        widths = ctx.value(ctx.arg(1, "pad"))
+    except NoValue:
+        return ctx.boundary()
+    if not isinstance(x, Layout) or shape is None or not isinstance(widths, (tuple, list)):
+        return ctx.boundary()
+    padded = {len(shape) - 1 - i // 2 for i, w in enumerate(widths) if w != 0}
+    if x.dim in padded or any(ctx.layout(n) is not None for n in ctx.tensor_args()[1:]):
+        return ctx.boundary("it pads the channels")
+    return x
 
 
 @DEFAULT_RULES.function(torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var)
