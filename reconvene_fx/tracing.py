@@ -11,8 +11,10 @@ Beyond ``torch.fx.symbolic_trace``:
 * iterating over, or taking ``len()`` of, the result of ``chunk``/``split``/``tensor_split``
   with literal section counts works (``list(x.chunk(2, 1))``, as Ultralytics' C2f does);
 * with example inputs, any other question the forward asks of a traced value (a branch
-  on ``x.shape``, ``len()``, iteration) is answered from its value for those inputs
-  (:mod:`reconvene_fx._shadow`), and recorded;
+  on ``x.shape``, ``len()``, iteration, ``int()``/``float()`` of a size) is answered from
+  its value for those inputs (:mod:`reconvene_fx._shadow`), recorded, and guarded;
+* ``round()`` of a traced value, and ``torch.tensor``/``torch.as_tensor`` of one
+  (``torch.tensor(x.shape[1])``), are recorded as calls computed at run time;
 * ``torch.jit.isinstance(x, torch.Tensor)`` answers for a traced value as it does in
   eager mode (MONAI concatenates its skips only when it holds);
 * a submodule that still cannot be traced becomes a leaf (called as a black box, its
@@ -25,13 +27,18 @@ Beyond ``torch.fx.symbolic_trace``:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
 import inspect
 import linecache
+import operator
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import torch
@@ -62,7 +69,9 @@ class BranchDecisionWarning(UserWarning):
     """The forward branches on a traced value (``if x.shape[-1] > 16:``): the graph holds
     only the branch the example inputs take, and guards it (inputs taking the other
     branch raise an :class:`~reconvene_fx.errors.InputError`). One warning per source
-    line names it and the branch taken."""
+    line names it and the branch taken. Likewise when it reads a traced size as a Python
+    number (``int(x.shape[1] * 0.5)``): the graph holds the number of the example inputs,
+    guarded."""
 
 
 # torch's and this package's folders (with the separator: torchvision is not torch)
@@ -81,6 +90,19 @@ def _user_source_line() -> str:
             return f"{where} ({code})" if code else where
         frame = frame.f_back
     return "<unknown source line>"
+
+
+# the files of the tracing machinery: torch.fx's and this one
+_TRACING_FILES = (os.path.dirname(torch.fx.__file__) + os.sep, __file__)
+
+
+def _calling_instruction() -> tuple[FrameType | None, int]:
+    """The innermost frame outside the tracing machinery (the forward being traced), and
+    the instruction it runs (the call in progress)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_TRACING_FILES):
+        frame = frame.f_back
+    return frame, -1 if frame is None else frame.f_lasti
 
 
 def _library_notrace() -> tuple[Callable[..., Any], ...]:
@@ -147,15 +169,42 @@ def _without_varargs(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@dataclass(frozen=True)
+class _NumberRead:
+    """A traced size read as a Python number, not yet recorded (:meth:`_Tracer._number`)."""
+
+    proxy: torch.fx.Proxy
+    number: int | float
+    given: str  # "int() = 32"
+    where: str  # the module being traced
+    source: str  # the user's source line
+    at: tuple[FrameType | None, int]  # the call instruction that read it
+
+
 class _Proxy(torch.fx.Proxy):
-    """A proxy whose ``len()`` is known: from literal section counts, or from its value
-    for the example inputs."""
+    """A proxy whose ``len()`` is known (from literal section counts, or from its value
+    for the example inputs), that converts to a Python number when it is a size known
+    from the example inputs, and that ``round()`` records as a call."""
 
     def __len__(self) -> int:
         count = self.tracer._length(self)  # type: ignore[attr-defined]
         if count is None:
             return super().__len__()
         return count
+
+    # Python requires these to return a real number: the value for the example inputs
+    def __int__(self) -> int:
+        return self.tracer._number(self, int)  # type: ignore[attr-defined]
+
+    def __float__(self) -> float:
+        return self.tracer._number(self, float)  # type: ignore[attr-defined]
+
+    def __index__(self) -> int:
+        return self.tracer._number(self, operator.index)  # type: ignore[attr-defined]
+
+    def __round__(self, ndigits: Any = None) -> torch.fx.Proxy:
+        args = (self,) if ndigits is None else (self, ndigits)
+        return self.tracer.create_proxy("call_function", builtins.round, args, {})
 
 
 class _Tracer(torch.fx.Tracer):
@@ -179,6 +228,8 @@ class _Tracer(torch.fx.Tracer):
         self._shadowing = False
         self.decisions: list[str] = []
         self.branches: list[tuple[str, bool]] = []  # (user's source line, branch taken)
+        self.numbers: list[tuple[str, str]] = []  # (user's source line, "int() = 32")
+        self._reads: list[_NumberRead] = []  # recorded when the next node is created
 
     @contextlib.contextmanager
     def _quiet(self) -> Iterator[None]:
@@ -228,9 +279,95 @@ class _Tracer(torch.fx.Tracer):
             self.decisions.append(f"{self._where()}: {op}({args}) -> {taken}")
             self.branches.append((source, taken))
             # the compiled graph checks, at run time, that its inputs take this branch
-            self.create_proxy("call_function", check_decision, (obj, taken, source), {})
+            self._guard(obj, taken, source)
             return taken
         return super().to_bool(obj)
+
+    def _guard(self, value: torch.fx.Proxy, taken: Any, source: str) -> None:
+        """Record a :func:`check_decision` of ``value`` against what tracing decided. The
+        call is marked as wrapped, so that the generated code keeps it a call when it is
+        traced again (as unpickling a GraphModule does, without example inputs)."""
+        guard = self.create_proxy("call_function", check_decision, (value, taken, source), {})
+        guard.node.meta["is_wrapped"] = True
+
+    def _number(self, proxy: torch.fx.Proxy, convert: Callable[[Any], Any]) -> Any:
+        """``convert(proxy)`` (``int``, ``float``, ``operator.index``) of a traced size:
+        its value for the example inputs, which the graph then holds as a literal. A guard
+        checks at run time that the inputs still give it; it and the decision are recorded
+        when the next node is created (:meth:`_record_numbers`)."""
+        value = self._value(proxy)
+        name = getattr(convert, "__name__", "int")
+        if isinstance(value, torch.Tensor) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"{name}() of the traced value {proxy.node.name!r} "
+                f"({proxy.node.format_node()}): it needs a Python number, and this value is "
+                + (
+                    "not known without example inputs; pass example_inputs"
+                    if self._inputs is None
+                    else "not a size known from the example inputs (it depends on tensor "
+                    "data); compute it with tensor ops, or fix it with concrete_args"
+                )
+            )
+        number = convert(value)
+        if convert is operator.index:
+            number = int(number)  # the guard converts it back with int()
+        given = f"{name}() = {number!r}"
+        where, source = self._where(), _user_source_line()
+        self._reads.append(_NumberRead(proxy, number, given, where, source,
+                                       _calling_instruction()))  # fmt: skip
+        return number
+
+    def _record_numbers(self) -> None:
+        """Guard and record the numbers read since the last node was created. torch's
+        argument parser asks a traced value for ``__index__`` when it only checks an int
+        argument (``torch.reshape(x, (x.shape[0], -1))``) before handing the call, with
+        the proxy itself, to ``__torch_function__``: a node created by the same call
+        instruction shows that the number was never used, and it is dropped."""
+        reads, self._reads = self._reads, []
+        now = _calling_instruction()
+        seen: set[tuple[torch.fx.Node, int | float, str]] = set()
+        for read in reads:
+            key = (read.proxy.node, read.number, read.source)
+            probe = read.at[0] is not None and read.at[0] is now[0] and read.at[1] == now[1]
+            if probe or key in seen:
+                continue  # a probe of the argument parser, or read twice by one call
+            seen.add(key)
+            call = read.given.replace("()", f"({read.proxy.node.name})", 1)
+            self.decisions.append(f"{read.where}: {call}")
+            self.numbers.append((read.source, read.given))
+            self._guard(read.proxy, read.number, read.source)
+
+    @contextlib.contextmanager
+    def _tensors_of_values(self) -> Iterator[None]:
+        """While tracing, ``torch.tensor``/``torch.as_tensor`` of data holding a traced
+        value (``torch.tensor(x.shape[1])``) are recorded as calls, so the tensor is made
+        at run time from the values then (torch.fx cannot see these calls: they take no
+        ``__torch_function__``). The call goes to the tracer of the values it holds."""
+        originals = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+
+        def recorded(original: Callable[..., Any]) -> Callable[..., Any]:
+            target = inspect.unwrap(original)  # torch's own, also within another trace
+
+            @functools.wraps(original)
+            def factory(*args: Any, **kwargs: Any) -> Any:
+                found: list[torch.fx.Proxy] = []
+                torch.fx.node.map_aggregate(
+                    (args, kwargs),
+                    lambda a: found.append(a) if isinstance(a, torch.fx.Proxy) else a,
+                )
+                if not found:
+                    return original(*args, **kwargs)
+                return found[0].tracer.create_proxy("call_function", target, args, kwargs)
+
+            return factory
+
+        for name, original in originals.items():
+            setattr(torch, name, recorded(original))
+        try:
+            yield
+        finally:
+            for name, original in originals.items():
+                setattr(torch, name, original)
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
@@ -241,6 +378,8 @@ class _Tracer(torch.fx.Tracer):
         return DEFAULT_RULES.for_module(m) is not None
 
     def create_node(self, *args: Any, **kwargs: Any) -> torch.fx.Node:
+        if self._reads and not self._shadowing:
+            self._record_numbers()
         node = super().create_node(*args, **kwargs)
         # where the model's code made it, which refusals name (the inputs and the output
         # are made by tracing itself)
@@ -252,7 +391,7 @@ class _Tracer(torch.fx.Tracer):
         return _Proxy(node, self)
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> torch.fx.Graph:
-        with _jit_isinstance_answered(self):
+        with _jit_isinstance_answered(self), self._tensors_of_values():
             return super().trace(root, concrete_args)
 
     def _stand_in(self, obj: Any) -> Any:
@@ -336,9 +475,14 @@ def trace(
     With ``example_inputs``, forward parameters they do not fill keep their defaults
     (traced as constants, as ``concrete_args`` would), and what the forward asks of a
     traced value (``if x.shape[-1] <
-    7``, ``len(parts)``, ``for p in x.unbind(1)``) is answered from the value those inputs
-    give, computed on the meta device when first asked: the graph is the path those inputs
-    take. Each answer is listed in ``gm.meta["reconvene.trace_decisions"]`` and logged.
+    7``, ``len(parts)``, ``for p in x.unbind(1)``, ``int(x.shape[1] * 0.5)``) is answered
+    from the value those inputs give, computed on the meta device when first asked: the
+    graph is the path those inputs take, and holds a number read as a literal. Branches and
+    numbers are guarded (inputs that answer otherwise raise
+    :class:`~reconvene_fx.errors.InputError`) and warned about
+    (:class:`BranchDecisionWarning`); each answer is listed in
+    ``gm.meta["reconvene.trace_decisions"]`` and logged. ``round()`` of a traced value and
+    ``torch.tensor``/``torch.as_tensor`` of one are calls computed at run time instead.
     The graph is then run once against the model on those inputs (both without grad, in
     the model's training mode, from one random seed, on copies): a graph that does not
     reproduce the model's outputs raises a :class:`TraceError` naming the first module
@@ -417,6 +561,7 @@ def trace(
         for decision in tracer.decisions:
             logger.info("trace: resolved for the example inputs: %s", decision)
     _warn_branches(tracer.branches)
+    _warn_numbers(tracer.numbers)
     if example_inputs is not None and check:
         check_fidelity(model, gm, example_inputs, _fixed_arguments(concrete_args, inputs))
     return gm
@@ -445,6 +590,23 @@ def _warn_branches(branches: list[tuple[str, bool]]) -> None:
             f"the forward branches on a traced value at {source}{times}: traced for the "
             f"example inputs, which take the {taken} branch; the compiled graph holds "
             "only that branch and raises InputError for inputs taking the other one",
+            BranchDecisionWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_numbers(numbers: list[tuple[str, str]]) -> None:
+    """One :class:`BranchDecisionWarning` per source line that read a traced size as a
+    Python number."""
+    counts: dict[tuple[str, str], int] = {}
+    for number in numbers:
+        counts[number] = counts.get(number, 0) + 1
+    for (source, given), count in counts.items():
+        times = f" ({count} times)" if count > 1 else ""
+        warnings.warn(
+            f"the forward reads a traced size as a Python number at {source}{times}: "
+            f"traced for the example inputs, which give {given}; the compiled graph holds "
+            "that number and raises InputError for inputs giving another one",
             BranchDecisionWarning,
             stacklevel=3,
         )
