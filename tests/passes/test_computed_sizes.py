@@ -21,15 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # ON
 
 
 # a model may call int() and torch.tensor() on a traced size (torchvision's RAFT does
-# torch.tensor(num_channels)); torch.fx records such calls once they are wrapped (a
-# wrapped torch.tensor itself would leave a wrap("torch.tensor") in the generated code
-# that breaks later traces, so a function of this module stands for it)
-def _as_tensor(n: int) -> torch.Tensor:
-    return torch.tensor(n)
-
-
-torch.fx.wrap("int")
-torch.fx.wrap("_as_tensor")
+# torch.tensor(num_channels)): the tracer reads the first as a guarded literal and records
+# the second as a call (tests/test_traced_sizes.py)
 
 
 def _x() -> torch.Tensor:
@@ -163,7 +156,7 @@ class _ScaledByWidth(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.stem(x).relu()
         _, c, _, _ = t.shape
-        scale = torch.sqrt(_as_tensor(c)) if self.as_tensor else c**0.5
+        scale = torch.sqrt(torch.tensor(c)) if self.as_tensor else c**0.5
         return self.head(t / scale).mean((2, 3))
 
 
