@@ -130,13 +130,13 @@ class ChannelGraph:
 
         Example:
             >>> g = ChannelGraph()
-            >>> a, b, c = g.new_space(4), g.new_space(4), g.new_space(4)
+            >>> a, b, c, d = (g.new_space(4) for _ in range(4))
             >>> g.tie(g.ids(a), g.ids(b))
             >>> g.pin_unless_same_count(g.ids(a), g.ids(b), "a's size shapes b")
-            >>> g.pin_unless_same_count(g.ids(a), g.ids(c), "a's size shapes c")
+            >>> g.pin_unless_same_count(g.ids(c), g.ids(d), "c's size shapes d")
             >>> atoms = g.resolve()
-            >>> [bool(atoms.pinned[atoms.atom_of[g.ids(s)]].all()) for s in (a, b, c)]
-            [False, False, True]
+            >>> [bool(atoms.pinned[atoms.atom_of[g.ids(s)]].all()) for s in (a, b, c, d)]
+            [False, False, True, True]
         """
         self._same_counts.append((a.reshape(-1).long(), b.reshape(-1).long(), reason, node))
 

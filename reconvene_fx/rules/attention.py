@@ -71,10 +71,10 @@ def query_layer(node: torch.fx.Node) -> str | None:
         ...         self.q = torch.nn.Linear(8, 8)
         ...     def forward(self, x):
         ...         q = self.q(x).view(1, -1, 2, 4).transpose(1, 2)
-        ...         return F.scaled_dot_product_attention(q, q, q)
+        ...         return F.scaled_dot_product_attention(q, q, q) + q
         >>> gm = torch.fx.symbolic_trace(Attend())
-        >>> attend = [n for n in gm.graph.nodes if n.op == "call_function"][-1]
-        >>> query_layer(attend) is None  # q is read three times
+        >>> attend = [n for n in gm.graph.nodes if n.op == "call_function"][-2]
+        >>> query_layer(attend) is None  # q is also read by the addition
         True
     """
     gm = node.graph.owning_module

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from ..errors import ArgumentError
 from .context import NoValue, RuleContext
 from .layout import Layout, Scrambled
 from .movement import _describe, _shrink
@@ -79,7 +80,7 @@ def opened_axes(side: str) -> tuple[str, list[str], dict[str, int]]:
     of the named anonymous axes.
 
     Raises:
-        ValueError: the side is malformed (nested or unbalanced parentheses).
+        ArgumentError: the side is malformed (nested or unbalanced parentheses).
 
     Example:
         >>> opened_axes("b (c 2) 1 h w")
@@ -95,7 +96,7 @@ def opened_axes(side: str) -> tuple[str, list[str], dict[str, int]]:
         if token in ("(", ")"):
             depth += 1 if token == "(" else -1
             if depth not in (0, 1):
-                raise ValueError(f"einops pattern side {side!r}: nested or unbalanced")
+                raise ArgumentError(f"einops pattern side {side!r}: nested or unbalanced")
         elif token in ("...", "…"):
             names.append("...")
         elif token.isdecimal() and int(token) > 1:
@@ -108,7 +109,7 @@ def opened_axes(side: str) -> tuple[str, list[str], dict[str, int]]:
             names.append(token)
         out.append(token)
     if depth:
-        raise ValueError(f"einops pattern side {side!r}: unbalanced parentheses")
+        raise ArgumentError(f"einops pattern side {side!r}: unbalanced parentheses")
     return " ".join(out), names, lengths
 
 
