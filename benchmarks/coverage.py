@@ -248,9 +248,10 @@ def run_one(name: str, budget: float, size: int | None) -> dict[str, Any]:
         params_before=rep.params_before,
         params_after=rep.params_after,
         params_ratio=round(rep.params_ratio, 4),
-        flops_before=rep.flops_before,
-        flops_after=rep.flops_after,
-        flops_ratio=round(rep.flops_ratio, 4),
+        # the keys of the stored results, which --update merges with (they count MACs)
+        flops_before=rep.macs_before,
+        flops_after=rep.macs_after,
+        flops_ratio=round(rep.macs_ratio, 4),
         layers=len(rep.layers),
         layers_narrowed=sum(1 for lp in rep.layers.values() if lp.narrowed),
         approximate=len(rep.approximate),
@@ -448,7 +449,7 @@ def run_torch_pruning(name: str, size: int | None) -> dict[str, Any]:
 def _line(rec: dict[str, Any]) -> str:
     status = rec["status"]
     if status == "ok":
-        detail = (f"params {rec['params_ratio']:.3f} flops {rec['flops_ratio']:.3f} "
+        detail = (f"params {rec['params_ratio']:.3f} MACs {rec['flops_ratio']:.3f} "
                   f"narrowed {rec['layers_narrowed']}/{rec['layers']} "
                   f"verify {'exact' if rec['verify_exact'] else 'approx'} "
                   f"err {rec['verify_max_error']:.1e}")  # fmt: skip
@@ -536,7 +537,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "1e-5 + 1e-4 * max|reference|, so on models whose outputs at initialization are tiny "
         "(efficientnet, mobilenet_v3) only the rel error column shows the check has teeth.",
         "",
-        "| model | status | params ratio | flops ratio | compile s | narrowed | verify | "
+        "| model | status | params ratio | MACs ratio | compile s | narrowed | verify | "
         "max error | out scale | rel error | reason |" + (" Torch-Pruning |" if with_tp else ""),
         "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_tp else ""),
     ]

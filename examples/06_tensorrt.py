@@ -86,7 +86,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2(weights=None).eval()
     x = torch.randn(1, 3, 224, 224)
-    gm = rfx.compile(model, rfx.Budget(flops=0.25), (x,), round_to=8)
+    gm = rfx.compile(model, rfx.Budget(macs=0.25), (x,), round_to=8)
     print(rfx.report(gm).summary())
 
     dense_path = rfx.export_onnx(model, folder / "dense.onnx", (x,), fp16_weights=True)

@@ -4,7 +4,7 @@ Usage::
 
     reconvene-fx compile torchvision:resnet18 --budget 0.5 -o resnet18.onnx
     reconvene-fx report torchvision:resnet18 --budget 0.5 --input-shape 1,3,64,64
-    reconvene-fx report torchvision:resnet18 --flops 0.4 --ignore 'layer4.*' --ignore Linear
+    reconvene-fx report torchvision:resnet18 --macs 0.4 --ignore 'layer4.*' --ignore Linear
     reconvene-fx analyze torchvision:resnet18 --budget 0.1 --method snip
 
 Exit status: 0 on success, 2 for bad command-line input (unknown model, malformed shape,
@@ -16,6 +16,8 @@ stderr say what was assumed (the input shape) or left undone (no ``-o``). Progre
 stderr too, unless ``--quiet``: the library's log lines at INFO level (``[reconvene_fx]
 loading MODEL ...``, see :func:`reconvene_fx.log.progress_to_stderr`) and SynFlow's
 progress bar. ``--seed`` seeds the model's initial weights as well, so a run repeats.
+``--flops`` is the deprecated spelling of ``--macs`` (a ``reconvene-fx: warning:`` line;
+removed in the next release).
 """
 
 from __future__ import annotations
@@ -143,6 +145,23 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class _Renamed(argparse.Action):
+    """The deprecated spelling of an option, hidden from --help: warns, stores its value
+    under its own ``dest`` (``main`` moves it to the new option's, or refuses both)."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        warnings.warn(  # attributed to this module, which main shows its warnings of
+            f"{option} is deprecated and will be removed in the next release; use {self.new}",
+            DeprecationWarning,
+            stacklevel=1,
+        )
+        setattr(namespace, self.dest, values)
+
+
 class _Refuse(argparse.Action):
     """An option a command does not take: refused with ``reason``, hidden from --help."""
 
@@ -228,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the per-layer PaI sensitivity table (nothing is pruned)",
         description="Score MODEL with --method and print each layer's density under the "
         "global unstructured mask that keeps the --budget fraction of the conv/linear "
-        "weights, its sensitivity and whether it is selected. FLOPs and latency budgets "
-        "are planned by 'report --flops/--latency', not here.",
+        "weights, its sensitivity and whether it is selected. MACs and latency budgets "
+        "are planned by 'report --macs/--latency', not here.",
         formatter_class=_HelpFormatter,
     )
     _add_model_options(analyze_cmd)
@@ -240,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="fraction of the conv/linear weights the unstructured mask keeps, in (0, 1]",
     )
-    for option in ("--flops", "--latency"):
+    for option in ("--macs", "--flops", "--latency"):
         analyze_cmd.add_argument(option, action=_Refuse, reason=_ANALYZE_REFUSES)
     analyze_cmd.set_defaults(run=_run_analyze)
     return parser
@@ -248,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _ANALYZE_REFUSES = (
     "analyze rates layers under an unstructured mask that keeps a fraction of the "
-    "weights (--budget); it does not plan FLOPs or latency. For the per-layer plan at a "
-    "FLOPs or latency budget run: reconvene-fx report MODEL --flops F (or --latency L)"
+    "weights (--budget); it does not plan MACs or latency. For the per-layer plan at a "
+    "MACs or latency budget run: reconvene-fx report MODEL --macs M (or --latency L)"
 )
 
 
@@ -292,15 +311,16 @@ def _add_model_options(cmd: argparse.ArgumentParser) -> None:
 
 def _add_budget_options(cmd: argparse.ArgumentParser) -> None:
     """compile and report: at least one of the three limits."""
-    none = "(default: none; give at least one of --budget, --flops, --latency)"
+    none = "(default: none; give at least one of --budget, --macs, --latency)"
     cmd.add_argument("--budget", type=_fraction, metavar="B",
                      help=f"fraction of parameters kept, in (0, 1] {none}")  # fmt: skip
     cmd.add_argument(
-        "--flops",
+        "--macs",
         type=_fraction,
-        metavar="F",
+        metavar="M",
         help=f"fraction of conv/linear multiply-accumulates kept, in (0, 1] {none}",
     )
+    cmd.add_argument("--flops", action=_Renamed, new="--macs", type=_fraction)
     cmd.add_argument(
         "--latency",
         type=_fraction,
@@ -382,10 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        # a deprecated option's warning (DeprecationWarnings are otherwise hidden)
+        warnings.filterwarnings("always", category=DeprecationWarning, module=__name__)
         try:
             args = build_parser().parse_args(argv)
-            if args.budget is None and args.flops is None and args.latency is None:
-                raise _UsageError("give --budget and/or --flops and/or --latency")
+            if getattr(args, "flops", None) is not None:
+                if args.macs is not None:
+                    raise _UsageError("give --macs, not both --macs and --flops (its old name)")
+                args.macs = args.flops
+            if args.budget is None and args.macs is None and args.latency is None:
+                raise _UsageError("give --budget and/or --macs and/or --latency")
             if args.iterations is not None and args.method != "synflow":
                 raise _UsageError("--iterations applies to --method synflow only")
             for target in (getattr(args, "output", None), getattr(args, "plot", None)):
@@ -519,11 +545,11 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _budget(args: argparse.Namespace) -> Any:
-    if args.flops is None and args.latency is None:
+    if args.macs is None and args.latency is None:
         return args.budget
     from . import Budget
 
-    return Budget(params=args.budget, flops=args.flops, latency=args.latency)
+    return Budget(params=args.budget, macs=args.macs, latency=args.latency)
 
 
 def _method_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def compile(
     one plan for all of them); the rest is left as it was. A submodule is traced on the
     inputs the model gives it in one eval-mode forward on ``example_inputs``; one that
     cannot be traced is searched one level down, one never called is left. The params
-    budget is the whole model's (flops and latency limits apply to the compiled
+    budget is the whole model's (MACs and latency limits apply to the compiled
     submodules). ``rfx.report(result).submodules`` lists what was compiled and what was
     left, and :func:`reconvene_fx.verify` checks each compiled submodule (see
     :mod:`reconvene_fx._submodules`). ``data=`` and ``targets=`` are refused there.

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from ._deprecation import RenamedAttribute
 from ._table import format_rows
 from .errors import ReconveneError
 from .meta import REPORT
@@ -41,8 +42,9 @@ class LayerPlan:
         sensitivity: ``density`` relative to the global density (Reconvene's PSE).
         narrowed: whether any input or output channel was removed.
         params_before, params_after: parameters of the module (weight and bias).
-        flops_before, flops_after: multiply-accumulates per sample of the example inputs;
-            ``flops_after`` is 0 for a ``dead`` layer.
+        macs_before, macs_after: multiply-accumulates per sample of the example inputs;
+            ``macs_after`` is 0 for a ``dead`` layer. (``flops_before``/``flops_after``
+            are their deprecated spellings, removed in the next release.)
         selected: the PSE selected the layer (``sensitivity < 1``).
         masked: the layer keeps its unstructured mask (``composite=True``).
         nonzero_after: ``params_after`` less the weights its mask holds at zero.
@@ -61,12 +63,15 @@ class LayerPlan:
     narrowed: bool
     params_before: int
     params_after: int
-    flops_before: int
-    flops_after: int
+    macs_before: int
+    macs_after: int
     selected: bool = False
     masked: bool = False
     nonzero_after: int = -1
     dead: bool = False
+
+    flops_before = RenamedAttribute("macs_before")
+    flops_after = RenamedAttribute("macs_after")
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -110,9 +115,9 @@ class SubmodulePlan:
 class PruningReport:
     """Totals and per-layer plans of one compilation (see :func:`report`).
 
-    ``params_*`` count every parameter of the model (shared ones once); ``flops_*`` count
+    ``params_*`` count every parameter of the model (shared ones once); ``macs_*`` count
     multiply-accumulates of conv and linear layers per sample: on the example inputs,
-    divided by their batch size ``batch_size``; ``flops_after`` leaves out the ``dead``
+    divided by their batch size ``batch_size``; ``macs_after`` leaves out the ``dead``
     layers (``LayerPlan.dead``: all kept weights zero, their output is their bias alone),
     which do no useful work. ``layers`` is keyed
     by the qualified module name in the original model. ``approximate`` names the nodes
@@ -133,14 +138,17 @@ class PruningReport:
     :class:`SubmodulePlan` for each of them and for each part left as it was, keyed by
     qualified name (a module whose forward could not be traced either is listed with its
     own parameters only, if it has any; ``""`` is the model). Their ``params_before`` add
-    up to the model's. ``params_*`` are then the whole model's, ``flops_*`` and ``layers``
+    up to the model's. ``params_*`` are then the whole model's, ``macs_*`` and ``layers``
     those of the compiled submodules (named as in the model).
+
+    ``flops_before``, ``flops_after`` and ``flops_ratio`` are deprecated spellings of the
+    ``macs_*`` names (a ``DeprecationWarning``; removed in the next release).
     """
 
     params_before: int
     params_after: int
-    flops_before: int
-    flops_after: int
+    macs_before: int
+    macs_after: int
     layers: dict[str, LayerPlan] = field(default_factory=dict)
     approximate: dict[str, str] = field(default_factory=dict)
     budget: Any = None
@@ -157,6 +165,10 @@ class PruningReport:
     batch_size: int = 1
     scoring_batches: int | None = None
     submodules: dict[str, SubmodulePlan] = field(default_factory=dict)
+
+    flops_before = RenamedAttribute("macs_before")
+    flops_after = RenamedAttribute("macs_after")
+    flops_ratio = RenamedAttribute("macs_ratio")
 
     def __post_init__(self) -> None:
         if self.nonzero_after < 0:
@@ -197,8 +209,8 @@ class PruningReport:
         return [name for name, sp in self.submodules.items() if not sp.compiled]
 
     @property
-    def flops_ratio(self) -> float:
-        return self.flops_after / max(self.flops_before, 1)
+    def macs_ratio(self) -> float:
+        return self.macs_after / max(self.macs_before, 1)
 
     def summary(self) -> str:
         """One line with the totals.
@@ -209,8 +221,8 @@ class PruningReport:
         """
         text = (
             f"params {self.params_before:,} -> {self.params_after:,} "
-            f"({100 * self.params_ratio:.1f}%), MACs {self.flops_before:,} -> "
-            f"{self.flops_after:,} ({100 * self.flops_ratio:.1f}%)"
+            f"({100 * self.params_ratio:.1f}%), MACs {self.macs_before:,} -> "
+            f"{self.macs_after:,} ({100 * self.macs_ratio:.1f}%)"
         )
         if self.nonzero_after != self.params_after:
             text += f", nonzero {self.nonzero_after:,} ({100 * self.nonzero_ratio:.1f}%)"
@@ -239,7 +251,7 @@ class PruningReport:
                     f"{lp.in_channels}->{lp.in_idx.numel()}",
                     f"{lp.out_channels}->{lp.out_idx.numel()}",
                     f"{lp.params_before:,}->{lp.params_after:,}",
-                    f"{lp.flops_before:,}->{lp.flops_after:,}",
+                    f"{lp.macs_before:,}->{lp.macs_after:,}",
                     f"{lp.density:.3f}",
                     f"{lp.kept_density:.3f}",
                     f"{lp.sensitivity:.2f}",
@@ -263,8 +275,8 @@ class PruningReport:
         return {
             "params_before": self.params_before,
             "params_after": self.params_after,
-            "flops_before": self.flops_before,
-            "flops_after": self.flops_after,
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
             "nonzero_after": self.nonzero_after,
             "latency_before": self.latency_before,
             "latency_after": self.latency_after,
@@ -296,8 +308,8 @@ class PruningReport:
                     "dead": lp.dead,
                     "params_before": lp.params_before,
                     "params_after": lp.params_after,
-                    "flops_before": lp.flops_before,
-                    "flops_after": lp.flops_after,
+                    "macs_before": lp.macs_before,
+                    "macs_after": lp.macs_after,
                 }
                 for name, lp in self.layers.items()
             },
@@ -320,7 +332,7 @@ def _budget_dict(budget: Any) -> dict[str, float | None] | None:
     if budget is None:
         return None
     if isinstance(budget, (int, float)):
-        return {"params": float(budget), "flops": None, "latency": None}
+        return {"params": float(budget), "macs": None, "latency": None}
     return dict(budget.limits())
 
 

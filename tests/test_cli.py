@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -74,18 +75,21 @@ def _assert_one_error_line(err: str) -> None:
         (["compile", *RESNET, "--budget", "-0.2"], r"--budget: must be in \(0, 1\]"),
         (["compile", *RESNET, "--budget", "nan"], r"--budget: must be in \(0, 1\]"),
         (["compile", *RESNET, "--budget", "half"], "expected a number"),
+        (["report", *RESNET, "--budget", "0.5", "--macs", "2"], r"--macs: must be in"),
         (["report", *RESNET, "--budget", "0.5", "--flops", "2"], r"--flops: must be in"),
+        (["report", *RESNET, "--macs", "0.5", "--flops", "0.5"], "not both --macs and --flops"),
         (["compile", *RESNET, "--budget", "0.5", "-o", "out.txt"], "must end in .onnx"),
         (["compile", *RESNET, "--budget", "0.5", "--round-to", "0"], "positive integer"),
         (["compile", *RESNET, "--budget", "0.5", "--min-width", "1.5"], r"must be in \[0, 1\]"),
         (["compile", *RESNET, "--budget", "0.5", "--strategy", "none"], "composite=True"),
         (["compile", *RESNET, "--budget", "0.5", "--method", "oracle"], "invalid choice"),
-        (["compile", *RESNET], "--budget and/or --flops"),
+        (["compile", *RESNET], "--budget and/or --macs"),
         (["compile", *RESNET, "--budget", "0.5", "--iterations", "5"], "synflow only"),
         (["compile", *RESNET, "--budget", "0.5", "--seed", str(2**64)], "--seed: must fit in 64"),
         (["compile", *RESNET, "--budget", "0.5", "--seed", "1.5"], "--seed: expected an integer"),
-        (["analyze", *RESNET, "--budget", "0.5", "--latency", "0.5"], "does not plan FLOPs"),
-        (["analyze", *RESNET, "--flops", "0.5"], r"--flops: analyze .* report MODEL --flops"),
+        (["analyze", *RESNET, "--budget", "0.5", "--latency", "0.5"], "does not plan MACs"),
+        (["analyze", *RESNET, "--macs", "0.5"], r"--macs: analyze .* report MODEL --macs"),
+        (["analyze", *RESNET, "--flops", "0.5"], r"--flops: analyze .* report MODEL --macs"),
         (["analyze", *RESNET], "required: --budget"),
         (
             ["report", *RESNET, "--budget", "0.5", "--ignore", "layer5.*"],
@@ -153,14 +157,14 @@ def test_compile_calls_the_api_with_the_options(
         return real_compile(model, **kwargs)
 
     monkeypatch.setattr(reconvene_fx, "compile", spy)
-    args = ["--budget", "0.9", "--flops", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
+    args = ["--budget", "0.9", "--macs", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
     args += ["--method", "random", "--strategy", "reconvene", "--round-to", "2", "--no-reinit"]
     args += ["--min-width", "0.2", "--allocation", "sqrt"]
     assert main(["compile", small_net, *args, "--ignore", "7", "--composite", "-q"]) == 0
     (x,) = seen.pop("example_inputs")  # type: ignore[misc]
     assert tuple(x.shape) == (2, 3, 8, 8)
     assert seen == {
-        "budget": reconvene_fx.Budget(params=0.9, flops=0.8),
+        "budget": reconvene_fx.Budget(params=0.9, macs=0.8),
         "method": "random",
         "method_options": {},
         "strategy": "reconvene",
@@ -179,6 +183,33 @@ def test_compile_calls_the_api_with_the_options(
     assert captured.err.count("\n") == 1
     before, after = _params(captured.out)
     assert after <= 0.9 * before
+
+
+def test_flops_is_the_deprecated_spelling_of_macs(
+    small_net: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: dict[str, object] = {}
+    real_compile = reconvene_fx.compile
+
+    def spy(model: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(reconvene_fx, "compile", spy)
+    argv = ["report", small_net, "--flops", "0.6", "--input-shape", "1,3,8,8", "-q", "--json"]
+    with warnings.catch_warnings():  # the library's own code gives none
+        warnings.filterwarnings("error", category=DeprecationWarning, module=r"reconvene_fx\b")
+        assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert seen["budget"] == reconvene_fx.Budget(macs=0.6)
+    assert captured.err == (
+        "reconvene-fx: warning: --flops is deprecated and will be removed in the next "
+        "release; use --macs\n"
+    )
+    data = json.loads(captured.out)  # the JSON has the new keys only
+    assert data["budget"] == {"params": None, "macs": 0.6, "latency": None}
+    assert data["macs_after"] <= 0.6 * data["macs_before"] and "flops_after" not in data
+    assert all("macs_after" in lay and "flops_after" not in lay for lay in data["layers"].values())
 
 
 def test_file_factory_spec_works(small_net: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -456,7 +487,7 @@ def test_help_gives_every_option_its_default(command: str, capsys) -> None:
     formatter = parser._get_formatter()
     documented = 0
     for action in parser._actions:
-        if action.help == argparse.SUPPRESS:  # analyze's refused --flops/--latency
+        if action.help == argparse.SUPPRESS:  # --flops (old name), analyze's refused options
             continue
         for option in action.option_strings or [action.metavar]:
             assert re.search(rf"(^|[\s\[]){re.escape(option)}\b", shown), option
@@ -466,7 +497,8 @@ def test_help_gives_every_option_its_default(command: str, capsys) -> None:
         assert said, f"{action.option_strings or action.metavar}: {text!r}"
         assert "default: None" not in text and "default: []" not in text
         documented += 1
-    assert documented == len(parser._actions) - (2 if command == "analyze" else 0)
+    hidden = ["--macs", "--flops", "--latency"] if command == "analyze" else ["--flops"]
+    assert "--flops" not in shown and documented == len(parser._actions) - len(hidden)
     assert documented >= (8 if command == "analyze" else 20)
 
 

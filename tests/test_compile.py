@@ -123,11 +123,11 @@ def test_round_to_counts_channels_in_grouped_convs() -> None:
     """An atom of a grouped conv spans one channel per group: with 4 groups, 2 atoms make
     the 8 channels round_to asks for (before: 8 atoms, steps of 32)."""
     model, x = build("grouped"), _x()
-    gm = rfx.compile(model, rfx.Budget(flops=0.3), (x,), round_to=8, reinit=False)
+    gm = rfx.compile(model, rfx.Budget(macs=0.3), (x,), round_to=8, reinit=False)
     grouped = gm.get_submodule("grouped.0")
     assert grouped.out_channels < 64 and grouped.groups == 4
     assert grouped.in_channels % 8 == 0 and grouped.out_channels % 8 == 0
-    assert rfx.report(gm).flops_ratio <= 0.3
+    assert rfx.report(gm).macs_ratio <= 0.3
     assert rfx.verify(model, gm, (x,)).exact
 
 
@@ -135,23 +135,23 @@ def test_round_to_keeps_13_groups_of_8_whole() -> None:
     """13 groups of 8 channels: a multiple of 8 channels needs all 8 positions of every
     group, so that space keeps its width and the rest narrows (rounded to 8)."""
     model, x = ThirteenGroups(), _x()
-    gm = rfx.compile(model, rfx.Budget(flops=0.7), (x,), round_to=8, reinit=False)
+    gm = rfx.compile(model, rfx.Budget(macs=0.7), (x,), round_to=8, reinit=False)
     assert gm.get_submodule("grouped").out_channels == 104
     assert gm.get_submodule("b").out_channels % 8 == 0
     assert gm.get_submodule("b").out_channels < 64
     assert rfx.verify(model, gm, (x,)).exact
-    rounded_free = rfx.compile(model, rfx.Budget(flops=0.3), (x,), round_to=1, reinit=False)
+    rounded_free = rfx.compile(model, rfx.Budget(macs=0.3), (x,), round_to=1, reinit=False)
     assert rounded_free.get_submodule("grouped").out_channels < 104
 
 
-def test_flops_budget_holds_alone_and_with_params() -> None:
+def test_macs_budget_holds_alone_and_with_params() -> None:
     model, x = build("inception"), _x()
-    gm = rfx.compile(model, budget=rfx.Budget(flops=0.3), example_inputs=(x,), reinit=False)
+    gm = rfx.compile(model, budget=rfx.Budget(macs=0.3), example_inputs=(x,), reinit=False)
     rep = rfx.report(gm)
-    assert rep.flops_after <= 0.3 * rep.flops_before
-    both = rfx.Budget(params=0.6, flops=0.2)
+    assert rep.macs_after <= 0.3 * rep.macs_before
+    both = rfx.Budget(params=0.6, macs=0.2)
     rep2 = rfx.report(rfx.compile(model, budget=both, example_inputs=(x,)))
-    assert rep2.flops_ratio <= 0.2 and rep2.params_ratio <= 0.6
+    assert rep2.macs_ratio <= 0.2 and rep2.params_ratio <= 0.6
 
 
 def test_unreachable_budget_names_the_smallest_reachable_value() -> None:

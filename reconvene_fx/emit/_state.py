@@ -353,11 +353,13 @@ def _decode(value: Any, nodes: Mapping[str, torch.fx.Node]) -> Any:
 # -- report ---------------------------------------------------------------------------------
 # Fields added later ("dead") take their LayerPlan default when an older file lacks them.
 _LAYER_FIELDS = ("in_channels", "out_channels", "density", "sensitivity", "narrowed",
-                 "params_before", "params_after", "flops_before", "flops_after", "selected",
+                 "params_before", "params_after", "macs_before", "macs_after", "selected",
                  "masked", "nonzero_after", "dead")  # fmt: skip
-_REPORT_FIELDS = ("params_before", "params_after", "flops_before", "flops_after", "method",
+_REPORT_FIELDS = ("params_before", "params_after", "macs_before", "macs_after", "method",
                   "strategy", "reinit", "composite", "nonzero_after", "global_density",
                   "latency_before", "latency_after", "batch_size")  # fmt: skip
+# Keys of files saved before the report and Budget said MACs -> today's names.
+_RENAMED = {"flops_before": "macs_before", "flops_after": "macs_after", "flops": "macs"}
 
 
 def _report_state(rep: PruningReport) -> dict[str, Any]:
@@ -382,15 +384,28 @@ def _layer_state(lp: LayerPlan) -> dict[str, Any]:
     }
 
 
+def _current_names(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with the keys that older files used renamed to today's (see ``_RENAMED``).
+
+    Example:
+        >>> _current_names({"params": 0.5, "flops": 0.4, "latency": None})
+        {'params': 0.5, 'macs': 0.4, 'latency': None}
+    """
+    return {_RENAMED.get(k, k): v for k, v in state.items()}
+
+
 def _report_from(state: Mapping[str, Any]) -> PruningReport:
+    state = _current_names(state)
     budget = state["budget"]
+    if isinstance(budget, dict):
+        budget = Budget(**_current_names(budget))
     return PruningReport(
         **{f: state[f] for f in _REPORT_FIELDS},
-        budget=Budget(**budget) if isinstance(budget, dict) else budget,
+        budget=budget,
         approximate=dict(state["approximate"]),
         leaves=dict(state["leaves"]),
         decisions=tuple(state["decisions"]),
         scoring_batches=state.get("scoring_batches"),  # absent in files saved before it
         submodules={n: SubmodulePlan(**sp) for n, sp in state.get("submodules", {}).items()},
-        layers={name: LayerPlan(**lay) for name, lay in state["layers"].items()},
+        layers={name: LayerPlan(**_current_names(lay)) for name, lay in state["layers"].items()},
     )

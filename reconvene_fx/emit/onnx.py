@@ -232,11 +232,11 @@ def _report_metadata(gm: torch.nn.Module) -> dict[str, str]:
         return {}
     data = rep.to_dict()
     keys = ("budget", "method", "strategy", "composite", "params_before", "params_after",
-            "flops_before", "flops_after", "nonzero_after")  # fmt: skip
+            "macs_before", "macs_after", "nonzero_after")  # fmt: skip
     props = {f"reconvene_fx.{k}": data[k] if isinstance(data[k], str) else json.dumps(data[k])
              for k in keys if k in data}  # fmt: skip
-    props["reconvene_fx.macs_per_sample"] = props.pop("reconvene_fx.flops_after", "null")
-    props["reconvene_fx.macs_per_sample_before"] = props.pop("reconvene_fx.flops_before", "null")
+    props["reconvene_fx.macs_per_sample"] = props.pop("reconvene_fx.macs_after", "null")
+    props["reconvene_fx.macs_per_sample_before"] = props.pop("reconvene_fx.macs_before", "null")
     return props
 
 

@@ -192,7 +192,7 @@ class Search:
         self.pins = pins if pins is not None else Pins(group.numel())
         self.group, self.num_atoms = group, group.numel()
         self.limits = {k: v for k, v in settings.budget.limits().items() if v is not None}
-        self.full = {"params": costs.params_full, "flops": costs.macs_full}
+        self.full = {"params": costs.params_full, "macs": costs.macs_full}
         self.sens = sens
         scores_kept = all(lay.scores is not None for lay in sens.values())
         # composite: the masks of the layers that keep them count as they are, thinned, or
@@ -271,7 +271,7 @@ class Search:
             params -= self.composite.savings(removed)
         got = {
             "params": params / max(self.full["params"], 1),
-            "flops": macs / max(self.full["flops"], 1),
+            "macs": macs / max(self.full["macs"], 1),
         }
         ok = all(got[q] <= limit + 1e-12 for q, limit in self.limits.items() if q in got)
         return ok, got

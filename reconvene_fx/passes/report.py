@@ -43,7 +43,7 @@ class ReportPass(ReconvenePass):
     e.g. fully masked at a low composite budget, or no input or output channel kept: see
     :func:`dead_layers`) stays in the model: one
     :class:`~reconvene_fx.errors.LayerCollapseWarning` names every such layer, its
-    ``LayerPlan.dead`` is True and its MACs are not counted in ``flops_after``.
+    ``LayerPlan.dead`` is True and its MACs are not counted in ``macs_after``.
 
     Example:
         >>> import reconvene_fx as rfx
@@ -84,8 +84,8 @@ class ReportPass(ReconvenePass):
                 or (change.out_idx.numel() < change.out_channels),
                 params_before=change.params_before,
                 params_after=change.params_after,
-                flops_before=change.macs_before // batch,
-                flops_after=0 if name in dead else change.macs_after // batch,
+                macs_before=change.macs_before // batch,
+                macs_after=0 if name in dead else change.macs_after // batch,
                 selected=bool(sens.selected) if sens is not None else False,
                 masked=mask is not None,
                 nonzero_after=change.params_after - (masked_count(mask) if mask is not None else 0),
@@ -97,8 +97,8 @@ class ReportPass(ReconvenePass):
         graph_module.meta[REPORT] = PruningReport(
             params_before=record.params_before,
             params_after=params_after,
-            flops_before=record.macs_before // batch,
-            flops_after=(record.macs_after - dead_macs) // batch,
+            macs_before=record.macs_before // batch,
+            macs_after=(record.macs_after - dead_macs) // batch,
             layers=layers,
             approximate=dict(record.approximate),
             budget=table.budget,

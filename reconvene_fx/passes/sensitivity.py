@@ -24,11 +24,11 @@ __all__ = ["SensitivityPass", "break_ties", "mask_density"]
 def mask_density(budget: float | Budget) -> float:
     """The fraction of prunable weights the unstructured mask keeps for ``budget``.
 
-    The parameter fraction when given, else the FLOPs fraction, else the latency fraction;
+    The parameter fraction when given, else the MACs fraction, else the latency fraction;
     the smallest when several are given (every limit must hold).
 
     Example:
-        >>> mask_density(Budget(params=0.5, flops=0.3))
+        >>> mask_density(Budget(params=0.5, macs=0.3))
         0.3
     """
     limits = [v for v in as_budget(budget).limits().values() if v is not None]

@@ -387,7 +387,7 @@ def test_metadata_of_the_compile_and_of_the_user(tmp_path):
     assert props["reconvene_fx.method"] == "magnitude"
     assert json.loads(props["reconvene_fx.budget"])["params"] == 0.5
     assert int(props["reconvene_fx.params_after"]) == rep.params_after
-    assert int(props["reconvene_fx.macs_per_sample"]) == rep.flops_after
+    assert int(props["reconvene_fx.macs_per_sample"]) == rep.macs_after
     assert model.producer_name == "reconvene_fx"
     with pytest.raises(ArgumentTypeError, match="metadata must map strings to strings"):
         export_onnx(gm, tmp_path / "bad.onnx", (x,), metadata={"n": 3})

@@ -52,11 +52,11 @@ def test_a_fully_masked_layer_is_warned_marked_and_not_counted() -> None:
     assert "stem" not in str(collapse[0].message)
     rep = rfx.report(gm)
     assert rep.dead == ["branch"]
-    assert rep.layers["branch"].dead and rep.layers["branch"].flops_after == 0
+    assert rep.layers["branch"].dead and rep.layers["branch"].macs_after == 0
     assert not rep.layers["stem"].dead and not rep.layers["head"].dead
     # nothing is narrowed (strategy "none"): the MACs after are the others' MACs before
-    assert rep.flops_after == rep.flops_before - rep.layers["branch"].flops_before
-    assert rep.flops_after == sum(lp.flops_after for lp in rep.layers.values())
+    assert rep.macs_after == rep.macs_before - rep.layers["branch"].macs_before
+    assert rep.macs_after == sum(lp.macs_after for lp in rep.layers.values())
     table = rep.format_table()
     assert "dead" in table.splitlines()[0]
     assert "dead (output is its bias alone, MACs not counted): branch" in table

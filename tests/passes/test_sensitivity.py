@@ -71,7 +71,7 @@ def test_table_prints_and_converts_to_plain_dicts() -> None:
 
 def test_mask_density_takes_the_tightest_limit() -> None:
     assert mask_density(0.3) == 0.3
-    assert mask_density(rfx.Budget(params=0.5, flops=0.2)) == 0.2
+    assert mask_density(rfx.Budget(params=0.5, macs=0.2)) == 0.2
     assert mask_density(rfx.Budget(latency=0.6)) == 0.6
 
 
