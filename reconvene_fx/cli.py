@@ -363,9 +363,10 @@ def _add_planning_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--round-to",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="round kept channel counts to a multiple of N",
+        help="round kept channel counts to a multiple of N (default: per channel group "
+        "from its width: 8 from 32 channels up, 4 from 16, 2 from 8; 1 keeps any width)",
     )
     cmd.add_argument(
         "--latency-backend",

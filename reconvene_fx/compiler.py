@@ -82,8 +82,11 @@ def compile(
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.BatchNorm2d(32),
         ...                           torch.nn.ReLU(), torch.nn.Conv2d(32, 10, 1))
         >>> gm = rfx.compile(net, budget=0.5, example_inputs=(torch.randn(2, 3, 16, 16),))
-        >>> gm.get_submodule("0").out_channels, net[0].out_channels
-        (15, 32)
+        >>> gm.get_submodule("0").out_channels, net[0].out_channels  # a multiple of 8
+        (8, 32)
+        >>> gm = rfx.compile(net, 0.5, (torch.randn(2, 3, 16, 16),), round_to=1)  # any width
+        >>> gm.get_submodule("0").out_channels
+        15
     """
     budget = as_budget(budget)
     config = config_from(progress=progress, **options)

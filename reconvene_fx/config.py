@@ -14,7 +14,7 @@ from .errors import ArgumentError, ArgumentTypeError
 from .strategies import get_strategy
 from .strategies.reconvene import ALLOCATIONS
 
-__all__ = ["CompileConfig", "LatencyFn", "config_from"]
+__all__ = ["CompileConfig", "LatencyFn", "auto_round_to", "config_from"]
 
 LatencyFn = Callable[[torch.nn.Module, tuple[Any, ...]], float]
 
@@ -55,7 +55,11 @@ class CompileConfig:
         seed: seeds scoring and re-initialization; equal seeds give equal models.
         round_to: kept width of every coupled group is a multiple of this (or the full
             width), e.g. 8 for tensor cores; in a grouped conv, whose channels go one
-            position across all its groups at a time, that too counts channels.
+            position across all its groups at a time, that too counts channels. ``None``
+            (the default) chooses per group from its width (:func:`auto_round_to`):
+            multiples of 8 from 32 channels up, of 4 from 16, of 2 from 8, any width
+            below; runtimes turn much more of the MACs saved into speed at such widths
+            (``benchmarks/results/latency_round_to.md``). ``1`` keeps any width.
         ignore: qualified module names whose channels are never pruned.
         reinit: re-initialize narrowed layers (RLR): weights and biases redrawn from
             the layer's own initial values, their spread rescaled to the new fan-in
@@ -98,7 +102,7 @@ class CompileConfig:
     data: Any = None
     max_batches: int | None = 8
     seed: int = 0
-    round_to: int = 1
+    round_to: int | None = None
     ignore: Sequence[str] = ()
     reinit: bool = True
     targets: torch.Tensor | None = None
@@ -145,9 +149,13 @@ class CompileConfig:
             raise ArgumentError(
                 f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}"
             )
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
-            raise ArgumentTypeError(f"round_to must be a positive int, got {self.round_to!r}")
-        if self.round_to < 1:
+        if self.round_to is None:
+            pass
+        elif isinstance(self.round_to, bool) or not isinstance(self.round_to, int):
+            raise ArgumentTypeError(
+                f"round_to must be a positive int or None, got {self.round_to!r}"
+            )
+        elif self.round_to < 1:
             raise ArgumentError(f"round_to must be >= 1, got {self.round_to}")
         if isinstance(self.ignore, str):
             raise ArgumentTypeError("ignore must be a list of module names, not a single string")
@@ -169,6 +177,19 @@ class CompileConfig:
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ArgumentTypeError(f"seed must be an int, got {self.seed!r}")
+
+
+def auto_round_to(width: int) -> int:
+    """The step the kept width of a channel space of ``width`` channels is rounded to when
+    ``round_to`` is left at None: 8 from 32 channels up (vector units and tensor cores
+    work in 8s), 4 from 16, 2 from 8, 1 below (a step there would cost too large a share of
+    the width).
+
+    Example:
+        >>> [auto_round_to(w) for w in (4, 8, 16, 32, 512)]
+        [1, 2, 4, 8, 8]
+    """
+    return 8 if width >= 32 else 4 if width >= 16 else 2 if width >= 8 else 1
 
 
 def config_from(**options: Any) -> CompileConfig:

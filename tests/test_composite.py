@@ -200,7 +200,7 @@ def test_a_composite_budget_below_the_floor_thins_the_masks_first() -> None:
     """The selected groups at their floor hold more than their masks kept: the masks are
     thinned by one factor (each keeps its best weights, none empties) before any other
     group narrows."""
-    model, gm = composite("residual", 0.08)
+    model, gm = composite("residual", 0.08, round_to=1)  # the floors at any width
     rep = rfx.report(gm)
     assert gm.meta["reconvene.plan"].mask_mode == "thin"
     assert 0.075 <= rep.nonzero_ratio <= 0.08
@@ -211,7 +211,7 @@ def test_a_composite_budget_below_the_floor_thins_the_masks_first() -> None:
 def test_a_tight_composite_budget_narrows_beyond_the_selected_groups() -> None:
     """When narrowing the selected groups to the floor and thinning the masks to half is
     not enough, the other groups narrow too: the budget holds instead of a BudgetError."""
-    model, gm = composite("residual", 0.04)
+    model, gm = composite("residual", 0.04, round_to=1)
     rep = rfx.report(gm)
     assert rep.nonzero_after <= 0.04 * rep.params_before
     assert _unselected_narrowed(gm)

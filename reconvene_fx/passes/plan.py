@@ -12,7 +12,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 from torch.utils._pytree import tree_leaves
 
 from ..budget import Budget, as_budget
-from ..config import CompileConfig
+from ..config import CompileConfig, auto_round_to
 from ..costs import LayerCosts
 from ..errors import BudgetError, CompilerError
 from ..meta import (
@@ -91,8 +91,8 @@ class PlanPass(ReconvenePass):
         >>> _ = SensitivityPass(0.5, example_inputs=(x,))(gm)
         >>> _ = PlanPass(0.5, example_inputs=(x,))(gm)
         >>> relu = [n for n in gm.graph.nodes if n.target == "1"][0]
-        >>> relu.meta["reconvene.keep"].index.numel()
-        7
+        >>> relu.meta["reconvene.keep"].index.numel()  # a multiple of 4 for 16 channels
+        4
     """
 
     def __init__(
@@ -149,7 +149,7 @@ class PlanPass(ReconvenePass):
         settings = SearchSettings(
             budget=self.budget,
             example_inputs=self.example_inputs,
-            round_to=self.config.round_to,
+            round_to=self.config.round_to if self.config.round_to is not None else 8,
             round_atoms=_round_atoms(infos, num_groups, self.config.round_to),
             composite=self.config.composite,
             # no mask keeps less than min_width x the global density of the weights reading
@@ -330,10 +330,13 @@ def _all_infos(gm: torch.fx.GraphModule) -> dict[int, ChannelInfo]:
     return infos
 
 
-def _round_atoms(infos: dict[int, ChannelInfo], num_groups: int, round_to: int) -> torch.Tensor:
+def _round_atoms(
+    infos: dict[int, ChannelInfo], num_groups: int, round_to: int | None
+) -> torch.Tensor:
     """Per coupled group, the atom count its kept atoms are rounded to so that every space
-    of the group keeps a multiple of ``round_to`` channels: an atom spans ``m`` channels
-    of a space (one position across the ``m`` groups of a grouped conv; ``m = 1``
+    of the group keeps a multiple of ``round_to`` channels (None: of
+    :func:`~reconvene_fx.config.auto_round_to` of the space's width): an atom spans ``m``
+    channels of a space (one position across the ``m`` groups of a grouped conv; ``m = 1``
     elsewhere), so ``round_to / gcd(round_to, m)`` atoms. Before, atoms were rounded to
     ``round_to`` whatever they spanned (4 groups at ``round_to=8``: steps of 32 channels,
     where 8 keep the promise).
@@ -349,12 +352,15 @@ def _round_atoms(infos: dict[int, ChannelInfo], num_groups: int, round_to: int) 
         >>> by_two = ChannelInfo(3, 1, 16, torch.arange(2, 10).repeat(2), free[:16], group=1)
         >>> _round_atoms({1: by_four, 3: by_two}, 2, 8).tolist()  # 4 atoms: 8 and 16 channels
         [1, 4]
+        >>> _round_atoms({0: grouped, 1: by_four, 2: plain}, 3, None).tolist()  # 26 and 16
+        [4, 1, 4]
     """
     steps = [1] * num_groups
     for info in infos.values():
         if info.size:
             m = info.size // max(int(info.atoms.unique().numel()), 1)
-            steps[info.group] = math.lcm(steps[info.group], round_to // math.gcd(round_to, m))
+            step = round_to if round_to is not None else auto_round_to(info.size)
+            steps[info.group] = math.lcm(steps[info.group], step // math.gcd(step, m))
     return torch.tensor(steps, dtype=torch.long)
 
 

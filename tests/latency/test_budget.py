@@ -56,7 +56,7 @@ def test_measured_latency_budget_holds_by_the_planners_measurement() -> None:
     rep = rfx.report(gm)
     assert rep.latency_before is not None and rep.latency_after is not None
     assert rep.latency_ratio <= 0.5
-    assert rep.flops_after < rep.flops_before
+    assert rep.macs_after < rep.macs_before
 
 
 def test_unreachable_latency_names_the_smallest_reachable_value() -> None:
@@ -122,7 +122,7 @@ def test_latency_backend_plan_is_measured_within_the_limit(backend: str) -> None
                      latency_cache=False, reinit=False)  # fmt: skip
     rep = rfx.report(gm)
     assert rep.latency_ratio <= 0.5  # the planner measured the chosen plan on the backend
-    assert rep.flops_after < 0.8 * rep.flops_before
+    assert rep.macs_after < 0.8 * rep.macs_before
     assert rfx.verify(model, gm, (x,)).exact
 
 
@@ -199,7 +199,7 @@ def test_reported_ratio_is_the_measured_one_while_the_original_drifts(monkeypatc
     monkeypatch.setattr(_search, "LatencyEstimate", Nothing)  # a bisection on measurements
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False)  # fmt: skip
+                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
     rep = rfx.report(gm)
     assert len(seen) > 2
     assert rep.latency_ratio == pytest.approx(seen[count_params(gm)])

@@ -58,7 +58,7 @@ class Cumsum(nn.Module):
 
 
 def test_an_op_without_a_rule_is_named_with_its_source_line() -> None:
-    error = refusal(Cumsum())
+    error = refusal(Cumsum(), round_to=1)  # the floor alone keeps the free side
     where = line_of(Cumsum.forward, "torch.cumsum")
     cumsum = ("cumsum", "no channel rule for function torch.cumsum", where)
     mix = sides(error, "mix")
