@@ -16,145 +16,59 @@ Public names are imported on first use (``rfx.compile``, ``from reconvene_fx imp
 export_onnx``), so ``import reconvene_fx`` imports neither torch nor onnx until one is read.
 """
 
-from __future__ import annotations
-
-import sys
-import types
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_exports
+from ._lazy import declared_exports
 
+__version__ = "0.3.0"
+
+# The public names, each written once, here: type checkers read these imports (``X as X``
+# marks a re-export), and at run time declared_exports reads this block from the source,
+# makes it ``__all__`` and ``dir()``, and imports each name when it is first read (PEP 562).
 if TYPE_CHECKING:
-    from . import guards, layers, passes, rules, scoring, strategies
-    from .analysis import SensitivityTable, analyze
-    from .budget import Budget
-    from .compiler import SubmoduleCompileWarning, compile
-    from .composite import bake_masks
-    from .config import CompileConfig
-    from .emit.onnx import export_onnx
-    from .emit.torch import load, save
-    from .errors import (
-        ArgumentError,
-        ArgumentTypeError,
-        BudgetError,
-        CompilerError,
-        ExportError,
-        InputError,
-        LayerCollapseWarning,
-        ModelError,
-        PassOrderError,
-        RandomTargetsWarning,
-        ReconveneError,
-        ScoringError,
-        ShrinkError,
-        TraceError,
-        TraceMismatchError,
-        VerifyError,
-    )
-    from .plot import plot_report
-    from .report import LayerPlan, PruningReport, report
-    from .tracing import AutoLeafWarning, BranchDecisionWarning, trace
-    from .verify import VerifyResult, verify
+    from . import guards as guards
+    from . import latency as latency
+    from . import layers as layers
+    from . import passes as passes
+    from . import rules as rules
+    from . import scoring as scoring
+    from . import strategies as strategies
+    from .analysis import SensitivityTable as SensitivityTable
+    from .analysis import analyze as analyze
+    from .budget import Budget as Budget
+    from .compiler import SubmoduleCompileWarning as SubmoduleCompileWarning
+    from .compiler import compile as compile
+    from .composite import bake_masks as bake_masks
+    from .config import CompileConfig as CompileConfig
+    from .emit.onnx import export_onnx as export_onnx
+    from .emit.torch import load as load
+    from .emit.torch import save as save
+    from .errors import ArgumentError as ArgumentError
+    from .errors import ArgumentTypeError as ArgumentTypeError
+    from .errors import BudgetError as BudgetError
+    from .errors import CompilerError as CompilerError
+    from .errors import ExportError as ExportError
+    from .errors import InputError as InputError
+    from .errors import LayerCollapseWarning as LayerCollapseWarning
+    from .errors import ModelError as ModelError
+    from .errors import PassOrderError as PassOrderError
+    from .errors import RandomTargetsWarning as RandomTargetsWarning
+    from .errors import ReconveneError as ReconveneError
+    from .errors import ScoringError as ScoringError
+    from .errors import ShrinkError as ShrinkError
+    from .errors import TraceError as TraceError
+    from .errors import TraceMismatchError as TraceMismatchError
+    from .errors import VerifyError as VerifyError
+    from .passes import UnknownOpWarning as UnknownOpWarning
+    from .plot import plot_report as plot_report
+    from .reporting import LayerPlan as LayerPlan
+    from .reporting import PruningReport as PruningReport
+    from .reporting import SubmodulePlan as SubmodulePlan
+    from .reporting import report as report
+    from .tracing import AutoLeafWarning as AutoLeafWarning
+    from .tracing import BranchDecisionWarning as BranchDecisionWarning
+    from .tracing import trace as trace
+    from .verification import VerifyResult as VerifyResult
+    from .verification import verify as verify
 
-__version__ = "0.2.0"
-
-__all__ = [
-    "ArgumentError",
-    "ArgumentTypeError",
-    "AutoLeafWarning",
-    "BranchDecisionWarning",
-    "Budget",
-    "BudgetError",
-    "CompileConfig",
-    "CompilerError",
-    "ExportError",
-    "InputError",
-    "LayerCollapseWarning",
-    "LayerPlan",
-    "ModelError",
-    "PassOrderError",
-    "PruningReport",
-    "RandomTargetsWarning",
-    "ReconveneError",
-    "ScoringError",
-    "ShrinkError",
-    "TraceError",
-    "TraceMismatchError",
-    "VerifyError",
-    "SensitivityTable",
-    "SubmoduleCompileWarning",
-    "VerifyResult",
-    "__version__",
-    "analyze",
-    "bake_masks",
-    "compile",
-    "export_onnx",
-    "guards",
-    "layers",
-    "load",
-    "passes",
-    "plot_report",
-    "report",
-    "rules",
-    "save",
-    "scoring",
-    "strategies",
-    "trace",
-    "verify",
-]
-
-# Every public name is imported when first read (PEP 562): ``import reconvene_fx`` and
-# the CLI's --help cost no torch import; ``rfx.compile`` imports what compiling needs.
-_SOURCES = {
-    "ArgumentError": "reconvene_fx.errors",
-    "ArgumentTypeError": "reconvene_fx.errors",
-    "AutoLeafWarning": "reconvene_fx.tracing",
-    "BranchDecisionWarning": "reconvene_fx.tracing",
-    "Budget": "reconvene_fx.budget",
-    "BudgetError": "reconvene_fx.errors",
-    "CompileConfig": "reconvene_fx.config",
-    "CompilerError": "reconvene_fx.errors",
-    "ExportError": "reconvene_fx.errors",
-    "InputError": "reconvene_fx.errors",
-    "LayerCollapseWarning": "reconvene_fx.errors",
-    "LayerPlan": "reconvene_fx.report",
-    "ModelError": "reconvene_fx.errors",
-    "PassOrderError": "reconvene_fx.errors",
-    "PruningReport": "reconvene_fx.report",
-    "RandomTargetsWarning": "reconvene_fx.errors",
-    "ReconveneError": "reconvene_fx.errors",
-    "ScoringError": "reconvene_fx.errors",
-    "SensitivityTable": "reconvene_fx.analysis",
-    "ShrinkError": "reconvene_fx.errors",
-    "TraceError": "reconvene_fx.errors",
-    "TraceMismatchError": "reconvene_fx.errors",
-    "SubmoduleCompileWarning": "reconvene_fx.compiler",
-    "VerifyError": "reconvene_fx.errors",
-    "VerifyResult": "reconvene_fx.verify",
-    "analyze": "reconvene_fx.analysis",
-    "bake_masks": "reconvene_fx.composite",
-    "compile": "reconvene_fx.compiler",
-    "export_onnx": "reconvene_fx.emit.onnx",
-    "load": "reconvene_fx.emit.torch",
-    "plot_report": "reconvene_fx.plot",
-    "report": "reconvene_fx.report",
-    "save": "reconvene_fx.emit.torch",
-    "trace": "reconvene_fx.tracing",
-    "verify": "reconvene_fx.verify",
-}
-__getattr__, __dir__ = lazy_exports(
-    globals(), _SOURCES, submodules=("guards", "layers", "passes", "rules", "scoring", "strategies")
-)
-
-
-class _Package(types.ModuleType):
-    """``rfx.report`` and ``rfx.verify`` are functions, not the submodules of those names:
-    importing a submodule binds it on its package, which must not hide the function."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in ("report", "verify") and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__getattr__, __dir__ = declared_exports(globals())

@@ -55,14 +55,15 @@ from .errors import (
     TraceError,
     VerifyError,
 )
+from .layers import LayerRegistry
 from .meta import AUTO_LEAVES, REPORT, TRACE_DECISIONS
 from .passes import compile_passes, run_passes
-from .report import PruningReport, SubmodulePlan, attach_report, report
+from .reporting import PruningReport, SubmodulePlan, attach_report, report
 from .rules import DEFAULT_RULES
 from .tracing import trace
 
 if TYPE_CHECKING:
-    from .verify import VerifyResult
+    from .verification import VerifyResult
 
 __all__ = ["SubmoduleCompileWarning", "compile_in_place", "verify_in_place"]
 
@@ -467,11 +468,12 @@ def verify_in_place(
     *,
     rtol: float,
     atol: float,
+    layers: LayerRegistry | None = None,
 ) -> VerifyResult:
     """:func:`reconvene_fx.verify` for a model whose submodules were compiled in place:
     each compiled submodule against the original one, on the inputs ``model`` gives it
     for ``example_inputs`` (both in eval mode); then the compiled model must run."""
-    from .verify import VerifyResult, verify  # verify imports this module
+    from .verification import VerifyResult, verify  # verification imports this module
 
     rep = report(compiled)
     names = rep.compiled
@@ -494,7 +496,7 @@ def verify_in_place(
                 layer=name,
             )
         try:
-            result = verify(original, part, positional, rtol=rtol, atol=atol)
+            result = verify(original, part, positional, rtol=rtol, atol=atol, layers=layers)
         except VerifyError as exc:
             raise VerifyError(
                 f"submodule {name!r}: {exc}",

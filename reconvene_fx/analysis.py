@@ -10,6 +10,7 @@ import torch
 from ._inputs import check_inputs
 from .budget import Budget, as_budget
 from .config import CompileConfig
+from .layers import LayerRegistry
 from .log import progress_to_stderr
 from .meta import SENSITIVITY_TABLE, SensitivityTable
 from .passes import LiftLayersPass, SensitivityPass, ShapePass, run_passes
@@ -34,6 +35,7 @@ def analyze(
     keep_scores: bool = False,
     leaf_modules: Sequence[Any] = (),
     concrete_args: dict[str, Any] | None = None,
+    layers: LayerRegistry | None = None,
 ) -> SensitivityTable:
     """Score ``model`` with a PaI method and rate every conv/linear layer; nothing is pruned.
 
@@ -58,6 +60,8 @@ def analyze(
         method_options: extra keyword arguments for the scorer, e.g. ``{"iterations": 20}``.
         keep_scores: also keep every weight's score (``.layers[name].scores``).
         leaf_modules, concrete_args: passed to tracing (see :func:`reconvene_fx.trace`).
+        layers: the layer registry that says which layers are scored (as
+            ``compile(layers=...)``; None: the built-in one).
 
     Example:
         >>> import reconvene_fx as rfx
@@ -83,6 +87,7 @@ def analyze(
         method_options=method_options or {},
         leaf_modules=leaf_modules,
         concrete_args=concrete_args,
+        layers=layers,
     )
     with progress_to_stderr(progress is True):
         gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args,

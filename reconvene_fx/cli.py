@@ -31,11 +31,12 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._atomic import check_writable
+from ._catalog import SCORERS, STRATEGIES
+from ._registry import NamedRegistry
 from .errors import ArgumentError, ReconveneError
 from .loading import ModelSpecError, default_input_shape, load_model, parse_input_shape
 from .log import logger, progress_to_stderr
@@ -48,9 +49,6 @@ __all__ = ["OUTPUT_SUFFIXES", "build_parser", "main"]
 PROG = "reconvene-fx"
 OUTPUT_SUFFIXES = (".onnx", ".pt2", ".pt")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-# the built-in scorers; the registry's names once reconvene_fx.scoring is imported
-_METHODS = ("grasp", "magnitude", "random", "snip", "synflow")
-_STRATEGIES = ("reconvene", "uniform", "global", "none")
 
 
 class _UsageError(Exception):
@@ -286,9 +284,10 @@ def _add_model_options(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument(
         "--method",
-        choices=_methods(),
+        choices=list(SCORERS),
         default="magnitude",
-        help="how weights are scored at initialization (snip and grasp score random labels)",
+        help="how weights are scored at initialization: "
+        f"{_listed(SCORERS)}; those that need labels score random ones here",
     )
     cmd.add_argument(
         "--iterations",
@@ -334,10 +333,9 @@ def _add_planning_options(cmd: argparse.ArgumentParser) -> None:
     """compile and report: how the plan is made."""
     cmd.add_argument(
         "--strategy",
-        choices=_STRATEGIES,
+        choices=list(STRATEGIES),
         default="reconvene",
-        help="how channel widths are allocated (none: masks only, with --composite: the "
-        "unstructured PaI model)",
+        help=f"how channel widths are allocated: {_listed(STRATEGIES)}",
     )
     cmd.add_argument(
         "--min-width",
@@ -440,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_compile(args: argparse.Namespace) -> int:
-    from . import report
+    from .reporting import report
 
     gm, example = _compile(args)
     print(report(gm).summary())
@@ -461,7 +459,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from . import report
+    from .reporting import report
 
     gm, example = _compile(args)
     rep = report(gm)
@@ -485,7 +483,7 @@ def _report_json(model: str, input_shape: tuple[int, ...], rep: Any) -> str:
 
     Example:
         >>> import torch
-        >>> from reconvene_fx.report import LayerPlan
+        >>> from reconvene_fx import LayerPlan
         >>> lp = LayerPlan(torch.tensor([0, 2]), torch.tensor([1]), 3, 4, 0.5, 1.0, True,
         ...                36, 7, 36, 7)
         >>> class Rep:
@@ -670,19 +668,25 @@ def _show_warning(
     print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
 
 
-def _methods() -> tuple[str, ...]:
-    """The registered scoring methods, so that ``--method`` follows the registry."""
-    scoring = sys.modules.get("reconvene_fx.scoring")  # importing it would import torch
-    if scoring is None:
-        return _METHODS
-    return tuple(sorted(scoring.SCORERS)) or _METHODS
+def _listed(registry: NamedRegistry[Any]) -> str:
+    """Each name of ``registry`` with its summary, for ``--help`` (the registries of
+    ``reconvene_fx.scoring`` and ``reconvene_fx.strategies``, read without importing torch:
+    a scorer or strategy registered before the parser is built is listed too).
+
+    Example:
+        >>> _listed(STRATEGIES).split("; ")[1]
+        'uniform (every coupled channel group loses the same fraction)'
+    """
+    entries = [f"{name} ({registry.summary(name)})" if registry.summary(name) else name
+               for name in registry]  # fmt: skip
+    return "; ".join(entries).replace("%", "%%")  # argparse formats help with %
 
 
 def _version() -> str:
-    try:
-        return metadata.version("reconvene-fx")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """The version of the package that runs (not of an install's stale metadata)."""
+    from . import __version__
+
+    return __version__
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def compile(
 
     The caller's model is not modified. Module qualified names are kept: the compact
     ``layer1.0.conv1`` is at ``layer1.0.conv1``. The result carries its
-    :class:`~reconvene_fx.report.PruningReport` (see :func:`reconvene_fx.report`).
+    :class:`~reconvene_fx.PruningReport` (see :func:`reconvene_fx.report`).
 
     When the model's own ``forward`` cannot be traced (torchvision's detectors iterate
     over their list of images), its largest traceable submodules are compiled in place
@@ -56,7 +56,8 @@ def compile(
             start; ``False``: silent.
         **options: fields of :class:`~reconvene_fx.config.CompileConfig` (``method``,
             ``strategy``, ``composite``, ``seed``, ``round_to``, ``ignore``, ``reinit``,
-            ``targets``, ``method_options``, ...).
+            ``targets``, ``method_options``, ``rules`` and ``layers`` (registries of your
+            own channel rules and layer handlers), ...).
 
     The steps: :func:`~reconvene_fx.trace` (which shares the model's tensors instead of
     copying them), then one ``PassManager`` run of

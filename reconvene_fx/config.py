@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from .errors import ArgumentError, ArgumentTypeError
+from .layers import LayerRegistry
+from .rules import RuleRegistry
 from .strategies import get_strategy
 from .strategies.reconvene import ALLOCATIONS
 
@@ -75,7 +77,15 @@ class CompileConfig:
         auto_leaf: a submodule torch.fx cannot trace becomes a leaf (one warning naming
             it) instead of a ``TraceError`` (see :func:`reconvene_fx.trace`).
         concrete_args: fixed arguments for tracing control flow.
-        rules: a :class:`~reconvene_fx.rules.RuleRegistry` replacing the built-in rules.
+        rules: a :class:`~reconvene_fx.rules.RuleRegistry` replacing the built-in rules
+            (how channels flow through each op; start from
+            :func:`~reconvene_fx.rules.get_default_registry`).
+        layers: a :class:`~reconvene_fx.layers.LayerRegistry` replacing the built-in layer
+            handlers (what each conv/linear/norm holds, how it is scored, counted, sliced
+            and re-initialized; start from
+            :func:`~reconvene_fx.layers.get_default_layer_registry`). ``None`` (default):
+            the built-in :data:`~reconvene_fx.layers.DEFAULT_LAYERS`. A module type of your
+            own needs a handler here and a channel rule in ``rules``.
         init_fn: optional ``init_fn(module, generator)`` re-initializing a narrowed layer
             instead (e.g. :func:`~reconvene_fx.passes.torchvision_init`, Kaiming normal).
         latency_fn: ``latency_fn(module, example_inputs) -> cost`` for latency budgets,
@@ -109,7 +119,8 @@ class CompileConfig:
     leaf_modules: Sequence[Any] = ()
     auto_leaf: bool = True
     concrete_args: dict[str, Any] | None = None
-    rules: Any = None
+    rules: RuleRegistry | None = None
+    layers: LayerRegistry | None = None
     init_fn: Callable[[torch.nn.Module, torch.Generator], None] | None = None
     latency_fn: LatencyFn | None = None
     latency_backend: str = "torch"
@@ -177,6 +188,16 @@ class CompileConfig:
             )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ArgumentTypeError(f"seed must be an int, got {self.seed!r}")
+        for option, kind, default in (
+            ("rules", RuleRegistry, "reconvene_fx.rules.get_default_registry()"),
+            ("layers", LayerRegistry, "reconvene_fx.layers.get_default_layer_registry()"),
+        ):
+            value = getattr(self, option)
+            if value is not None and not isinstance(value, kind):
+                raise ArgumentTypeError(
+                    f"{option} must be a {kind.__name__} (e.g. {default}, extended), "
+                    f"got {type(value).__name__}"
+                )
 
 
 def auto_round_to(width: int) -> int:

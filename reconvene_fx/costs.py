@@ -9,7 +9,7 @@ import torch.fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from .layers import Layer, layer_calls
+from .layers import Layer, LayerRegistry, consumed_input, layer_calls
 from .meta import CHANNELS, TENSOR_META, ChannelInfo
 
 __all__ = ["LayerCosts", "count_macs", "count_params"]
@@ -20,10 +20,11 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(gm: torch.fx.GraphModule) -> int:
-    """Multiply-accumulates of the conv and linear calls of ``gm`` (needs ShapePass)."""
+def count_macs(gm: torch.fx.GraphModule, layers: LayerRegistry | None = None) -> int:
+    """Multiply-accumulates of the conv and linear calls of ``gm`` (needs ShapePass): of
+    the layers ``layers`` knows (default the built-in handlers)."""
     total = 0
-    for node, layer in layer_calls(gm):
+    for node, layer in layer_calls(gm, layers):
         meta = node.meta.get(TENSOR_META)
         if isinstance(meta, TensorMetadata):
             total += layer.handler.macs(layer, meta.shape)
@@ -53,22 +54,24 @@ class LayerCosts:
     mask over atoms and returns ``(params, macs)`` of the model with those atoms removed.
     ``layers`` holds every layer whose size can change, by module name, in graph order;
     ``calls`` every conv/linear call counted in MACs, with :meth:`call_widths` giving its
-    kept widths.
+    kept widths. ``registry`` is the layer registry the layers were read with (default
+    the built-in handlers); a shrunk candidate of the plan is read with it too.
     """
 
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, registry: LayerRegistry | None = None) -> None:
+        self.registry = registry
         self.layers: dict[str, CostedLayer] = {}
         macs_full = 0
         calls: list[_Call] = []
         self.calls: list[tuple[torch.fx.Node, Layer]] = []
-        for node, layer in layer_calls(gm):
+        for node, layer in layer_calls(gm, registry):
             info = _channel_info(node)
             name = layer.name
             if layer.weighted:
                 out_meta = node.meta.get(TENSOR_META)
                 if not isinstance(out_meta, TensorMetadata):
                     continue
-                in_info = _consumed_info(node, layer)
+                in_info = consumed_input(node, layer)
                 macs = layer.handler.macs(layer, out_meta.shape)
                 macs_full += macs
                 unit = macs // max(layer.out_channels * (layer.in_channels // layer.groups), 1)
@@ -219,15 +222,3 @@ def _param_row(layer: Layer, in_slot: int, out_slot: int, unit: int) -> _Row:
 def _channel_info(node: torch.fx.Node) -> ChannelInfo | None:
     info = node.meta.get(CHANNELS)
     return info if isinstance(info, ChannelInfo) else None
-
-
-def _consumed_info(node: torch.fx.Node, layer: Layer) -> ChannelInfo | None:
-    """The channel info of the input a conv/linear consumes, if it can be narrowed."""
-    if not node.args or not isinstance(node.args[0], torch.fx.Node):
-        return None
-    source = node.args[0]
-    info = _channel_info(source)
-    shape = source.meta.get(TENSOR_META)
-    if info is None or not isinstance(shape, TensorMetadata):
-        return None
-    return info if layer.accepts_input(info.size, info.dim, len(shape.shape)) else None

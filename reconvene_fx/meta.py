@@ -258,7 +258,8 @@ class LayerChange:
 
 @dataclass(frozen=True, eq=False)
 class ShrinkRecord:
-    """What ShrinkPass changed, model-wide (``gm.meta[SHRINK]``).
+    """What ShrinkPass changed, model-wide (``gm.meta[SHRINK]``; what
+    :func:`~reconvene_fx.shrinking.shrink_layers` returns).
 
     Attributes:
         layers: every conv/linear module, by qualified name, in graph order.
@@ -267,6 +268,8 @@ class ShrinkRecord:
         approximate: ``{node name: reason}`` where narrowing changes values (LayerNorm or
             GroupNorm statistics) instead of only removing them.
         reinit: whether narrowed layers were re-initialized.
+        sliced: the conv/linear/norm modules that were sliced, by qualified name, in
+            graph order (empty when the plan narrowed none).
     """
 
     layers: dict[str, LayerChange]
@@ -275,6 +278,7 @@ class ShrinkRecord:
     macs_after: int
     approximate: dict[str, str] = field(default_factory=dict)
     reinit: bool = False
+    sliced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

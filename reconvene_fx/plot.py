@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from ._atomic import atomic_write, check_writable
-from .report import PruningReport
+from .reporting import PruningReport
 
 __all__ = ["plot_report"]
 

@@ -28,6 +28,7 @@ Beyond ``torch.fx.symbolic_trace``:
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import functools
 import inspect
@@ -560,8 +561,7 @@ def trace(
         gm.meta[TRACE_DECISIONS] = list(tracer.decisions)
         for decision in tracer.decisions:
             logger.info("trace: resolved for the example inputs: %s", decision)
-    _warn_branches(tracer.branches)
-    _warn_numbers(tracer.numbers)
+    _warn_decisions(tracer.branches, tracer.numbers)
     if example_inputs is not None and check:
         check_fidelity(model, gm, example_inputs, _fixed_arguments(concrete_args, inputs))
     return gm
@@ -579,36 +579,24 @@ def _fixed_arguments(
     }
 
 
-def _warn_branches(branches: list[tuple[str, bool]]) -> None:
-    """One :class:`BranchDecisionWarning` per source line the forward branched at."""
-    counts: dict[tuple[str, bool], int] = {}
-    for branch in branches:
-        counts[branch] = counts.get(branch, 0) + 1
-    for (source, taken), count in counts.items():
+def _warn_decisions(branches: list[tuple[str, bool]], numbers: list[tuple[str, str]]) -> None:
+    """One :class:`BranchDecisionWarning` per source line that branched on a traced value
+    (with the branch taken) or read a traced size as a Python number (with the number)."""
+    events = [
+        (source, f"branches on a traced value at {{}}: traced for the example inputs, which "
+                 f"take the {taken} branch; the compiled graph holds only that branch and "
+                 "raises InputError for inputs taking the other one")
+        for source, taken in branches
+    ] + [
+        (source, f"reads a traced size as a Python number at {{}}: traced for the example "
+                 f"inputs, which give {given}; the compiled graph holds that number and "
+                 "raises InputError for inputs giving another one")
+        for source, given in numbers
+    ]  # fmt: skip
+    for (source, text), count in collections.Counter(events).items():
         times = f" ({count} times)" if count > 1 else ""
         warnings.warn(
-            f"the forward branches on a traced value at {source}{times}: traced for the "
-            f"example inputs, which take the {taken} branch; the compiled graph holds "
-            "only that branch and raises InputError for inputs taking the other one",
-            BranchDecisionWarning,
-            stacklevel=3,
-        )
-
-
-def _warn_numbers(numbers: list[tuple[str, str]]) -> None:
-    """One :class:`BranchDecisionWarning` per source line that read a traced size as a
-    Python number."""
-    counts: dict[tuple[str, str], int] = {}
-    for number in numbers:
-        counts[number] = counts.get(number, 0) + 1
-    for (source, given), count in counts.items():
-        times = f" ({count} times)" if count > 1 else ""
-        warnings.warn(
-            f"the forward reads a traced size as a Python number at {source}{times}: "
-            f"traced for the example inputs, which give {given}; the compiled graph holds "
-            "that number and raises InputError for inputs giving another one",
-            BranchDecisionWarning,
-            stacklevel=3,
+            "the forward " + text.format(source + times), BranchDecisionWarning, stacklevel=3
         )
 
 

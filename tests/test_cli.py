@@ -146,9 +146,9 @@ def test_unreachable_budget_gives_status_1(
     _assert_one_error_line(capsys.readouterr().err)
 
 
-def test_compile_calls_the_api_with_the_options(
-    small_net: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def compile_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """The keyword arguments the CLI gives ``reconvene_fx.compile`` (which still runs)."""
     seen: dict[str, object] = {}
     real_compile = reconvene_fx.compile
 
@@ -157,6 +157,13 @@ def test_compile_calls_the_api_with_the_options(
         return real_compile(model, **kwargs)
 
     monkeypatch.setattr(reconvene_fx, "compile", spy)
+    return seen
+
+
+def test_compile_calls_the_api_with_the_options(
+    small_net: str, compile_calls: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = compile_calls
     args = ["--budget", "0.9", "--macs", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
     args += ["--method", "random", "--strategy", "reconvene", "--round-to", "2", "--no-reinit"]
     args += ["--min-width", "0.2", "--allocation", "sqrt"]
@@ -186,16 +193,9 @@ def test_compile_calls_the_api_with_the_options(
 
 
 def test_flops_is_the_deprecated_spelling_of_macs(
-    small_net: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    small_net: str, compile_calls: dict[str, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seen: dict[str, object] = {}
-    real_compile = reconvene_fx.compile
-
-    def spy(model: object, **kwargs: object) -> object:
-        seen.update(kwargs)
-        return real_compile(model, **kwargs)
-
-    monkeypatch.setattr(reconvene_fx, "compile", spy)
+    seen = compile_calls
     argv = ["report", small_net, "--flops", "0.6", "--input-shape", "1,3,8,8", "-q", "--json"]
     with warnings.catch_warnings():  # the library's own code gives none
         warnings.filterwarnings("error", category=DeprecationWarning, module=r"reconvene_fx\b")
@@ -609,3 +609,28 @@ def test_python_dash_m_runs_the_command_line() -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0
     assert done.stdout.strip() == f"reconvene-fx {reconvene_fx.__version__}"
+
+
+def test_method_and_strategy_choices_are_the_registries(capsys) -> None:
+    """``--method`` and ``--strategy`` list what ``reconvene_fx.scoring`` and
+    ``reconvene_fx.strategies`` hold, with a line about each; cli.py keeps no list."""
+    from reconvene_fx.scoring import SCORERS, register_scorer
+    from reconvene_fx.strategies import STRATEGIES
+
+    @register_scorer("test-cli-ones")
+    def ones(gm, example_inputs, targets, *, seed):
+        """Every weight scores one."""
+
+    try:
+        report = _subcommands()["report"]
+        actions = {a.dest: a for a in report._actions}
+        assert list(actions["method"].choices) == list(SCORERS)
+        assert list(actions["strategy"].choices) == list(STRATEGIES)
+        assert main(["report", "--help"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "test-cli-ones (Every weight scores one.)" in shown
+        assert f"uniform ({STRATEGIES.summary('uniform')})" in shown
+    finally:
+        SCORERS.pop("test-cli-ones")
+    source = Path(cli.__file__).read_text()
+    assert '"synflow", "' not in source and '"uniform", "' not in source

@@ -258,3 +258,101 @@ def test_groupnorm_is_pruned_through_and_reported_approximate() -> None:
     assert rep.approximate and "GroupNorm" in next(iter(rep.approximate.values()))
     result = rfx.verify(model, gm, (x,))
     assert not result.exact
+
+
+class _ScaledConv(nn.Module):
+    """A 3x3 conv with a gain per output channel, of no type any built-in handler knows."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3) * (2 / (9 * cin)) ** 0.5)
+        self.gain = nn.Parameter(torch.rand(cout) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight, padding=1) * self.gain.view(1, -1, 1, 1)
+
+
+def _scaled_conv_registries() -> tuple[rfx.rules.RuleRegistry, rfx.layers.LayerRegistry]:
+    """A user's rule (how channels flow) and handler (what the layer holds) for it."""
+    from reconvene_fx.layers import LayerHandler, get_default_layer_registry, new_param, take
+    from reconvene_fx.rules import get_default_registry
+
+    rules, layers = get_default_registry(), get_default_layer_registry()
+
+    @rules.module(_ScaledConv)
+    def scaled_conv(ctx):
+        return ctx.new(ctx.module.weight.shape[0], 1)
+
+    @layers.module(_ScaledConv)
+    class ScaledConvHandler(LayerHandler):
+        def describe(self, name, module, node):
+            out, cin, kh, kw = module.weight.shape  # bias: the gain, one per output
+            return self.view(name, module, node, in_channels=cin, out_channels=out,
+                             unit=kh * kw, bias=True)  # fmt: skip
+
+        def macs(self, layer, out_shape):
+            return out_shape.numel() * layer.in_channels * layer.unit
+
+        def channel_mass(self, layer, scores):
+            return scores.sum((1, 2, 3)).double(), scores.sum((0, 2, 3)).double()
+
+        def shrink(self, layer, in_idx, out_idx):
+            m = layer.module
+            m.weight = new_param(take(take(m.weight, 0, out_idx), 1, in_idx), m.weight)
+            m.gain = new_param(take(m.gain, 0, out_idx), m.gain)
+
+        def zero_inputs(self, layer, removed):
+            with torch.no_grad():
+                layer.module.weight[:, removed] = 0.0
+
+    return rules, layers
+
+
+def test_a_users_layer_registry_is_what_compile_uses() -> None:
+    """``layers=``: a handler of the user's own registry (not the global one) lets the
+    scorer, the plan, its latency candidates, the shrink, the report and verify see a
+    layer type of the user's."""
+    rules, layers = _scaled_conv_registries()
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), _ScaledConv(16, 24),
+                          nn.ReLU(), nn.Conv2d(24, 10, 1))  # fmt: skip
+    x = _x(size=12)
+    options = {"rules": rules, "leaf_modules": [_ScaledConv], "reinit": False}
+    with pytest.raises(rfx.BudgetError):  # the built-in handlers: the layer cannot shrink
+        rfx.compile(model, 0.5, (x,), **options)
+    gm = rfx.compile(model, 0.5, (x,), layers=layers, **options)
+    rep, narrowed = rfx.report(gm), gm.get_submodule("2")
+    assert rep.layers["2"].narrowed and rep.params_ratio <= 0.5
+    assert rep.layers["2"].density < 1  # scored, so it has a density of its own
+    assert narrowed.gain.shape[0] == narrowed.weight.shape[0] == rep.layers["2"].out_idx.numel()
+    assert narrowed.weight.shape[0] < 24
+    assert narrowed.weight.shape[1] == gm.get_submodule("0").out_channels < 16
+    assert rfx.verify(model, gm, (x,), layers=layers).exact
+    assert rfx.layers.DEFAULT_LAYERS.for_module(model[2]) is None  # no global change
+    # a latency limit measures whole candidates, each shrunk with the same handlers
+    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), layers=layers,
+                     latency_fn=lambda m, _: float(sum(p.numel() for p in m.parameters())),
+                     **options)  # fmt: skip
+    assert rfx.report(gm).layers["2"].narrowed
+    assert rfx.verify(model, gm, (x,), layers=layers).exact
+
+
+@pytest.mark.parametrize("layers", ["copy", "default"])
+def test_the_built_in_layer_registry_is_the_default(layers: str) -> None:
+    registry = (rfx.layers.get_default_layer_registry() if layers == "copy"
+                else rfx.layers.DEFAULT_LAYERS)  # fmt: skip
+    model, x = build("residual"), _x()
+    plain = rfx.compile(model, 0.4, (x,), seed=3)
+    given = rfx.compile(model, 0.4, (x,), seed=3, layers=registry)
+    assert rfx.report(plain).layers.keys() == rfx.report(given).layers.keys()
+    for name, lp in rfx.report(plain).layers.items():
+        assert torch.equal(lp.out_idx, rfx.report(given).layers[name].out_idx), name
+    assert plain.state_dict().keys() == given.state_dict().keys()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, given.state_dict()[key]), key
+
+
+def test_a_registry_of_the_wrong_kind_is_refused() -> None:
+    with pytest.raises(rfx.ArgumentTypeError, match="layers must be a LayerRegistry"):
+        rfx.compile(build("se"), 0.5, (_x(),), layers=rfx.rules.get_default_registry())
+    with pytest.raises(rfx.ArgumentTypeError, match="rules must be a RuleRegistry"):
+        rfx.compile(build("se"), 0.5, (_x(),), rules=rfx.layers.get_default_layer_registry())

@@ -10,7 +10,7 @@ lists, dicts and tensors; no pickled objects, no code):
   plain attributes (``in_channels``, ``stride``, ``training``, ...).
 - ``tensors``: every parameter and buffer; composite masks separately in ``masks``, so they
   are parametrizations again after loading and masked weights stay zero through training.
-- ``report``: the :class:`~reconvene_fx.report.PruningReport`.
+- ``report``: the :class:`~reconvene_fx.PruningReport`.
 
 Analysis scratch (node metadata, sensitivity tables, scores) is not stored.
 """
@@ -30,7 +30,7 @@ from ..budget import Budget
 from ..composite import WeightMask, apply_masks
 from ..errors import ExportError, ReconveneError
 from ..meta import REPORT
-from ..report import LayerPlan, PruningReport, SubmodulePlan
+from ..reporting import LayerPlan, PruningReport, SubmodulePlan
 
 __all__ = ["FORMAT", "TRUSTED_MODULES", "from_state", "to_state"]
 

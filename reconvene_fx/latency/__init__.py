@@ -2,8 +2,9 @@
 
 ``Budget(latency=...)`` is planned with these: :class:`LatencyTable` times each conv/linear
 geometry once on the backend (``CompileConfig.latency_backend``) and keeps it on disk,
-:class:`LatencyEstimate` predicts a plan's latency from it, and :func:`measure_model`
-measures the whole model before and after.
+:class:`LatencyEstimate` predicts a plan's latency from it, :class:`LatencySearch` picks
+how much of the planner's removal order goes (estimated, then measured whole and
+corrected), and :func:`measure_model` measures the whole model before and after.
 
 Example:
     >>> import torch
@@ -18,12 +19,15 @@ from __future__ import annotations
 from ._onnxruntime import measure_onnxruntime, onnxruntime_session
 from ._torch import measure_latency
 from .estimate import LatencyEstimate
+from .search import LatencyPlan, LatencySearch
 from .spec import LayerSpec, layer_spec
 from .table import BACKENDS, LatencyTable, default_cache_dir, measure_model
 
 __all__ = [
     "BACKENDS",
     "LatencyEstimate",
+    "LatencyPlan",
+    "LatencySearch",
     "LatencyTable",
     "LayerSpec",
     "default_cache_dir",

@@ -2,15 +2,16 @@
 
 Importing this package registers the built-in handlers (convs, linear, norms, timm's
 leaf convs when timm is imported) in
-:data:`DEFAULT_LAYERS`.
+:data:`DEFAULT_LAYERS`. :mod:`.reinit` re-initializes narrowed layers through them.
 """
 
-from . import conv, init, linear, norms, timm
+from . import conv, init, linear, norms, reinit, timm
 from .base import (
     DEFAULT_LAYERS,
     Layer,
     LayerHandler,
     LayerRegistry,
+    consumed_input,
     get_default_layer_registry,
     layer_calls,
     module_layer,
@@ -18,13 +19,16 @@ from .base import (
     take,
 )
 from .init import InitScale, matched_init
+from .reinit import InitFn, reinitialize, torchvision_init
 
 __all__ = [
     "DEFAULT_LAYERS",
+    "InitFn",
     "InitScale",
     "Layer",
     "LayerHandler",
     "LayerRegistry",
+    "consumed_input",
     "conv",
     "get_default_layer_registry",
     "init",
@@ -34,6 +38,9 @@ __all__ = [
     "module_layer",
     "new_param",
     "norms",
+    "reinit",
+    "reinitialize",
     "take",
     "timm",
+    "torchvision_init",
 ]

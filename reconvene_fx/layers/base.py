@@ -9,17 +9,17 @@ layer type is one handler (plus a channel rule), registered once.
 
 from __future__ import annotations
 
-import copy
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.fx
 import torch.nn as nn
+from torch.fx.passes.shape_prop import TensorMetadata
 
-from .._lookup import for_type
+from .._registry import TypeRegistry
+from ..meta import CHANNELS, TENSOR_META, ChannelInfo
 from .init import InitScale, matched_init
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Layer",
     "LayerHandler",
     "LayerRegistry",
+    "consumed_input",
     "get_default_layer_registry",
     "layer_calls",
     "module_layer",
@@ -171,15 +172,20 @@ class LayerHandler:
 
     def fresh_init(self, layer: Layer, generator: torch.Generator) -> None:
         """A fresh initialization at the layer's current shape by a fixed scheme,
-        whatever the model's own was (:func:`~reconvene_fx.passes.torchvision_init`)."""
+        whatever the model's own was (:func:`~reconvene_fx.layers.reinit.torchvision_init`)."""
 
 
-class LayerRegistry:
-    """Layer handlers keyed by module type (functions: see :meth:`function`).
+class LayerRegistry(TypeRegistry[LayerHandler]):
+    """Layer handlers keyed by module type or function (see :meth:`describe`).
 
-    A module subclass inherits its base class's handler only when it does not override
-    ``forward`` (as the channel rules do): a different forward may use its tensors
-    differently.
+    The shape of every type-keyed registry (:class:`~reconvene_fx._registry.TypeRegistry`,
+    as for the channel rules, :class:`~reconvene_fx.rules.RuleRegistry`): the decorators
+    :meth:`module` and :meth:`function` (here class decorators: one instance of the handler
+    is registered), ``lazy(kind, module, name, handler)``, ``lookup(node, gm)``,
+    ``for_module(module)``, ``copy()``. A module subclass inherits its base class's handler
+    only when it does not override ``forward`` (as the channel rules do): a different
+    forward may use its tensors differently. ``compile(..., layers=registry)`` compiles
+    with a registry of your own (start from :func:`get_default_layer_registry`).
 
     Example:
         >>> registry = get_default_layer_registry()
@@ -189,77 +195,27 @@ class LayerRegistry:
         True
     """
 
-    def __init__(self) -> None:
-        self.modules: dict[type, LayerHandler] = {}
-        self.functions: dict[Callable[..., Any], LayerHandler] = {}
-        # handlers for module types of libraries not imported yet: (module, name, handler)
-        self._pending: list[tuple[str, str, LayerHandler]] = []
-
-    def module(self, *types: type) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
-        """Class decorator: register one instance of the handler for ``types``."""
-        return self._register(self.modules, types)
-
-    def function(
-        self, *functions: Callable[..., Any]
-    ) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
-        """Class decorator for handlers of functional layers (``F.conv2d`` on ``get_attr``
-        parameters): ``describe`` gets the module holding the call's first ``get_attr``
-        tensor (the weight) and that module's name."""
-        return self._register(self.functions, functions)
-
-    @staticmethod
-    def _register(
-        table: dict[Any, LayerHandler], keys: tuple[Any, ...]
-    ) -> Callable[[type[LayerHandler]], type[LayerHandler]]:
-        def register(cls: type[LayerHandler]) -> type[LayerHandler]:
-            handler = cls()
-            for key in keys:
-                table[key] = handler
-            return cls
-
-        return register
-
-    def lazy(self, module: str, name: str, handler: LayerHandler) -> None:
-        """Register ``handler`` for the module type ``module.name`` once that library is
-        imported, without importing it (a model that uses it has imported it already)."""
-        self._pending.append((module, name, handler))
-
-    def for_module(self, module: nn.Module) -> LayerHandler | None:
-        if self._pending:
-            waiting = []
-            for lib, name, handler in self._pending:
-                found = getattr(sys.modules.get(lib), name, None)
-                if isinstance(found, type):
-                    self.modules[found] = handler
-                else:
-                    waiting.append((lib, name, handler))
-            self._pending = waiting
-        return for_type(self.modules, type(module))
+    def _entry(self, registered: Any) -> LayerHandler:
+        """A handler class is instantiated once; a handler instance is kept as it is."""
+        return registered() if isinstance(registered, type) else registered
 
     def describe(self, node: torch.fx.Node, gm: torch.nn.Module) -> Layer | None:
-        """The layer called at ``node``, or None."""
-        if node.op == "call_module":
-            module = gm.get_submodule(str(node.target))
-            handler = self.for_module(module)
-            return handler.describe(str(node.target), module, node) if handler else None
-        if node.op == "call_function" and self.functions:
-            try:
-                handler = self.functions.get(node.target)  # type: ignore[arg-type]
-            except TypeError:  # unhashable target
-                return None
-            weight = next((a for a in node.all_input_nodes if a.op == "get_attr"), None)
-            if handler is None or weight is None:
-                return None
-            holder = str(weight.target).rpartition(".")[0]
-            return handler.describe(holder, gm.get_submodule(holder), node)
-        return None
+        """The layer called at ``node``, or None.
 
-    def copy(self) -> LayerRegistry:
-        other = LayerRegistry()
-        other.modules = copy.copy(self.modules)
-        other.functions = copy.copy(self.functions)
-        other._pending = list(self._pending)
-        return other
+        A handler of a function (``F.conv2d`` on ``get_attr`` parameters) or a tensor
+        method gets, as its module, the one holding the call's first ``get_attr`` tensor
+        (the weight), under that module's name.
+        """
+        handler = self.lookup(node, gm)
+        if handler is None:
+            return None
+        if node.op == "call_module":
+            return handler.describe(str(node.target), gm.get_submodule(str(node.target)), node)
+        weight = next((a for a in node.all_input_nodes if a.op == "get_attr"), None)
+        if weight is None:
+            return None
+        holder = str(weight.target).rpartition(".")[0]
+        return handler.describe(holder, gm.get_submodule(holder), node)
 
 
 DEFAULT_LAYERS = LayerRegistry()
@@ -273,7 +229,8 @@ def get_default_layer_registry() -> LayerRegistry:
 def layer_calls(
     gm: torch.fx.GraphModule, registry: LayerRegistry | None = None
 ) -> Iterator[tuple[torch.fx.Node, Layer]]:
-    """Every call of a known layer in graph order (a shared module once per call).
+    """Every call of a layer ``registry`` knows (default :data:`DEFAULT_LAYERS`), in graph
+    order (a shared module once per call).
 
     Example:
         >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(
@@ -281,18 +238,48 @@ def layer_calls(
         >>> [(n.target, lay.weighted) for n, lay in layer_calls(gm)]
         [('0', True), ('1', False)]
     """
-    registry = registry or DEFAULT_LAYERS
+    registry = registry if registry is not None else DEFAULT_LAYERS
     for node in gm.graph.nodes:
         layer = registry.describe(node, gm)
         if layer is not None:
             yield node, layer
 
 
+def consumed_input(node: torch.fx.Node, layer: Layer) -> ChannelInfo | None:
+    """The channel info (``node.meta[CHANNELS]``) of the tensor whose channels feed the
+    input channels of ``layer``, called at ``node``; None when its input channels are not
+    a channel space of the graph (the first argument is no node or carries no channel
+    info, or its channels are not the ones the layer reads, e.g. a Linear on a tensor
+    whose channels lie on another dim). The cost model and ShrinkPass both ask this, so
+    what is counted as narrowed is what is sliced.
+
+    Example:
+        >>> from reconvene_fx.passes import ChannelGroupPass, ShapePass
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(  # a Linear over the width
+        ...     torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Linear(6, 4)))
+        >>> _ = ShapePass((torch.randn(1, 3, 8, 8),))(gm)
+        >>> _ = ChannelGroupPass()(gm)
+        >>> [(n.target, getattr(consumed_input(n, lay), "size", None))
+        ...  for n, lay in layer_calls(gm)]
+        [('0', 3), ('2', None)]
+    """
+    source = node.args[0] if node.args else None
+    if not isinstance(source, torch.fx.Node):
+        return None
+    info = source.meta.get(CHANNELS)
+    if not isinstance(info, ChannelInfo):
+        return None
+    meta = source.meta.get(TENSOR_META)
+    ndim = len(meta.shape) if isinstance(meta, TensorMetadata) else -1
+    return info if layer.accepts_input(info.size, info.dim, ndim) else None
+
+
 def module_layer(
     name: str, module: nn.Module, registry: LayerRegistry | None = None
 ) -> Layer | None:
-    """The layer view of a module outside any graph (scoring, ``verify``), or None."""
-    handler = (registry or DEFAULT_LAYERS).for_module(module)
+    """The layer view of a module outside any graph (scoring, ``verify``) by the handler
+    ``registry`` has for it (default :data:`DEFAULT_LAYERS`), or None."""
+    handler = (registry if registry is not None else DEFAULT_LAYERS).for_module(module)
     return handler.describe(name, module, None) if handler else None
 
 

@@ -48,6 +48,6 @@ class StdConvHandler(ConvHandler):
 
 
 _LAYERS = "timm.layers"
-DEFAULT_LAYERS.lazy(f"{_LAYERS}.conv2d_same", "Conv2dSame", ConvHandler())
+DEFAULT_LAYERS.lazy("module", f"{_LAYERS}.conv2d_same", "Conv2dSame", ConvHandler())
 for _name in ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"):
-    DEFAULT_LAYERS.lazy(f"{_LAYERS}.std_conv", _name, StdConvHandler())
+    DEFAULT_LAYERS.lazy("module", f"{_LAYERS}.std_conv", _name, StdConvHandler())

@@ -20,7 +20,7 @@ from ..errors import ArgumentError
 from ..layers import Layer, LayerHandler
 from ..meta import LayerSensitivity
 from ..scoring import kth_largest
-from .sensitivity import break_ties
+from ..scoring.threshold import break_ties
 
 __all__ = ["MASK_MODES", "THIN_FLOOR", "CompositeMasks"]
 

@@ -11,20 +11,19 @@ from typing import Any
 import torch
 import torch.fx
 
+from .._bisect import first_true
 from .._copy import structural_copy
-from .._progress import progress_bar
 from ..budget import Budget
 from ..config import LatencyFn
 from ..costs import LayerCosts
 from ..errors import BudgetError
-from ..latency import LatencyEstimate, LatencyTable
-from ..latency.ruler import LatencyRuler
-from ..log import logger
+from ..latency.search import LatencySearch
+from ..layers import LayerRegistry
 from ..meta import ChannelInfo, LayerSensitivity, PinCause
+from ..shrinking import shrink_layers
 from ._composite import CompositeMasks
 from ._keep import write_keep
 from .channels import _describe_node, _source_line
-from .shrink import ShrinkPass
 
 __all__ = ["Pins", "Search", "SearchSettings"]
 
@@ -47,16 +46,6 @@ class SearchSettings:
     latency_cache: bool | str | os.PathLike = True
     # a bar counting the candidates a latency budget measures (see progress_bar)
     progress: bool | None = None
-
-
-# A latency plan measured within this share below its limit is taken without correcting
-# the estimate again.
-LATENCY_TOLERANCE = 0.1
-# Whole-model measurements spent correcting the per-layer estimate; then at most
-# LATENCY_REFINE_STEPS more bisect between the best plan measured within the limit and the
-# nearest measured above it, when the best is still below the band.
-LATENCY_CORRECTIONS = 3
-LATENCY_REFINE_STEPS = 5
 
 
 # One entry of BudgetError.pinned_by: (layer, side, node, reason, source line).
@@ -260,7 +249,7 @@ class Search:
             if fits(hi):
                 break
             lo = hi
-        k = _first_true(fits, lo, hi) if len(bounds) > 1 else lo
+        k = first_true(fits, lo, hi) if len(bounds) > 1 else lo
         if "latency" in self.limits:
             k = self._latency_search(removed_for, k, n)
         return removed_for(k)
@@ -290,147 +279,45 @@ class Search:
         return self.composite.masks(removed, room)
 
     def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
-        """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured:
-        guided by the per-layer estimate (default), or a binary search measuring whole
-        candidates (a user ``latency_fn``, or when the estimate's guesses all miss)."""
+        """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured
+        (:class:`~reconvene_fx.latency.search.LatencySearch`)."""
         limit = self.limits["latency"]
         settings = self.settings
-        ruler = LatencyRuler(self.gm, settings.example_inputs, backend=settings.latency_backend,
-                             latency_fn=settings.latency_fn)  # fmt: skip
-        measured: dict[int, float] = {}
-        costs: dict[int, float] = {}
-        bar = progress_bar(None, f"latency budget {limit:g} (candidates measured)",
-                           enabled=settings.progress)  # fmt: skip
+        search = LatencySearch(
+            self.gm,
+            self.costs,
+            settings.example_inputs,
+            limit=limit,
+            candidate=partial(_shrunk_copy, self.gm, layers=self.costs.registry),
+            backend=settings.latency_backend,
+            cache=settings.latency_cache,
+            latency_fn=settings.latency_fn,
+            round_to=settings.round_to,
+            progress=settings.progress,
+        )
 
-        def ratio(k: int) -> float:
-            if k not in measured:
-                candidate = _shrunk_copy(self.gm, removed_for(k))
-                measured[k], costs[k] = ruler.measure(candidate)
-                bar.set_postfix_str(f"last {measured[k]:.3f} of the model", refresh=False)
-                bar.update()
-            return measured[k]
+        def unreachable(ratio: float) -> BudgetError:
+            return self._refusal(
+                f"budget latency={limit:g} cannot be met: with every removable channel "
+                f"gone the model measures {ratio:.4f} of its latency",
+                "latency",
+                ratio,
+                removed_for(hi),
+            )
 
-        with bar:
-            if ratio(hi) > limit:
-                raise self._refusal(
-                    f"budget latency={limit:g} cannot be met: with every removable channel "
-                    f"gone the model measures {ratio(hi):.4f} of its latency",
-                    "latency",
-                    ratio(hi),
-                    removed_for(hi),
-                )
-            guided = None
-            if settings.latency_fn is None:
-                guided = self._estimated(removed_for, lo, hi, ruler.before, ratio)
-            if guided is None:
-                k = _measured_search(ratio, limit, lo, hi, measured)
-            else:
-                k = _refine(ratio, limit, guided, measured, lo)
-        self.latency_before = ruler.before
-        # timed on a backend, ``before`` (the median of every timing of the original) moves
-        # as candidates are timed: the seconds follow the final one, so that the reported
-        # ratio is the one measured
-        self.latency_after = costs[k] if settings.latency_fn else measured[k] * ruler.before
-        return k
-
-    def _estimated(
-        self,
-        removed_for: Callable[[int], torch.Tensor],
-        lo: int,
-        hi: int,
-        before: float,
-        ratio: Callable[[int], float],
-    ) -> int | None:
-        """The plan the per-layer estimate picks, its target corrected by measuring each
-        pick; the fewest removals measured within the limit, or None if none was."""
-        limit = self.limits["latency"]
-        table = LatencyTable(self.settings.latency_backend, self.settings.latency_cache)
-        estimate = LatencyEstimate(self.gm, self.costs, table, before,
-                                   round_to=self.settings.round_to)  # fmt: skip
-        predicted: dict[int, float] = {}
-
-        def guess(k: int) -> float:
-            if k not in predicted:
-                predicted[k] = estimate.seconds(removed_for(k)) / before
-            return predicted[k]
-
-        best: int | None = None
-        target = limit
-        for attempt in range(1 + LATENCY_CORRECTIONS):
-            k = _first_true(partial(_within, guess, target), lo, hi) if guess(hi) <= target else hi
-            got = ratio(k)
-            logger.info("latency plan %d: predicted %.3f, measured %.3f of the model (limit %.3f)",
-                        attempt + 1, guess(k), got, limit)  # fmt: skip
-            if got <= limit:
-                best = k if best is None else min(best, k)
-                if got >= (1 - LATENCY_TOLERANCE) * limit or k == lo:
-                    break
-            target = min(target * limit / got, 1.0)
-        table.save()
-        logger.info("latency table: %d layers timed, %d known", table.timed, len(table))
-        return best
+        plan = search.run(removed_for, lo, hi, unreachable)
+        self.latency_before, self.latency_after = plan.before, plan.after
+        return plan.removals
 
 
-def _refine(
-    ratio: Callable[[int], float], limit: float, within: int, measured: dict[int, float], lo: int
-) -> int:
-    """From ``within`` (measured within the limit but maybe far below it), bisect on
-    measurements towards the nearest count measured above the limit, until a plan lands
-    in the tolerance band below the limit (the estimate can be off by more than its
-    corrections mend: onnxruntime's kernels change speed at some widths)."""
-    band = (1 - LATENCY_TOLERANCE) * limit
-    over = max((k for k, r in measured.items() if r > limit and k < within), default=lo - 1)
-    for _ in range(LATENCY_REFINE_STEPS):
-        if measured[within] >= band or within - over <= 1:
-            break
-        mid = (over + within) // 2
-        got = ratio(mid)
-        logger.info("latency plan refined: measured %.3f of the model (limit %.3f)", got, limit)
-        if got <= limit:
-            within = mid
-        else:
-            over = mid
-    return within
-
-
-def _within(guess: Callable[[int], float], target: float, k: int) -> bool:
-    return guess(k) <= target
-
-
-def _measured_search(
-    ratio: Callable[[int], float], limit: float, lo: int, hi: int, measured: dict[int, float]
-) -> int:
-    """Binary search on whole-model measurements; ``ratio(hi) <= limit`` is known."""
-    # measurements are noisy: stop at a resolution of 1/128 of the removable atoms
-    step = max(1, (hi - lo) // 128)
-    while hi - lo > step:
-        mid = (lo + hi) // 2
-        if ratio(mid) <= limit:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo if lo in measured and ratio(lo) <= limit else hi
-
-
-def _first_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:
-    """Smallest k in [lo, hi] with pred(k), given pred monotone and pred(hi) true; lo
-    itself is tried first (composite counts are not monotone everywhere)."""
-    if pred(lo):
-        return lo
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if pred(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def _shrunk_copy(gm: torch.fx.GraphModule, removed: torch.Tensor) -> torch.fx.GraphModule:
-    """A shrunk candidate (ShrinkPass writes new tensors, so sharing the rest is safe)."""
+def _shrunk_copy(
+    gm: torch.fx.GraphModule, removed: torch.Tensor, layers: LayerRegistry | None = None
+) -> torch.fx.GraphModule:
+    """A shrunk candidate (:func:`~reconvene_fx.shrinking.shrink_layers` writes new
+    tensors, so sharing the rest is safe), its layers read with ``layers`` (the plan's)."""
     candidate = structural_copy(gm)
     write_keep(candidate, removed)
-    ShrinkPass(reinit=False).call(candidate)
+    shrink_layers(candidate, layers=layers)
     return candidate
 
 

@@ -34,7 +34,8 @@ def compile_passes(
     ShapePass (on meta tensors) -> LiftLayersPass -> ChannelGroupPass -> SensitivityPass ->
     PlanPass ->
     ShrinkPass -> MaskPass -> ReportPass -> DetachPass. Run on ``reconvene_fx.trace(model)``
-    they give the model and report ``compile`` gives.
+    they give the model and report ``compile`` gives. ``config.rules`` and ``config.layers``
+    (the rule and layer-handler registries) reach every pass that looks either up.
 
     Example:
         >>> import torch, reconvene_fx as rfx
@@ -55,9 +56,11 @@ def compile_passes(
         ChannelGroupPass(config.rules),
         SensitivityPass(budget, example_inputs=example_inputs, config=config),
         PlanPass(budget, example_inputs=example_inputs, config=config),
-        ShrinkPass(reinit=config.reinit, seed=config.seed, init_fn=config.init_fn),
+        ShrinkPass(
+            reinit=config.reinit, seed=config.seed, init_fn=config.init_fn, layers=config.layers
+        ),
         MaskPass(),
-        ReportPass(),
+        ReportPass(layers=config.layers),
         DetachPass(),
     ]
 

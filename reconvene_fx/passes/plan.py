@@ -123,7 +123,7 @@ class PlanPass(ReconvenePass):
             pinned[info.atoms] |= info.pinned
             group[info.atoms] = info.group
         num_groups = int(group.max()) + 1 if num_atoms else 0
-        costs = LayerCosts(graph_module)
+        costs = LayerCosts(graph_module, self.config.layers)
         pins = Pins.of(infos, num_atoms)
         self._pin_ignored(graph_module, costs, pinned, pins)
         scores = _atom_scores(costs, sens, num_atoms)

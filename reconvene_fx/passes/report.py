@@ -13,7 +13,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from ..composite import masked_count, masks_of
 from ..costs import count_params
 from ..errors import LayerCollapseWarning
-from ..layers import layer_calls
+from ..layers import LayerRegistry, layer_calls
 from ..meta import (
     AUTO_LEAVES,
     PLAN,
@@ -26,14 +26,14 @@ from ..meta import (
     SensitivityTable,
     ShrinkRecord,
 )
-from ..report import LayerPlan, PruningReport
+from ..reporting import LayerPlan, PruningReport
 from ._base import ReconvenePass, require_meta
 
 __all__ = ["ReportPass", "dead_layers", "example_batch_size"]
 
 
 class ReportPass(ReconvenePass):
-    """Writes the :class:`~reconvene_fx.report.PruningReport` to ``gm.meta[REPORT]``.
+    """Writes the :class:`~reconvene_fx.PruningReport` to ``gm.meta[REPORT]``.
 
     Requires SensitivityPass and ShrinkPass (and reads PlanPass's summary and MaskPass's
     masks): every figure comes from their records and the model as it is, nothing is
@@ -43,7 +43,8 @@ class ReportPass(ReconvenePass):
     e.g. fully masked at a low composite budget, or no input or output channel kept: see
     :func:`dead_layers`) stays in the model: one
     :class:`~reconvene_fx.errors.LayerCollapseWarning` names every such layer, its
-    ``LayerPlan.dead`` is True and its MACs are not counted in ``macs_after``.
+    ``LayerPlan.dead`` is True and its MACs are not counted in ``macs_after``. ``layers``:
+    the layer registry that knows the layers (None: the built-in one).
 
     Example:
         >>> import reconvene_fx as rfx
@@ -54,6 +55,10 @@ class ReportPass(ReconvenePass):
         >>> rep.layers["0"].out_channels, rep.layers["0"].out_idx.numel() < 16
         (16, True)
     """
+
+    def __init__(self, *, layers: LayerRegistry | None = None) -> None:
+        super().__init__()
+        self.layers = layers
 
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
         require_meta(graph_module, SENSITIVITY_TABLE, "ReportPass", "SensitivityPass")
@@ -66,7 +71,7 @@ class ReportPass(ReconvenePass):
         plan = graph_module.meta.get(PLAN)
         masks = masks_of(graph_module)
         batch = example_batch_size(graph_module)
-        dead = dead_layers(graph_module, record, masks)
+        dead = dead_layers(graph_module, record, masks, self.layers)
         if dead:
             warnings.warn(_collapse_message(dead), LayerCollapseWarning, stacklevel=2)
         layers = {}
@@ -122,13 +127,15 @@ def dead_layers(
     gm: torch.fx.GraphModule,
     record: ShrinkRecord,
     masks: Mapping[str, torch.Tensor] | None = None,
+    layers: LayerRegistry | None = None,
 ) -> dict[str, str]:
     """``{name: why}`` of the conv/linear layers of ``gm`` that compute nothing from their
     input: ``"no input channels"`` / ``"no output channels"`` (ShrinkPass kept none),
     ``"fully masked"`` (the composite mask of ``masks``, default :func:`masks_of`, holds
     every weight at zero) or ``"all weights zero"`` (the weight itself). Such a layer
     outputs its bias alone (zero without one) whatever its input, in training and in eval
-    mode. In graph order.
+    mode. In graph order; the layers are those ``layers`` knows (default the built-in
+    handlers).
 
     Example:
         >>> import reconvene_fx as rfx
@@ -139,7 +146,7 @@ def dead_layers(
     """
     masks = masks_of(gm) if masks is None else masks
     found: dict[str, str] = {}
-    for _, layer in layer_calls(gm):
+    for _, layer in layer_calls(gm, layers):
         name = layer.name
         if not layer.weighted or name in found:
             continue

@@ -9,7 +9,7 @@ whatever dims before the sequence dim carry them too (the heads, after
   pruned together: the dot products over the kept features are exactly those of the
   original model with the removed features of ``q`` zeroed, as long as ``scale`` stays
   what it was (ShrinkPass writes the original ``1 / sqrt(head_dim)`` into the call, see
-  ``reconvene_fx.passes._literals``). ``verify`` zeroes them by zeroing the removed
+  ``reconvene_fx.shrinking.literals``). ``verify`` zeroes them by zeroing the removed
   outputs of the layer that computes ``q`` (:func:`query_layer`); where ``q`` is not a
   layer's output moved into place, its features and ``k``'s are kept;
 * the output holds the channels of ``v`` (each output feature is a mix of one feature of

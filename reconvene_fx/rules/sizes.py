@@ -5,7 +5,7 @@ A split size, a slice bound or a ``narrow`` length is often computed from the cu
 own channel count instead of written as a literal (``x.split([16, x.shape[1] - 16], 1)``,
 ``x[:, : c // 2]``). Such a value is fixed by the layers' weights, like a literal:
 :func:`channel_count` gives it to the rules, which treat it as the literal it evaluated
-to, and ShrinkPass writes the kept count in its place (``reconvene_fx.passes._literals``).
+to, and ShrinkPass writes the kept count in its place (``reconvene_fx.shrinking.literals``).
 :func:`evaluate` recomputes an expression for other shapes (the narrowed ones), so a
 computed size that is right by itself after shrinking is left as it is.
 """

@@ -10,18 +10,22 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..errors import ArgumentError, ArgumentTypeError, ScoringError
+from ..layers import LayerRegistry
 from .base import prunable_weights
 
 __all__ = ["class_targets", "cross_entropy", "logits_of", "run_with", "weight_leaves"]
 
 
-def weight_leaves(gm: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A fresh autograd leaf per prunable weight (detached copies share no grad state).
+def weight_leaves(
+    gm: torch.nn.Module, layers: LayerRegistry | None = None
+) -> dict[str, torch.Tensor]:
+    """A fresh autograd leaf per prunable weight of ``layers`` (see
+    :func:`~reconvene_fx.scoring.prunable_weights`; detached copies share no grad state).
 
     Scorers differentiate with respect to these instead of the module's parameters, so they
     never touch ``.grad`` or ``requires_grad`` of the caller's model.
     """
-    return {name: w.detach().requires_grad_() for name, w in prunable_weights(gm)}
+    return {name: w.detach().requires_grad_() for name, w in prunable_weights(gm, layers)}
 
 
 def run_with(

@@ -11,9 +11,10 @@ from typing import Any, Protocol
 import torch
 import torch.fx
 
+from .._catalog import SCORERS
 from .._progress import progress_bar
 from ..errors import ArgumentError, ArgumentTypeError, RandomTargetsWarning, ScoringError
-from ..layers import module_layer
+from ..layers import LayerRegistry, module_layer
 from ..log import logger
 
 __all__ = [
@@ -29,12 +30,14 @@ __all__ = [
 
 
 class Scorer(Protocol):
-    """``score(gm, example_inputs, targets, *, seed, density, progress, **options)``.
+    """``score(gm, example_inputs, targets, *, seed, density, progress, layers, **options)``.
 
     Returns ``{param_name: scores}`` (any mapping) for the weights of
     :func:`prunable_weights`. Scores have the shape of the weight; higher means more
     important. ``density`` is the fraction of prunable weights the caller will keep (SynFlow
-    uses it for its schedule); ``progress`` asks for a progress bar on stderr. A scorer may
+    uses it for its schedule); ``progress`` asks for a progress bar on stderr; ``layers`` is
+    the compile's layer registry (``compile(layers=...)``; None: the built-in one), for
+    ``prunable_weights(gm, layers)``. A scorer may
     leave out any keyword it does not use: :func:`run_scorer` passes only those it accepts.
     A scorer with the attribute ``needs_labels = True`` (SNIP, GraSP) is run once per
     labelled batch when ``compile`` gets ``data=`` (see :func:`run_scorer`).
@@ -50,11 +53,9 @@ class Scorer(Protocol):
     ) -> Mapping[str, torch.Tensor]: ...
 
 
-SCORERS: dict[str, Scorer] = {}
-
-
 def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
-    """Register a scorer under ``name`` so ``compile(method=name)`` finds it.
+    """Register a scorer under ``name`` in :data:`SCORERS` so ``compile(method=name)`` (and
+    the command line's ``--method``) finds it.
 
     Example:
         >>> @register_scorer("ones")
@@ -64,29 +65,24 @@ def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
         True
         >>> _ = SCORERS.pop("ones")
     """
-
-    def register(fn: Scorer) -> Scorer:
-        SCORERS[name] = fn
-        return fn
-
-    return register
+    return SCORERS.register(name)
 
 
 def get_scorer(name: str) -> Scorer:
     """The scorer registered as ``name``.
 
     Raises:
-        ValueError: naming the known methods.
+        ArgumentError: naming the closest known method and all of them.
     """
-    if name not in SCORERS:
-        known = ", ".join(sorted(SCORERS))
-        raise ArgumentError(f"unknown scoring method {name!r}; known methods: {known}")
-    return SCORERS[name]
+    return SCORERS.lookup(name)  # type: ignore[no-any-return]
 
 
-def prunable_weights(gm: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:
+def prunable_weights(
+    gm: torch.nn.Module, layers: LayerRegistry | None = None
+) -> Iterator[tuple[str, torch.nn.Parameter]]:
     """``(qualified_name, weight)`` of every conv/linear-like layer (a weighted layer of
-    :mod:`reconvene_fx.layers`), each weight once.
+    ``layers``, default the built-in :data:`~reconvene_fx.layers.DEFAULT_LAYERS`), each
+    weight once.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
@@ -95,7 +91,7 @@ def prunable_weights(gm: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parame
     """
     seen: set[int] = set()
     for name, module in gm.named_modules():
-        layer = module_layer(name, module)
+        layer = module_layer(name, module, layers)
         weight = layer.weight() if layer is not None else None
         if weight is not None and id(weight) not in seen:
             seen.add(id(weight))
@@ -115,6 +111,7 @@ def run_scorer(
     data: Any = None,
     max_batches: int | None = 8,
     stats: dict[str, Any] | None = None,
+    layers: LayerRegistry | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run a scorer and check what it returns.
 
@@ -129,7 +126,8 @@ def run_scorer(
     At most ``max_batches`` batches of ``data`` are read (``None``: all of them); how many
     is logged at INFO, saying when ``data`` held more, and written to
     ``stats["batches_read"]`` when a ``stats`` dict is given. With ``progress`` a bar on
-    stderr counts the batches.
+    stderr counts the batches. ``layers`` (the compile's layer registry) says which
+    weights are prunable; a scorer that takes a ``layers`` keyword gets it.
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(3, 2)))
@@ -138,7 +136,12 @@ def run_scorer(
     """
     fn = get_scorer(method) if isinstance(method, str) else method
     label = method if isinstance(method, str) else getattr(fn, "__name__", repr(fn))
-    wanted: dict[str, Any] = {"seed": seed, "density": density, "progress": progress}
+    wanted: dict[str, Any] = {
+        "seed": seed,
+        "density": density,
+        "progress": progress,
+        "layers": layers,
+    }
     accepted = _keywords(fn)
     kwargs = {k: v for k, v in wanted.items() if accepted is None or k in accepted}
     extra = dict(options or {})
@@ -150,7 +153,7 @@ def run_scorer(
                 f"it accepts: {', '.join(sorted(accepted - set(wanted))) or 'none'}"
             )
     if not getattr(fn, "needs_labels", False):
-        return _checked(label, gm, fn(gm, example_inputs, targets, **kwargs, **extra))
+        return _checked(label, gm, layers, fn(gm, example_inputs, targets, **kwargs, **extra))
     if data is None:
         if targets is None:
             warnings.warn(
@@ -160,7 +163,7 @@ def run_scorer(
                 RandomTargetsWarning,
                 stacklevel=2,
             )
-        return _checked(label, gm, fn(gm, example_inputs, targets, **kwargs, **extra))
+        return _checked(label, gm, layers, fn(gm, example_inputs, targets, **kwargs, **extra))
     available = _length(data)
     expected = available if max_batches is None else max_batches
     if available is not None and max_batches is not None:
@@ -169,7 +172,9 @@ def run_scorer(
     read = 0
     with progress_bar(expected, f"{label} (batches)", enabled=progress) as bar:
         for batch_inputs, batch_targets in labelled_batches(data, max_batches):
-            batch = _checked(label, gm, fn(gm, batch_inputs, batch_targets, **kwargs, **extra))
+            batch = _checked(
+                label, gm, layers, fn(gm, batch_inputs, batch_targets, **kwargs, **extra)
+            )
             for name, value in batch.items():
                 total[name] = total[name] + value if name in total else value.clone()
             read += 1
@@ -274,7 +279,10 @@ def _keywords(fn: Callable[..., Any]) -> set[str] | None:
 
 
 def _checked(
-    label: str, gm: torch.fx.GraphModule, scores: Mapping[str, torch.Tensor]
+    label: str,
+    gm: torch.fx.GraphModule,
+    layers: LayerRegistry | None,
+    scores: Mapping[str, torch.Tensor],
 ) -> Mapping[str, torch.Tensor]:
     """Every prunable weight has a finite score of its shape. Scores computed on access
     (``lazy`` mappings such as magnitude's) stay lazy, so a large model never holds a
@@ -283,12 +291,12 @@ def _checked(
     lazy = bool(getattr(scores, "lazy", False))
     if lazy:
         given = set(scores)
-        missing = [name for name, _ in prunable_weights(gm) if name not in given]
+        missing = [name for name, _ in prunable_weights(gm, layers) if name not in given]
         if missing:
             raise ScoringError(f"scoring method {label!r} gave no score for {missing[0]!r}")
         return scores
     out: dict[str, torch.Tensor] = {}
-    for name, weight in prunable_weights(gm):
+    for name, weight in prunable_weights(gm, layers):
         s = scores.get(name)
         if s is None:
             raise ScoringError(f"scoring method {label!r} gave no score for {name!r}")

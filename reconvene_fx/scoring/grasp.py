@@ -10,13 +10,12 @@ import torch.fx
 
 from .._mode import eval_mode
 from ..errors import ArgumentError, ScoringError
+from ..layers import LayerRegistry
 from ._forward import cross_entropy, logits_of, run_with, weight_leaves
-from .base import register_scorer
 
 __all__ = ["grasp"]
 
 
-@register_scorer("grasp")
 def grasp(
     gm: torch.fx.GraphModule,
     example_inputs: tuple[Any, ...],
@@ -25,6 +24,7 @@ def grasp(
     seed: int = 0,
     temperature: float = 200.0,
     hessian: str = "auto",
+    layers: LayerRegistry | None = None,
 ) -> dict[str, torch.Tensor]:
     """``w * (H g)`` divided by ``|sum of all scores|``; higher means keep.
 
@@ -39,7 +39,8 @@ def grasp(
     ``hessian``: ``"exact"`` (double backward), ``"finite-difference"`` (``H g`` from
     gradients at ``w +- r g``, central differences: for models with ops that have no
     second derivative, such as ``hardsigmoid`` in MobileNetV3), or ``"auto"`` (exact,
-    finite differences where the double backward is not implemented).
+    finite differences where the double backward is not implemented). ``layers``: the
+    layer registry that says which weights are prunable (None: the built-in one).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -55,7 +56,7 @@ def grasp(
         raise ArgumentError(
             f"hessian must be 'auto', 'exact' or 'finite-difference', got {hessian!r}"
         )
-    leaves = weight_leaves(gm)
+    leaves = weight_leaves(gm, layers)
     weights = list(leaves.values())
 
     def gradients(at: list[torch.Tensor], create_graph: bool) -> tuple[Any, ...]:

@@ -8,20 +8,22 @@ from typing import Any
 import torch
 import torch.fx
 
-from .base import prunable_weights, register_scorer
+from ..layers import LayerRegistry
+from .base import prunable_weights
 
 __all__ = ["LazyScores", "magnitude"]
 
 
-@register_scorer("magnitude")
 def magnitude(
     gm: torch.fx.GraphModule,
     example_inputs: tuple[Any, ...],
     targets: torch.Tensor | None = None,
     *,
     seed: int = 0,
+    layers: LayerRegistry | None = None,
 ) -> Mapping[str, torch.Tensor]:
-    """Score each prunable weight by its absolute value; needs no data.
+    """Score each prunable weight (of ``layers``, see
+    :func:`~reconvene_fx.scoring.prunable_weights`) by its absolute value; needs no data.
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
@@ -29,7 +31,7 @@ def magnitude(
         >>> torch.equal(s["0.weight"], net.get_submodule("0").weight.abs())
         True
     """
-    return LazyScores({name: w for name, w in prunable_weights(gm)}, torch.abs)
+    return LazyScores({name: w for name, w in prunable_weights(gm, layers)}, torch.abs)
 
 
 class LazyScores(Mapping[str, torch.Tensor]):

@@ -7,20 +7,22 @@ from typing import Any
 import torch
 import torch.fx
 
-from .base import prunable_weights, register_scorer
+from ..layers import LayerRegistry
+from .base import prunable_weights
 
 __all__ = ["random_scores"]
 
 
-@register_scorer("random")
 def random_scores(
     gm: torch.fx.GraphModule,
     example_inputs: tuple[Any, ...],
     targets: torch.Tensor | None = None,
     *,
     seed: int = 0,
+    layers: LayerRegistry | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Uniform random scores in [0, 1), identical for the same ``seed``.
+    """Uniform random scores in [0, 1), identical for the same ``seed`` (for the prunable
+    weights of ``layers``).
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
@@ -31,5 +33,5 @@ def random_scores(
     generator = torch.Generator().manual_seed(seed)
     return {
         name: torch.rand(w.shape, generator=generator, dtype=torch.float32)
-        for name, w in prunable_weights(gm)
+        for name, w in prunable_weights(gm, layers)
     }

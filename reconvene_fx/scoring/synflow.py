@@ -11,14 +11,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from .._mode import eval_mode, flatten_tensors
 from .._progress import progress_bar
 from ..errors import ArgumentError, ScoringError
+from ..layers import LayerRegistry
 from ._forward import run_with
 from ._scaled import Unsupported, scaled_flow
-from .base import kth_largest, prunable_weights, register_scorer
+from .base import kth_largest, prunable_weights
 
 __all__ = ["synflow"]
 
 
-@register_scorer("synflow")
 def synflow(
     gm: torch.fx.GraphModule,
     example_inputs: tuple[Any, ...],
@@ -28,6 +28,7 @@ def synflow(
     density: float = 1.0,
     iterations: int = 100,
     progress: bool | None = None,
+    layers: LayerRegistry | None = None,
 ) -> dict[str, torch.Tensor]:
     """Scores ``|w * dR/dw|`` with ``R = sum(f(1; |θ|))``, re-scored while pruning.
 
@@ -41,7 +42,8 @@ def synflow(
     networks (resnet50: ~1e72), every activation carries its own power-of-two exponent
     (block floating point, still float32; scores then share a factor ``2**-E``, which
     changes no ranking), and where the graph holds an op that cannot carry one
-    (sigmoid, LayerNorm, ...), float64.
+    (sigmoid, LayerNorm, ...), float64. ``layers``: the layer registry that says which
+    weights are prunable (None: the built-in one).
 
     Example:
         >>> net = torch.fx.symbolic_trace(torch.nn.Sequential(
@@ -57,7 +59,7 @@ def synflow(
         raise ArgumentError(f"density must be in (0, 1], got {density}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ArgumentError(f"iterations must be a positive int, got {iterations!r}")
-    weights = dict(prunable_weights(gm))
+    weights = dict(prunable_weights(gm, layers))
     for dtype, scaled in ((torch.float32, False), (torch.float32, True), (torch.float64, False)):
         try:
             scores = _iterate(gm, example_inputs, weights, density, iterations, dtype, scaled,

@@ -1,7 +1,8 @@
 """Width-allocation strategies behind one interface (see :class:`Strategy`).
 
 Built in: ``reconvene`` (default), ``uniform``, ``global``, ``none`` (masks only, with
-``composite=True``: the unstructured PaI model). Register your own with
+``composite=True``: the unstructured PaI model), declared by name in :data:`STRATEGIES` (a
+:class:`~reconvene_fx._registry.NamedRegistry`). Register your own with
 :func:`register_strategy`.
 """
 

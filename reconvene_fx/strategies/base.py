@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 
-from ..errors import ArgumentError
+from .._catalog import STRATEGIES
 from ..meta import LayerSensitivity
 
 __all__ = [
@@ -86,11 +86,9 @@ class Strategy(Protocol):
     def __call__(self, inputs: PlanInputs) -> RemovalOrder: ...
 
 
-STRATEGIES: dict[str, Strategy] = {}
-
-
 def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
-    """Register a strategy under ``name`` so ``compile(strategy=name)`` finds it.
+    """Register a strategy under ``name`` in :data:`STRATEGIES` so
+    ``compile(strategy=name)`` (and the command line's ``--strategy``) finds it.
 
     Example:
         >>> @register_strategy("weakest-first")
@@ -100,25 +98,16 @@ def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
         True
         >>> _ = STRATEGIES.pop("weakest-first")
     """
-
-    def register(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
-        return fn
-
-    return register
+    return STRATEGIES.register(name)
 
 
 def get_strategy(name: str) -> Strategy:
     """The strategy registered as ``name``.
 
     Raises:
-        ValueError: naming the known strategies.
+        ArgumentError: naming the closest known strategy and all of them.
     """
-    if name not in STRATEGIES:
-        raise ArgumentError(
-            f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}"
-        )
-    return STRATEGIES[name]
+    return STRATEGIES.lookup(name)  # type: ignore[no-any-return]
 
 
 def fraction_in_group(inputs: PlanInputs) -> torch.Tensor:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import PlanInputs, RemovalOrder, by_key, fraction_in_group, register_strategy
+from .base import PlanInputs, RemovalOrder, by_key, fraction_in_group
 
 __all__ = ["global_ranking", "uniform", "unstructured"]
 
 
-@register_strategy("uniform")
 def uniform(inputs: PlanInputs) -> RemovalOrder:
     """Every coupled group loses the same fraction (the usual structured-PaI baseline)."""
     if inputs.removable.numel() == 0:
@@ -17,7 +16,6 @@ def uniform(inputs: PlanInputs) -> RemovalOrder:
     return RemovalOrder(inputs.removable[by_key(inputs, fraction_in_group(inputs))])
 
 
-@register_strategy("global")
 def global_ranking(inputs: PlanInputs) -> RemovalOrder:
     """Channels ranked model-wide by score relative to their group's mean score."""
     if inputs.removable.numel() == 0:
@@ -32,7 +30,6 @@ def global_ranking(inputs: PlanInputs) -> RemovalOrder:
     return RemovalOrder(inputs.removable[by_key(inputs, key)])
 
 
-@register_strategy("none")
 def unstructured(inputs: PlanInputs) -> RemovalOrder:
     """Nothing narrowed: with ``composite=True``, the unstructured PaI model (every scored
     layer keeps its mask, re-thresholded model-wide so the nonzero parameters, biases and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ArgumentError
-from .base import PlanInputs, RemovalOrder, by_key, fraction_in_group, register_strategy
+from .base import PlanInputs, RemovalOrder, by_key, fraction_in_group
 
 __all__ = ["ALLOCATIONS", "group_targets", "reconvene", "solve_log_widths"]
 
@@ -103,7 +103,6 @@ def group_targets(
     return target.clamp(min=1e-6), selected
 
 
-@register_strategy("reconvene")
 def reconvene(inputs: PlanInputs) -> RemovalOrder:
     """At scale ``s`` a group keeps ``min(1, s * t_g)`` of its atoms, weakest going first.
 

@@ -13,7 +13,7 @@ import reconvene_fx as rfx
 from reconvene_fx.costs import count_params
 from reconvene_fx.latency import measure_latency
 from reconvene_fx.latency import ruler as ruler_module
-from reconvene_fx.passes import _search
+from reconvene_fx.latency import search as latency_search
 
 X = torch.randn(2, 3, 16, 16)
 
@@ -145,7 +145,7 @@ def test_second_compile_reads_the_layer_table_from_disk(tmp_path, caplog, monkey
     assert len(list(tmp_path.glob("latency-onnxruntime-*.json"))) == 1
 
 
-class FarOff(_search.LatencyEstimate):
+class FarOff(latency_search.LatencyEstimate):
     """An estimate that barely moves until nearly every channel is gone."""
 
     def seconds(self, removed: torch.Tensor) -> float:
@@ -153,7 +153,7 @@ class FarOff(_search.LatencyEstimate):
         return self.rest * kept**0.05
 
 
-class Nothing(_search.LatencyEstimate):
+class Nothing(latency_search.LatencyEstimate):
     """An estimate that sees no time anywhere: every guess misses, measurements decide."""
 
     def seconds(self, removed: torch.Tensor) -> float:
@@ -165,7 +165,7 @@ def test_a_plan_far_below_the_limit_is_refined_by_measurement(monkeypatch) -> No
     gone) picks plans far below the limit or above it; bisecting on measurements between
     them lands in the 10 % band below the limit."""
     _deterministic_rounds(monkeypatch)
-    monkeypatch.setattr(_search, "LatencyEstimate", FarOff)
+    monkeypatch.setattr(latency_search, "LatencyEstimate", FarOff)
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
                      latency_cache=False, reinit=False)  # fmt: skip
@@ -196,7 +196,7 @@ def test_reported_ratio_is_the_measured_one_while_the_original_drifts(monkeypatc
 
     monkeypatch.setattr(ruler_module, "time_rounds", drifting)
     monkeypatch.setattr(ruler_module.LatencyRuler, "measure", recording)
-    monkeypatch.setattr(_search, "LatencyEstimate", Nothing)  # a bisection on measurements
+    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # a bisection on measurements
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
                      latency_cache=False, reinit=False, round_to=1)  # fmt: skip

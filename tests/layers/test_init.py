@@ -123,3 +123,11 @@ def test_a_uniform_init_is_redrawn_uniform_at_the_new_fan_in() -> None:
     kurtosis = float(((w - w.mean()) ** 4).mean() / w.var() ** 2)
     assert abs(kurtosis - 1.8) < 0.1  # uniform: 1.8; a normal would give 3
     assert float(conv.bias.detach().abs().max()) <= bound * 1.05
+
+
+def test_torchvision_init_lives_in_layers_and_stays_importable_from_passes() -> None:
+    import reconvene_fx as rfx
+    from reconvene_fx.layers import torchvision_init
+
+    assert rfx.passes.torchvision_init is torchvision_init is rfx.passes.default_init
+    assert rfx.passes.shrink.torchvision_init is torchvision_init

@@ -203,3 +203,48 @@ def test_a_functional_layer_handler_gets_the_module_holding_its_weight() -> None
     assert seen == [("proj", gm.get_submodule("proj"))]
     assert (layer.name, layer.in_channels, layer.out_channels, layer.params) == ("proj", 6, 4, 24)
     assert list(layer_calls(gm)) == []  # the default registry has no functional handlers
+
+
+def test_rule_and_layer_registries_have_one_shape() -> None:
+    import inspect
+
+    from reconvene_fx._registry import TypeRegistry
+    from reconvene_fx.layers import LayerRegistry
+    from reconvene_fx.rules import RuleRegistry
+
+    shared = ("module", "function", "method", "lazy", "lookup", "for_module", "for_function",
+              "for_method", "copy")  # fmt: skip
+    for name in shared:
+        rule_method, layer_method = getattr(RuleRegistry, name), getattr(LayerRegistry, name)
+        assert inspect.signature(rule_method) == inspect.signature(layer_method), name
+    assert issubclass(RuleRegistry, TypeRegistry) and issubclass(LayerRegistry, TypeRegistry)
+    assert isinstance(get_default_layer_registry(), LayerRegistry)
+
+
+def test_a_lazy_layer_handler_waits_for_its_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lazy(kind, module, name, handler)``, as for rules: nothing is imported; once the
+    library is, its type (and a subclass that keeps its forward) finds the handler."""
+    import sys
+    import types
+
+    from reconvene_fx.layers.conv import ConvHandler
+
+    class LibraryConv(nn.Conv2d):  # a forward of its own: the Conv2d handler is not its
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x)
+
+    class Subclass(LibraryConv):
+        pass
+
+    registry = get_default_layer_registry()
+    registry.lazy("module", "no_such_library.layers", "LibraryConv", ConvHandler)  # made once
+    assert "no_such_library.layers" not in sys.modules
+    assert registry.for_module(LibraryConv(3, 4, 3)) is None  # not imported yet
+    library = types.ModuleType("no_such_library.layers")
+    library.LibraryConv = LibraryConv  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "no_such_library.layers", library)
+    handler = registry.for_module(Subclass(3, 4, 3))
+    assert isinstance(handler, ConvHandler) and registry.for_module(LibraryConv(3, 4, 3)) is handler
+    assert DEFAULT_LAYERS.for_module(LibraryConv(3, 4, 3)) is None  # the copy only
+    with pytest.raises(rfx.ArgumentError, match="kind must be 'module' or 'function'"):
+        registry.lazy("no_such_library.layers", "LibraryConv", ConvHandler(), None)

@@ -89,10 +89,10 @@ def test_lazy_scores_read_in_row_blocks_give_the_same_ratings(monkeypatch) -> No
     """Large layers' lazy scores are read a block of rows at a time (vgg16's first
     classifier layer would otherwise cost a second copy of 411 MB): same masks, masses
     and ratings as reading them whole."""
-    import reconvene_fx.passes.sensitivity as sensitivity
+    import reconvene_fx.scoring.threshold as threshold
 
     def table(chunk: int) -> dict:
-        monkeypatch.setattr(sensitivity, "_CHUNK", chunk)
+        monkeypatch.setattr(threshold, "_CHUNK", chunk)
         gm = torch.fx.symbolic_trace(build("flatten"))
         SensitivityPass(0.3, example_inputs=(X,))(gm)
         return gm.meta[SENSITIVITY_TABLE].layers

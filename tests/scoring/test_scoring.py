@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from models import build
@@ -106,3 +108,34 @@ def test_kth_largest_equals_a_full_sort(n: int, ties: bool) -> None:
         assert kth_largest(values, k) == float(ordered[k - 1])
     with pytest.raises(ValueError):
         kth_largest(values, 0)
+
+
+def test_an_unknown_method_suggests_the_closest() -> None:
+    with pytest.raises(rfx.ArgumentError, match=r"did you mean 'snip'\?.*known methods: grasp"):
+        get_scorer("snap")
+    assert "snip" in SCORERS and "snap" not in SCORERS
+
+
+def test_scorers_are_declared_by_name_and_read_on_use() -> None:
+    from reconvene_fx.scoring.magnitude import magnitude
+
+    assert list(SCORERS)[:5] == ["magnitude", "random", "snip", "grasp", "synflow"]
+    assert SCORERS["magnitude"] is get_scorer("magnitude") is magnitude
+    assert SCORERS.summary("snip").endswith("needs labels")
+
+
+def test_run_scorer_gives_the_layer_registry_to_scorers_that_take_it() -> None:
+    from reconvene_fx.layers import get_default_layer_registry
+
+    registry = get_default_layer_registry()
+    seen = {}
+
+    def with_layers(gm, example_inputs, targets, *, layers):
+        seen["layers"] = layers
+        return {n: w.detach().abs() for n, w in prunable_weights(gm, layers)}
+
+    gm = torch.fx.symbolic_trace(build("se"))
+    run_scorer(with_layers, gm, (), layers=registry)
+    assert seen["layers"] is registry
+    for method in ("magnitude", "random", "snip", "grasp", "synflow"):  # each takes it
+        assert "layers" in inspect.signature(get_scorer(method)).parameters

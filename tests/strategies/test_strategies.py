@@ -142,3 +142,9 @@ def test_composite_order_prefers_selected_groups_and_starts_at_their_targets() -
 def test_unknown_allocation_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown allocation 'cubic'.*density.*sqrt"):
         rfx.compile(build("residual"), 0.5, (X,), allocation="cubic")
+
+
+def test_an_unknown_strategy_suggests_the_closest() -> None:
+    with pytest.raises(rfx.ArgumentError, match=r"'uniforn' \(did you mean 'uniform'\?\)"):
+        get_strategy("uniforn")
+    assert list(STRATEGIES)[:4] == ["reconvene", "uniform", "global", "none"]

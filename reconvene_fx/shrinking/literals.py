@@ -4,10 +4,11 @@ A rule may let channels flow through an op whose arguments hold channel counts a
 literals (``x.split([16, 48], 1)``, ``x.split(32, 1)``, ``x[:, 4:20]``,
 ``gamma.view(1, 64, 1, 1)``) or as values computed from the cut tensor's own channel count
 (``x.split([16, x.shape[1] - 16], 1)``, ``x[:, : x.size(1) // 2]``), when the counts can
-be recomputed from what the plan keeps. After ShrinkPass has sliced the layers,
-:func:`rewrite_literals` writes the new counts into the node arguments, so the code
-matches the new widths; a computed size that gives the new count by itself at run time
-(``x.split(x.size(1) // 2, 1)`` with both halves kept alike) is left as it is.
+be recomputed from what the plan keeps. After :func:`~reconvene_fx.shrinking.shrink_layers`
+has sliced the layers, :func:`rewrite_literals` writes the new counts into the node
+arguments, so the code matches the new widths; a computed size that gives the new count
+by itself at run time (``x.split(x.size(1) // 2, 1)`` with both halves kept alike) is
+left as it is.
 
 Every other use of a channel count that the plan changed (``t / math.sqrt(t.shape[1])``,
 ``torch.tensor(c)``, a guard on ``x.shape[1]``, a spatial crop by it) keeps the value it had

@@ -15,10 +15,10 @@ from torch.utils._pytree import tree_leaves
 from ._copy import independent_copy
 from .composite import masks_of
 from .errors import ReconveneError, VerifyError
-from .layers import module_layer
+from .layers import LayerRegistry, module_layer
 from .meta import LIFTED
 from .passes.lift import LiftedLayer
-from .report import PruningReport, report
+from .reporting import PruningReport, report
 from .rules.attention import query_layer
 
 __all__ = ["VerifyResult", "verify", "zeroed_reference"]
@@ -39,6 +39,7 @@ def zeroed_reference(
     masks: Mapping[str, torch.Tensor] | None = None,
     lifted: Mapping[str, LiftedLayer] | None = None,
     queries: Iterable[str] = (),
+    layers: LayerRegistry | None = None,
 ) -> nn.Module:
     """A copy of ``model`` where every conv/linear ignores the inputs the plan removed.
 
@@ -48,24 +49,28 @@ def zeroed_reference(
     :class:`~reconvene_fx.passes.LiftLayersPass`) says which layer a module whose forward
     calls a functional layer was compiled as. ``queries`` name the layers that compute the
     query of a scaled dot-product attention (an attention mixes the features of its query
-    and key): their removed outputs are zeroed too.
+    and key): their removed outputs are zeroed too. ``layers``: the layer registry the
+    model was compiled with (None: the built-in one), whose handlers zero the inputs.
     """
     ref = independent_copy(model)  # also copies tensors the model computed and cached
     with torch.no_grad():
         for name, mask in (masks or {}).items():
             weight = ref.get_submodule(name).weight
             if mask.shape != weight.shape:  # sliced with its layer's kept inputs
-                mask = _unsliced(name, ref.get_submodule(name), mask, rep)
+                mask = _unsliced(name, ref.get_submodule(name), mask, rep, layers)
             weight.mul_(mask.to(weight.dtype))
         for name, lp in rep.layers.items():
             if lp.in_idx.numel() == lp.in_channels:
                 continue
             held = ref.get_submodule(name)
-            layer = module_layer(name, held)
+            layer = module_layer(name, held, layers)
             if layer is None and name in (lifted or {}):
-                layer = module_layer(name, lifted[name].build(held))  # type: ignore[index]
+                layer = module_layer(name, lifted[name].build(held), layers)  # type: ignore[index]
             if layer is None:
-                raise ReconveneError(f"no layer handler knows module {name!r} of the model")
+                raise ReconveneError(
+                    f"no layer handler knows module {name!r} of the model; a model compiled "
+                    "with compile(layers=registry) is verified with verify(..., layers=registry)"
+                )
             removed = torch.ones(lp.in_channels, dtype=torch.bool)
             removed[lp.in_idx] = False
             layer.handler.zero_inputs(layer, removed)
@@ -97,10 +102,16 @@ def _query_layers(gm: nn.Module, rep: PruningReport) -> list[str]:
     return found
 
 
-def _unsliced(name: str, module: nn.Module, mask: torch.Tensor, rep: PruningReport) -> torch.Tensor:
+def _unsliced(
+    name: str,
+    module: nn.Module,
+    mask: torch.Tensor,
+    rep: PruningReport,
+    layers: LayerRegistry | None = None,
+) -> torch.Tensor:
     """The mask of a narrowed layer in the original weight's shape (False where the
     channels went): the handler slices a tensor of positions the way it sliced the mask."""
-    layer = module_layer(name, module)
+    layer = module_layer(name, module, layers)
     lp = rep.layers.get(name)
     if layer is None or lp is None:
         raise ReconveneError(f"no layer handler knows masked module {name!r} of the model")
@@ -120,6 +131,7 @@ def verify(
     *,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    layers: LayerRegistry | None = None,
 ) -> VerifyResult:
     """Check that ``gm`` (from ``compile(..., reinit=False)``) is equivalent to ``model``.
 
@@ -136,6 +148,9 @@ def verify(
     one eval-mode forward), and the whole compiled model must run on ``example_inputs``.
     Its outputs are not compared: detectors rank and filter their scores, so a rounding
     difference can change which boxes are kept.
+
+    ``layers``: the layer registry ``gm`` was compiled with (``compile(layers=...)``;
+    None: the built-in one): its handlers zero the removed inputs of the reference.
 
     Raises:
         VerifyError: with the largest error and the first module (in execution order)
@@ -156,7 +171,9 @@ def verify(
     if not isinstance(gm, torch.fx.GraphModule) and report(gm).submodules:
         from ._submodules import verify_in_place
 
-        return verify_in_place(model, gm, tuple(example_inputs), rtol=rtol, atol=atol)
+        return verify_in_place(
+            model, gm, tuple(example_inputs), rtol=rtol, atol=atol, layers=layers
+        )
     rep = report(gm)
     if rep.reinit and any(lp.narrowed for lp in rep.layers.values()):
         raise ReconveneError(
@@ -166,7 +183,7 @@ def verify(
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     queries = _query_layers(gm, rep)
-    ref = zeroed_reference(model, rep, masks_of(gm), gm.meta.get(LIFTED), queries)
+    ref = zeroed_reference(model, rep, masks_of(gm), gm.meta.get(LIFTED), queries, layers)
     ref_out, ref_acts = _run(ref, example_inputs, rep)
     gm_out, gm_acts = _run(gm, example_inputs, rep)
     ref_leaves, gm_leaves = tree_leaves(ref_out), tree_leaves(gm_out)
@@ -196,7 +213,7 @@ def verify(
     if rep.approximate:
         return VerifyResult(exact=False, max_error=max_error)
     if mismatch:
-        layer = _first_divergence(ref, ref_acts, gm_acts, rep, rtol, atol)
+        layer = _first_divergence(ref, ref_acts, gm_acts, rep, rtol, atol, layers)
         where = f"; it first appears at module {layer!r}" if layer else ""
         raise VerifyError(
             f"the compact model differs from the zeroed reference: max error {max_error:.3g}"
@@ -243,12 +260,13 @@ def _first_divergence(
     rep: PruningReport,
     rtol: float,
     atol: float,
+    layers: LayerRegistry | None = None,
 ) -> str | None:
     for name, r in ref.items():  # insertion order = execution order
         c = got.get(name)
         if c is None:
             continue
-        layer = module_layer(name, ref_model.get_submodule(name))
+        layer = module_layer(name, ref_model.get_submodule(name), layers)
         if layer is None:
             continue
         dim = layer.out_dim if layer.out_dim >= 0 else r.dim() + layer.out_dim

@@ -1,0 +1,209 @@
+"""Planning to a latency limit: the fewest removals whose shrunk model measures within it.
+
+The planner orders the removable channels; this module picks how many of them go when the
+budget limits latency. Candidates are measured whole on the runtime (a
+:class:`~reconvene_fx.latency.ruler.LatencyRuler`); the per-layer
+:class:`~reconvene_fx.latency.LatencyEstimate` guides which to measure, its target
+corrected by each measurement (up to :data:`LATENCY_CORRECTIONS` times), then a bisection
+on measurements moves a plan that landed far below the limit into the band just below it.
+A user ``latency_fn`` (or an estimate whose guesses all miss) gets a binary search on
+measurements alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.fx
+
+from .._bisect import first_true
+from .._progress import progress_bar
+from ..costs import LayerCosts
+from ..log import logger
+from .estimate import LatencyEstimate
+from .ruler import LatencyRuler
+from .table import LatencyTable
+
+__all__ = [
+    "LATENCY_CORRECTIONS", "LATENCY_REFINE_STEPS", "LATENCY_TOLERANCE", "LatencyPlan",
+    "LatencySearch",
+]  # fmt: skip
+
+# A latency plan measured within this share below its limit is taken without correcting
+# the estimate again.
+LATENCY_TOLERANCE = 0.1
+# Whole-model measurements spent correcting the per-layer estimate; then at most
+# LATENCY_REFINE_STEPS more bisect between the best plan measured within the limit and the
+# nearest measured above it, when the best is still below the band.
+LATENCY_CORRECTIONS = 3
+LATENCY_REFINE_STEPS = 5
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """How many removals the search chose, and the model's seconds before and after."""
+
+    removals: int
+    before: float
+    after: float
+
+
+@dataclass
+class LatencySearch:
+    """Searches the removal count for a latency limit (see the module docstring).
+
+    ``candidate(removed)`` builds the shrunk model of a removal mask; ``removed_for(k)``
+    (given to :meth:`run`) is the mask of the first ``k`` removals of the plan's order.
+
+    Example:
+        >>> from reconvene_fx.passes import ChannelGroupPass, ShapePass
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(64, 8, 3))
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> gm = torch.fx.symbolic_trace(net)
+        >>> _ = ShapePass((x,))(gm); _ = ChannelGroupPass()(gm)
+        >>> def removed_for(k):  # the first k of the 64 channels go
+        ...     return torch.arange(64) < k
+        >>> def seconds(model, inputs):  # a runtime whose time is the channels kept
+        ...     return 64.0 if model is gm else float((~model).sum())
+        >>> search = LatencySearch(gm, LayerCosts(gm), (x,), limit=0.5,
+        ...                        candidate=lambda removed: removed, latency_fn=seconds)
+        >>> search.run(removed_for, 0, 60, unreachable=ValueError).removals
+        32
+    """
+
+    gm: torch.fx.GraphModule
+    costs: LayerCosts
+    example_inputs: tuple[Any, ...]
+    limit: float
+    candidate: Callable[[torch.Tensor], torch.fx.GraphModule]
+    backend: str = "torch"
+    cache: bool | str | os.PathLike = True
+    latency_fn: Callable[..., float] | None = None
+    round_to: int = 1
+    progress: bool | None = None
+
+    def run(
+        self,
+        removed_for: Callable[[int], torch.Tensor],
+        lo: int,
+        hi: int,
+        unreachable: Callable[[float], Exception],
+    ) -> LatencyPlan:
+        """Fewest removals (>= lo) whose shrunk model meets the limit, measured.
+
+        Raises:
+            Exception: ``unreachable(ratio)`` when even ``hi`` removals measure above the
+                limit.
+        """
+        ruler = LatencyRuler(self.gm, self.example_inputs, backend=self.backend,
+                             latency_fn=self.latency_fn)  # fmt: skip
+        measured: dict[int, float] = {}
+        costs: dict[int, float] = {}
+        bar = progress_bar(None, f"latency budget {self.limit:g} (candidates measured)",
+                           enabled=self.progress)  # fmt: skip
+
+        def ratio(k: int) -> float:
+            if k not in measured:
+                measured[k], costs[k] = ruler.measure(self.candidate(removed_for(k)))
+                bar.set_postfix_str(f"last {measured[k]:.3f} of the model", refresh=False)
+                bar.update()
+            return measured[k]
+
+        with bar:
+            if ratio(hi) > self.limit:
+                raise unreachable(ratio(hi))
+            guided = None
+            if self.latency_fn is None:
+                guided = self._estimated(removed_for, lo, hi, ruler.before, ratio)
+            if guided is None:
+                k = _measured_search(ratio, self.limit, lo, hi, measured)
+            else:
+                k = _refine(ratio, self.limit, guided, measured, lo)
+        # timed on a backend, ``before`` (the median of every timing of the original) moves
+        # as candidates are timed: the seconds follow the final one, so that the reported
+        # ratio is the one measured
+        after = costs[k] if self.latency_fn else measured[k] * ruler.before
+        return LatencyPlan(k, ruler.before, after)
+
+    def _estimated(
+        self,
+        removed_for: Callable[[int], torch.Tensor],
+        lo: int,
+        hi: int,
+        before: float,
+        ratio: Callable[[int], float],
+    ) -> int | None:
+        """The plan the per-layer estimate picks, its target corrected by measuring each
+        pick; the fewest removals measured within the limit, or None if none was."""
+        limit = self.limit
+        table = LatencyTable(self.backend, self.cache)
+        estimate = LatencyEstimate(self.gm, self.costs, table, before, round_to=self.round_to)
+        predicted: dict[int, float] = {}
+
+        def guess(k: int) -> float:
+            if k not in predicted:
+                predicted[k] = estimate.seconds(removed_for(k)) / before
+            return predicted[k]
+
+        best: int | None = None
+        target = limit
+        for attempt in range(1 + LATENCY_CORRECTIONS):
+            k = first_true(partial(_within, guess, target), lo, hi) if guess(hi) <= target else hi
+            got = ratio(k)
+            logger.info("latency plan %d: predicted %.3f, measured %.3f of the model (limit %.3f)",
+                        attempt + 1, guess(k), got, limit)  # fmt: skip
+            if got <= limit:
+                best = k if best is None else min(best, k)
+                if got >= (1 - LATENCY_TOLERANCE) * limit or k == lo:
+                    break
+            target = min(target * limit / got, 1.0)
+        table.save()
+        logger.info("latency table: %d layers timed, %d known", table.timed, len(table))
+        return best
+
+
+def _refine(
+    ratio: Callable[[int], float], limit: float, within: int, measured: dict[int, float], lo: int
+) -> int:
+    """From ``within`` (measured within the limit but maybe far below it), bisect on
+    measurements towards the nearest count measured above the limit, until a plan lands
+    in the tolerance band below the limit (the estimate can be off by more than its
+    corrections mend: onnxruntime's kernels change speed at some widths)."""
+    band = (1 - LATENCY_TOLERANCE) * limit
+    over = max((k for k, r in measured.items() if r > limit and k < within), default=lo - 1)
+    for _ in range(LATENCY_REFINE_STEPS):
+        if measured[within] >= band or within - over <= 1:
+            break
+        mid = (over + within) // 2
+        got = ratio(mid)
+        logger.info("latency plan refined: measured %.3f of the model (limit %.3f)", got, limit)
+        if got <= limit:
+            within = mid
+        else:
+            over = mid
+    return within
+
+
+def _within(guess: Callable[[int], float], target: float, k: int) -> bool:
+    return guess(k) <= target
+
+
+def _measured_search(
+    ratio: Callable[[int], float], limit: float, lo: int, hi: int, measured: dict[int, float]
+) -> int:
+    """Binary search on whole-model measurements; ``ratio(hi) <= limit`` is known."""
+    # measurements are noisy: stop at a resolution of 1/128 of the removable atoms
+    step = max(1, (hi - lo) // 128)
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if ratio(mid) <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo in measured and ratio(lo) <= limit else hi

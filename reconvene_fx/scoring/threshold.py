@@ -1,0 +1,244 @@
+"""Thresholding scores: the global top-k mask, its tie-break, and each layer's rating.
+
+The engine behind :class:`~reconvene_fx.passes.SensitivityPass`: :func:`rate_layers`
+keeps the highest scores of all prunable weights together and rates every layer by the
+fraction of its weights kept; :func:`break_ties` fills a mask to exactly ``k`` weights
+with those tied at the threshold (by larger ``|w|``), as composite plans also do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.fx
+
+from ..layers import LayerRegistry, module_layer
+from ..meta import LayerSensitivity
+from .base import check_finite, kth_largest, prunable_weights
+
+__all__ = ["break_ties", "rate_layers"]
+
+
+# lazy scores of a larger weight are computed this many elements at a time (by rows):
+# vgg16's classifier.0 holds 103 M weights, and |w| of it at once would cost 411 MB
+_CHUNK = 1 << 22
+
+
+def rate_layers(
+    gm: torch.fx.GraphModule,
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    *,
+    keep_scores: bool = False,
+    label: str = "scores",
+    layers: LayerRegistry | None = None,
+) -> dict[str, LayerSensitivity]:
+    """The global top-k mask at ``density`` over every prunable weight of ``gm``, and each
+    layer's rating, keyed by module name.
+
+    ``k = N - int((1 - density) N)`` of the ``N`` weights are kept: those scored above the
+    k-th largest score, then those tied at it with the largest ``|w|`` (then by position,
+    :func:`break_ties`), so exactly ``k``. Per layer: its mask, its ``density`` (fraction
+    inside the mask), its ``sensitivity`` (density / global density, Reconvene's PSE),
+    ``selected`` (``sensitivity < 1``) and its score mass per output and input channel.
+    Scores are read layer by layer (lazy ones, with ``rows``, in row blocks of at most
+    ``_CHUNK`` elements), never concatenated: the threshold's passes, then one pass for
+    masks, masses and the positions tied at the threshold.
+
+    Args:
+        gm: the model; its prunable weights are those of :func:`~.base.prunable_weights`.
+        scores: ``{weight name: scores shaped like the weight}`` (a scorer's result).
+        density: the fraction of the weights to keep, in (0, 1].
+        keep_scores: keep each layer's scores in its rating (composite plans need them).
+        label: names the scores in errors (the scoring method).
+        layers: the layer registry that knows the layers (None: the built-in one).
+
+    Returns:
+        ``{module name: LayerSensitivity}`` in the order of the weights.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(8, 4, 1))
+        >>> gm = torch.fx.symbolic_trace(net)
+        >>> scores = {"0.weight": torch.ones(8, 3, 3, 3), "2.weight": torch.zeros(4, 8, 1, 1)}
+        >>> layers = rate_layers(gm, scores, 0.5)  # keeps 124 of 248, all tied at 1
+        >>> [(name, lay.kept, lay.total, lay.selected) for name, lay in layers.items()]
+        [('0', 124, 216, False), ('2', 0, 32, True)]
+    """
+    weights = dict(prunable_weights(gm, layers))
+    modules = {name: name.rpartition(".")[0] for name in weights}
+    layers_of = {n: module_layer(m, gm.get_submodule(m), layers) for n, m in modules.items()}
+    lazy = bool(getattr(scores, "lazy", False)) and hasattr(scores, "rows")
+    pieces = _pieces(weights, layers_of, lazy)
+    threshold, k = _threshold(pieces, scores, weights, density)
+    by_weight: dict[str, list[_Piece]] = {}
+    for piece in pieces:
+        by_weight.setdefault(piece[0], []).append(piece)
+    masks: dict[str, torch.Tensor] = {}
+    masses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    tied: dict[str, torch.Tensor] = {}
+    for name, weight in weights.items():
+        layer = layers_of[name]
+        assert layer is not None
+        mask = torch.empty(weight.shape, dtype=torch.bool)
+        out_mass: list[torch.Tensor] = []
+        in_mass: torch.Tensor | None = None
+        ties: list[torch.Tensor] = []
+        for _, start, stop in by_weight[name]:
+            s = _read(scores, name, start, stop, weight).detach()
+            if lazy:
+                check_finite(label, name, s)
+            block = mask[start:stop]
+            if threshold is None:
+                block.fill_(True)
+            else:
+                torch.gt(s, threshold, out=block)
+                at = (s == threshold).view(-1).nonzero().view(-1)
+                if at.numel():
+                    ties.append(at + start * (weight.numel() // max(weight.shape[0], 1)))
+            rows = layer if stop - start == weight.shape[0] else dataclasses.replace(
+                layer, out_channels=stop - start)  # fmt: skip
+            o, i = layer.handler.channel_mass(rows, s)
+            out_mass.append(o)
+            in_mass = i if in_mass is None else in_mass + i
+        masks[name] = mask
+        assert in_mass is not None
+        masses[name] = (torch.cat(out_mass) if len(out_mass) > 1 else out_mass[0], in_mass)
+        if ties:
+            tied[name] = torch.cat(ties)
+    if tied:
+        break_ties(tied, weights, masks, k)
+    kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
+    global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
+    rated: dict[str, LayerSensitivity] = {}
+    for name in weights:
+        module_name, mask = modules[name], masks[name]
+        layer_density = kept[name] / max(mask.numel(), 1)
+        sensitivity = layer_density / global_density if global_density > 0 else 0.0
+        rated[module_name] = LayerSensitivity(
+            name=module_name,
+            density=layer_density,
+            sensitivity=sensitivity,
+            selected=sensitivity < 1.0,
+            kept=kept[name],
+            total=mask.numel(),
+            mask=mask,
+            out_mass=masses[name][0],
+            in_mass=masses[name][1],
+            scores=scores[name] if keep_scores else None,
+        )
+    return rated
+
+
+_Piece = tuple[str, int, int]  # weight name, first row, end row
+
+
+def _pieces(
+    weights: Mapping[str, torch.Tensor], layers: Mapping[str, Any], lazy: bool
+) -> list[_Piece]:
+    """Row blocks to read the scores in: whole weights, except that lazy scores of large
+    ungrouped layers are split into blocks of at most ``_CHUNK`` elements."""
+    pieces: list[_Piece] = []
+    for name, w in weights.items():
+        rows = w.shape[0] if w.dim() else 1
+        layer = layers[name]
+        if not lazy or w.numel() <= _CHUNK or layer is None or layer.groups != 1:
+            pieces.append((name, 0, rows))
+            continue
+        step = max(1, _CHUNK // max(w.numel() // rows, 1))
+        pieces.extend((name, a, min(a + step, rows)) for a in range(0, rows, step))
+    return pieces
+
+
+def _read(
+    scores: Mapping[str, torch.Tensor], name: str, start: int, stop: int, weight: torch.Tensor
+) -> torch.Tensor:
+    if start == 0 and stop == (weight.shape[0] if weight.dim() else 1):
+        return scores[name]
+    return scores.rows(name, start, stop)  # type: ignore[attr-defined]
+
+
+class _Parts(Sequence[torch.Tensor]):
+    """The scores of each piece in order, read on access (lazy scores stay lazy)."""
+
+    def __init__(
+        self,
+        scores: Mapping[str, torch.Tensor],
+        pieces: list[_Piece],
+        weights: Mapping[str, torch.Tensor],
+    ) -> None:
+        self.scores, self.pieces, self.weights = scores, pieces, weights
+
+    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
+        name, start, stop = self.pieces[i]
+        return _read(self.scores, name, start, stop, self.weights[name]).detach()
+
+    def gather(self, i: int, positions: torch.Tensor) -> torch.Tensor:
+        """Piece ``i`` at flat ``positions``, without computing all of a lazy piece."""
+        gather = getattr(self.scores, "gather", None)
+        if gather is None:
+            return self[i].reshape(-1)[positions]
+        name, start, _ = self.pieces[i]
+        w = self.weights[name]
+        return gather(name, positions + start * (w.numel() // max(w.shape[0] if w.dim() else 1, 1)))
+
+    def size(self, i: int) -> int:
+        name, start, stop = self.pieces[i]
+        w = self.weights[name]
+        return w.numel() // max(w.shape[0] if w.dim() else 1, 1) * (stop - start)
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+
+def _threshold(
+    pieces: list[_Piece],
+    scores: Mapping[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
+    density: float,
+) -> tuple[float | None, int]:
+    """The k-th largest score, ``k = N - int((1 - density) N)`` of the ``N`` weights
+    (None when every weight is kept), and k."""
+    parts = _Parts(scores, pieces, weights)
+    sizes = [parts.size(i) for i in range(len(parts))]
+    total = sum(sizes)
+    k = total - int((1.0 - density) * total)
+    if k >= total or not total:
+        return None, k
+    return kth_largest(parts, k, sizes=sizes), k
+
+
+def break_ties(
+    tied: dict[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    k: int,
+) -> None:
+    """Add to ``masks`` (which hold the scores above the threshold) the positions ``tied``
+    at it with the largest ``|w|`` (then by position), until exactly ``k`` are kept.
+
+    Args:
+        tied: ``{weight name: flat positions}`` scored exactly at the threshold.
+        weights: the weights by name, whose magnitudes break the ties.
+        masks: ``{weight name: bool mask}``, filled in place.
+        k: how many weights all the masks keep together afterwards.
+
+    Example:
+        >>> masks = {"w": torch.tensor([True, False, False, False])}
+        >>> weights = {"w": torch.tensor([2.0, 0.1, -0.9, 0.5])}
+        >>> break_ties({"w": torch.tensor([1, 2, 3])}, weights, masks, 3)
+        >>> masks["w"]
+        tensor([ True, False,  True,  True])
+    """
+    need = k - sum(int(torch.count_nonzero(m)) for m in masks.values())
+    if need <= 0:
+        return
+    order = list(tied.items())
+    magnitude = torch.cat([weights[n].detach().view(-1)[at].abs() for n, at in order])
+    chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
+    chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
+    for (n, at), pick in zip(order, chosen.split([at.numel() for _, at in order]), strict=True):
+        masks[n].view(-1)[at[pick]] = True
