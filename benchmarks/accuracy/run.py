@@ -147,6 +147,7 @@ class Job:
     seed: int
     method: str
     epochs: int | None = None
+    round_to: int | None = None  # None: the library's default
 
     @property
     def recipe(self) -> training.Recipe:
@@ -250,6 +251,8 @@ def run_job(job: Job) -> dict[str, Any]:
             xs, ys = scoring_batch(ds, job.seed)
             method = cond.method or job.method
             options = {"method": method, "seed": job.seed, **cond.compile}
+            if job.round_to is not None:
+                options.setdefault("round_to", job.round_to)
             rec["scoring"] = method
             start = time.perf_counter()
             rec["params_budget"] = params_budget(model, job.budget)
@@ -287,7 +290,7 @@ def _init_worker() -> None:
 
 def make_jobs(ds_names: Sequence[str], families: Sequence[str], budgets: Sequence[float],
               seeds: Sequence[int], conditions: Sequence[str], method: str,
-              epochs: int | None) -> list[Job]:  # fmt: skip
+              epochs: int | None, round_to: int | None = None) -> list[Job]:  # fmt: skip
     jobs = []
     for ds in ds_names:
         for family in families:
@@ -298,7 +301,8 @@ def make_jobs(ds_names: Sequence[str], families: Sequence[str], budgets: Sequenc
                 for budget in budgets:
                     for cond in conditions:
                         if CONDITIONS[cond].compile is not None:
-                            jobs.append(Job(ds, family, cond, budget, seed, method, epochs))
+                            jobs.append(Job(ds, family, cond, budget, seed, method, epochs,
+                                            round_to))  # fmt: skip
     return jobs
 
 
@@ -402,6 +406,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", help="comma-separated ints")
     p.add_argument("--conditions", help=f"comma-separated, of: {', '.join(CONDITIONS)}")
     p.add_argument("--method", default="snip", help="PaI scoring method (default snip)")
+    p.add_argument("--round-to", type=int,
+                   help="round_to for every compile (default: the library's default)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (timing only)")
     p.add_argument("--jobs", type=int, help="worker processes, 1 thread each (default 2, quick 1)")
     p.add_argument("--out", type=Path, help="output folder (default results/accuracy/)")
@@ -444,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker_threads": 1,
         "quick": args.quick,
         "scoring_batch": SCORING_BATCH,
+        "round_to": "library default" if args.round_to is None else args.round_to,
         "recipe": {d: training.recipe(d, args.epochs).as_dict() for d in args.datasets},
         "machine": C.machine(),
     }
@@ -452,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         study.runs = json.loads(study.json_path.read_text()).get("runs", [])
     finished = {record_key(r) for r in tables.finished(study.runs)}
     jobs = make_jobs(args.datasets, args.families, args.budgets, args.seeds, args.conditions,
-                     args.method, args.epochs)  # fmt: skip
+                     args.method, args.epochs, args.round_to)  # fmt: skip
     todo = [j for j in jobs if j.key not in finished]
     print(f"accuracy study: {len(todo)} runs to do ({len(jobs) - len(todo)} already done), "
           f"{args.jobs} jobs -> {args.out}", flush=True)  # fmt: skip

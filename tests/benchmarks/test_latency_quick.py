@@ -34,7 +34,7 @@ def test_quick_latency_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert {r["runtime"] for r in ours} == {"eager", "onnxruntime"}
     for r in ours:
         assert "error" not in r, r
-        assert r["model"] == "resnet18" and r["batch"] == 1 and r["round_to"] == 8
+        assert r["model"] == "resnet18" and r["batch"] == 1 and r["round_to"] == "auto"
         assert r["mac_reduction"] > 1.5
         assert 0 < r["params_ratio"] < 1
     for r in recs:
