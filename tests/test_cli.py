@@ -314,8 +314,10 @@ def test_bad_plot_paths_are_usage_errors_before_compiling(
 
 
 def test_latency_backend_onnxruntime_plans_a_latency_budget(small_net: str, capsys) -> None:
+    # --round-to 1: the 16- and 32-channel layers of this tiny net reach 0.7 only at any
+    # width (rounded up to steps of 4 and 8 they measure ~0.76 with all that may go gone)
     argv = ["compile", small_net, "--latency", "0.7", "--latency-backend", "onnxruntime",
-            "--input-shape", "1,3,32,32", "-q"]  # fmt: skip
+            "--input-shape", "1,3,32,32", "--round-to", "1", "-q"]  # fmt: skip
     assert main(argv) == 0
     latency = re.search(r"latency (\d+\.\d)%", capsys.readouterr().out)
     assert latency and float(latency.group(1)) <= 70.0
