@@ -13,7 +13,7 @@ from .config import CompileConfig
 from .layers import LayerRegistry
 from .log import progress_to_stderr
 from .meta import SENSITIVITY_TABLE, SensitivityTable
-from .passes import LiftLayersPass, SensitivityPass, ShapePass, run_passes
+from .passes import SensitivityPass, compile_passes, passes_for, run_passes
 from .scoring import get_scorer
 from .tracing import trace
 
@@ -39,7 +39,9 @@ def analyze(
 ) -> SensitivityTable:
     """Score ``model`` with a PaI method and rate every conv/linear layer; nothing is pruned.
 
-    Runs only tracing and :class:`~reconvene_fx.passes.SensitivityPass`. The caller's model
+    Traces the model and runs the passes of :func:`~reconvene_fx.compile` that the
+    sensitivity table needs (:func:`~reconvene_fx.passes.passes_for`: ShapePass,
+    LiftLayersPass, :class:`~reconvene_fx.passes.SensitivityPass`). The caller's model
     is not modified (scorers use detached copies of the weights; training flags are
     restored).
 
@@ -92,12 +94,9 @@ def analyze(
     with progress_to_stderr(progress is True):
         gm = trace(model, leaf_modules=leaf_modules, concrete_args=concrete_args,
                    example_inputs=example_inputs)  # fmt: skip
-        run_passes(gm, [
-            ShapePass(example_inputs, fake=True),
-            LiftLayersPass(),
-            SensitivityPass(budget, example_inputs=example_inputs, config=config,
-                            keep_scores=keep_scores),
-        ])  # fmt: skip
-    table = gm.meta[SENSITIVITY_TABLE]
-    assert isinstance(table, SensitivityTable)
-    return table
+        passes = passes_for([SENSITIVITY_TABLE], compile_passes(budget, example_inputs, config))
+        for p in passes:
+            if isinstance(p, SensitivityPass):
+                p.keep_scores = keep_scores
+        run_passes(gm, passes)
+    return SENSITIVITY_TABLE.get(gm)

@@ -7,11 +7,13 @@ never modified after they are written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import torch
+import torch.fx
 
 from ._table import format_rows
+from .errors import CompilerError, PassOrderError
 
 __all__ = [
     "APPROXIMATE",
@@ -39,29 +41,104 @@ __all__ = [
     "BORROWED",
     "BorrowedTensors",
     "LayerChange",
+    "MetaKey",
     "SensitivityTable",
     "ShrinkRecord",
 ]
 
-TENSOR_META = "tensor_meta"  # torch.fx ShapeProp's own key
-VALUE = "reconvene.value"  # ConcreteValue: a non-tensor result (int, torch.Size, ...)
-CHANNELS = "reconvene.channels"  # ChannelInfo, or a tuple of them for tuple-valued nodes
-APPROXIMATE = "reconvene.approximate"  # str: why pruning through this node is not exact
-KEEP = "reconvene.keep"  # ChannelKeep, or a tuple of them for tuple-valued nodes
-REPORT = "reconvene.report"  # gm.meta: PruningReport
-SENSITIVITY = "reconvene.sensitivity"  # LayerSensitivity, on conv/linear call_module nodes
-SENSITIVITY_TABLE = "reconvene.sensitivity_table"  # gm.meta: SensitivityTable
-PLAN = "reconvene.plan"  # gm.meta: PlanSummary
-SHRINK = "reconvene.shrink"  # gm.meta: ShrinkRecord (what ShrinkPass changed)
-BORROWED = "reconvene.borrowed"  # gm.meta: BorrowedTensors (tensors shared with the model)
-AUTO_LEAVES = "reconvene.auto_leaves"  # gm.meta: {module: why} made leaves by trace
-TRACE_DECISIONS = "reconvene.trace_decisions"  # gm.meta: [str] answered for the inputs
-SOURCE = "reconvene.source"  # node.meta: "file.py:12 (code)" of the model code that made it
-OWNED = "reconvene.owned"  # gm.meta: True when gm's submodules are not shared with a model
-LIFTED = "reconvene.lifted"  # gm.meta: {module: LiftedLayer} functional layers made modules
-# node.meta of a reshape: tensors whose channel counts its sizes read as the reshaped tensor's
-# own (the plan keeps their counts equal, so such a size follows the plan by itself)
-SIZE_PEERS = "reconvene.size_peers"
+T = TypeVar("T")
+
+
+class MetaKey(str, Generic[T]):
+    """A ``node.meta`` or ``gm.meta`` key that knows the type of its value and where it lives.
+
+    It *is* the key string (``node.meta[CHANNELS]`` and ``node.meta["reconvene.channels"]``
+    are the same entry), so plain dict access keeps working; :meth:`get` adds the check
+    that the entry is there and has the declared type. Passes declare the keys they read
+    and write (:class:`~reconvene_fx.passes.ReconvenePass`), and a pipeline is checked
+    against those declarations before it runs.
+
+    Attributes:
+        where: ``"graph"`` (``gm.meta``) or ``"node"`` (``node.meta`` of some nodes).
+        value_type: what a value is (an instance check; ``object`` accepts anything).
+        doc: one line on what the value says.
+
+    Example:
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Identity())
+        >>> PLAN.written_in(gm), str(PLAN), PLAN.where
+        (False, 'reconvene.plan', 'graph')
+        >>> gm.meta[PLAN] = PlanSummary("uniform", False, 0, 0)
+        >>> PLAN.get(gm).strategy, PLAN.written_in(gm), gm.meta["reconvene.plan"] is PLAN.get(gm)
+        ('uniform', True, True)
+    """
+
+    where: Literal["graph", "node"]
+    value_type: type | tuple[type, ...]
+    doc: str
+
+    def __new__(
+        cls,
+        name: str,
+        value_type: type | tuple[type, ...],
+        where: Literal["graph", "node"],
+        doc: str = "",
+    ) -> MetaKey[T]:
+        key = super().__new__(cls, name)
+        key.where, key.value_type, key.doc = where, value_type, doc
+        return key
+
+    # a copied or pickled meta dict holds the plain string (equal, same hash)
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        return (str, (str(self),))
+
+    def __copy__(self) -> MetaKey[T]:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MetaKey[T]:
+        return self
+
+    @property
+    def type_name(self) -> str:
+        """The value type's name (``"ChannelInfo"``; several joined with ``" | "``)."""
+        types = self.value_type if isinstance(self.value_type, tuple) else (self.value_type,)
+        return " | ".join(t.__name__ for t in types)
+
+    @property
+    def place(self) -> str:
+        """Where it is written, as code: ``gm.meta["reconvene.plan"]``."""
+        return f'{"gm" if self.where == "graph" else "node"}.meta["{self}"]'
+
+    def get(self, holder: torch.fx.GraphModule | torch.fx.Node) -> T:
+        """The value on ``holder`` (a graph module for graph keys, a node for node keys).
+
+        Raises:
+            PassOrderError: when ``holder`` has no such entry (the pass that writes it has
+                not run).
+            CompilerError: when the entry is not a ``value_type``.
+        """
+        if self not in holder.meta:
+            where = "gm.meta" if self.where == "graph" else f"node {holder}'s meta"
+            raise PassOrderError(
+                f"{where} has no {str(self)!r}: the pass that writes it has not run"
+            )
+        value = holder.meta[self]
+        if not isinstance(value, self.value_type):
+            raise CompilerError(
+                f"{self.place} holds a {type(value).__name__}, not a {self.type_name}"
+            )
+        return cast(T, value)
+
+    def find(self, holder: torch.fx.GraphModule | torch.fx.Node) -> T | None:
+        """The value on ``holder`` when there is one of the declared type, else None (for
+        keys a pass reads only when present)."""
+        value = getattr(holder, "meta", {}).get(self)
+        return cast(T, value) if isinstance(value, self.value_type) else None
+
+    def written_in(self, gm: torch.fx.GraphModule) -> bool:
+        """Whether ``gm`` holds this key: in ``gm.meta``, or in the meta of some node."""
+        if self.where == "graph":
+            return self in getattr(gm, "meta", {})
+        return any(self in node.meta for node in gm.graph.nodes)
 
 
 @dataclass(frozen=True)
@@ -356,3 +433,63 @@ class SensitivityTable:
 
     def __str__(self) -> str:
         return self.format_table()
+
+
+TENSOR_META: MetaKey[Any] = MetaKey(
+    "tensor_meta", object, "node", "shape and dtype (torch.fx ShapeProp's own key)"
+)
+VALUE: MetaKey[ConcreteValue] = MetaKey(
+    "reconvene.value", ConcreteValue, "node", "a non-tensor result (int, torch.Size, ...)"
+)
+CHANNELS: MetaKey[Any] = MetaKey(
+    "reconvene.channels",
+    (ChannelInfo, tuple),
+    "node",
+    "ChannelInfo, or a tuple of them for tuple values",
+)
+APPROXIMATE: MetaKey[str] = MetaKey(
+    "reconvene.approximate", str, "node", "why pruning through this node is not exact"
+)
+KEEP: MetaKey[Any] = MetaKey(
+    "reconvene.keep",
+    (ChannelKeep, tuple),
+    "node",
+    "ChannelKeep, or a tuple of them for tuple values",
+)
+REPORT: MetaKey[Any] = MetaKey("reconvene.report", object, "graph", "the PruningReport")
+SENSITIVITY: MetaKey[LayerSensitivity] = MetaKey(
+    "reconvene.sensitivity", LayerSensitivity, "node", "LayerSensitivity of a conv/linear module"
+)
+SENSITIVITY_TABLE: MetaKey[SensitivityTable] = MetaKey(
+    "reconvene.sensitivity_table", SensitivityTable, "graph", "SensitivityTable of every layer"
+)
+PLAN: MetaKey[PlanSummary] = MetaKey(
+    "reconvene.plan", PlanSummary, "graph", "PlanSummary: what PlanPass decided"
+)
+SHRINK: MetaKey[ShrinkRecord] = MetaKey(
+    "reconvene.shrink", ShrinkRecord, "graph", "ShrinkRecord: what ShrinkPass changed"
+)
+BORROWED: MetaKey[BorrowedTensors] = MetaKey(
+    "reconvene.borrowed", BorrowedTensors, "graph", "BorrowedTensors: tensors shared with the model"
+)
+AUTO_LEAVES: MetaKey[dict[str, str]] = MetaKey(
+    "reconvene.auto_leaves", dict, "graph", "{module: why} made leaves by trace"
+)
+TRACE_DECISIONS: MetaKey[list[str]] = MetaKey(
+    "reconvene.trace_decisions", list, "graph", "guards answered for the example inputs"
+)
+SOURCE: MetaKey[str] = MetaKey(
+    "reconvene.source", str, "node", '"file.py:12 (code)" of the model code that made it'
+)
+OWNED: MetaKey[bool] = MetaKey(
+    "reconvene.owned", bool, "graph", "True when the submodules are not shared with a model"
+)
+LIFTED: MetaKey[dict[str, Any]] = MetaKey(
+    "reconvene.lifted", dict, "graph", "{module: LiftedLayer}: functional layers made modules"
+)
+SIZE_PEERS: MetaKey[tuple[Any, ...]] = MetaKey(
+    "reconvene.size_peers",
+    tuple,
+    "node",
+    "of a reshape: tensors whose channel counts its sizes read as its own",
+)

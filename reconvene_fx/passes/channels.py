@@ -14,8 +14,17 @@ from torch.fx.node import _get_qualified_name
 from torch.fx.passes.infra.pass_base import PassResult
 
 from ..coupling import Atoms, ChannelGraph
-from ..errors import CompilerError, PassOrderError
-from ..meta import AUTO_LEAVES, CHANNELS, SOURCE, TENSOR_META, ChannelInfo, PinCause
+from ..errors import CompilerError
+from ..meta import (
+    APPROXIMATE,
+    AUTO_LEAVES,
+    CHANNELS,
+    SIZE_PEERS,
+    SOURCE,
+    TENSOR_META,
+    ChannelInfo,
+    PinCause,
+)
 from ..rules import DEFAULT_RULES, Layout, RuleContext, RuleRegistry, Scrambled
 from ._base import ReconvenePass
 
@@ -57,15 +66,9 @@ class ChannelGroupPass(ReconvenePass):
         super().__init__()
         self.rules = rules if rules is not None else DEFAULT_RULES
 
-    def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        # an input left at its default (not a tensor) has no tensor_meta: look at them all
-        inputs = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
-        if inputs and not any(TENSOR_META in n.meta for n in inputs):
-            raise PassOrderError(
-                f"ChannelGroupPass needs ShapePass to run first (input {inputs[0].name!r} "
-                "has no 'tensor_meta'); run the passes in the order of "
-                "reconvene_fx.passes.compile_passes(...)"
-            )
+    reads = (TENSOR_META,)
+    uses = (AUTO_LEAVES,)
+    writes = (CHANNELS, APPROXIMATE, SIZE_PEERS)
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         graph = ChannelGraph()

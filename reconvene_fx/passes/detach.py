@@ -35,6 +35,8 @@ class DetachPass(ReconvenePass):
         (False, True)
     """
 
+    uses = (BORROWED,)
+
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         borrowed = graph_module.meta.pop(BORROWED, None)
         if not isinstance(borrowed, BorrowedTensors):

@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 from .._copy import own_modules
 from ..errors import CompilerError
 from ..meta import LIFTED, TENSOR_META
-from ._base import ReconvenePass, require_node_meta
+from ._base import ReconvenePass
 
 __all__ = ["LiftLayersPass", "LiftedLayer"]
 
@@ -106,10 +106,9 @@ class LiftLayersPass(ReconvenePass):
         ('Conv2d', (1, 1))
     """
 
+    reads = (TENSOR_META,)
+    writes = (LIFTED,)
     edits_graph = True
-
-    def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        require_node_meta(graph_module, TENSOR_META, "LiftLayersPass", "ShapePass")
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         calls: dict[str, list[tuple[torch.fx.Node, LiftedLayer, dict[str, torch.fx.Node]]]] = {}
@@ -139,11 +138,11 @@ class LiftLayersPass(ReconvenePass):
                     if not attr.users:
                         graph_module.graph.erase_node(attr)
             lifted_all[holder] = first
-        if len(lifted_all) > len(graph_module.meta.get(LIFTED, {})):
-            graph_module.meta[LIFTED] = lifted_all
+        grew = len(lifted_all) > len(graph_module.meta.get(LIFTED, {}))
+        graph_module.meta[LIFTED] = lifted_all
+        if grew:
             graph_module.graph.lint()
-            return PassResult(graph_module, True)
-        return PassResult(graph_module, False)
+        return PassResult(graph_module, grew)
 
 
 def _liftable(

@@ -7,8 +7,8 @@ import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
 from ..composite import apply_masks
-from ..meta import PLAN, SHRINK, PlanSummary
-from ._base import ReconvenePass, require_meta
+from ..meta import PLAN, SHRINK
+from ._base import ReconvenePass
 
 __all__ = ["MaskPass"]
 
@@ -30,11 +30,11 @@ class MaskPass(ReconvenePass):
         True
     """
 
-    def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        require_meta(graph_module, SHRINK, "MaskPass", "ShrinkPass")
+    reads = (SHRINK,)
+    uses = (PLAN,)
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
-        plan = graph_module.meta.get(PLAN)
-        masks = plan.masks if isinstance(plan, PlanSummary) else {}
+        plan = PLAN.find(graph_module)
+        masks = plan.masks if plan is not None else {}
         apply_masks(graph_module, masks)
         return PassResult(graph_module, bool(masks))

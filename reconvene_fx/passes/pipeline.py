@@ -1,7 +1,9 @@
-"""The passes of :func:`reconvene_fx.compile`, in order, and a runner that keeps error types."""
+"""The passes of :func:`reconvene_fx.compile`, in order; the checks and the table that follow
+from what each declares it reads and writes; a runner that keeps error types."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +12,9 @@ from torch.fx.passes.infra.pass_base import PassBase
 
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
-from ..errors import ReconveneError
+from ..errors import PassOrderError, ReconveneError
+from ..meta import MetaKey
+from ._base import ReconvenePass, writer_name
 from .channels import ChannelGroupPass
 from .detach import DetachPass
 from .lift import LiftLayersPass
@@ -21,7 +25,7 @@ from .sensitivity import SensitivityPass
 from .shape import ShapePass
 from .shrink import ShrinkPass
 
-__all__ = ["compile_passes", "run_passes"]
+__all__ = ["check_order", "compile_passes", "pass_table", "passes_for", "run_passes"]
 
 
 def compile_passes(
@@ -70,8 +74,9 @@ def run_passes(gm: torch.fx.GraphModule, passes: Sequence[PassBase]) -> torch.fx
 
     Two differences, both for the caller's sake: the code is regenerated only after a pass
     that changed something and may have edited the graph (``PassManager`` recompiles after
-    every pass, ~40 ms each on densenet201; our passes declare ``edits_graph = False``),
-    and a failure keeps its type: our own errors (and bad-argument errors) are re-raised
+    every pass, ~40 ms each on densenet201; our passes declare ``edits_graph = False``);
+    the order is checked once, up front (:func:`check_order`); and a failure keeps its
+    type: our own errors (and bad-argument errors) are re-raised
     as they are, anything else as a :class:`~reconvene_fx.errors.ReconveneError` naming
     the pass. ``PassManager(passes)`` gives the same model.
 
@@ -83,6 +88,7 @@ def run_passes(gm: torch.fx.GraphModule, passes: Sequence[PassBase]) -> torch.fx
         ...
         reconvene_fx.errors.PassOrderError: ChannelGroupPass needs ShapePass to run first ...
     """
+    check_order(passes, gm)
     for p in passes:
         try:
             result = p(gm)
@@ -95,3 +101,114 @@ def run_passes(gm: torch.fx.GraphModule, passes: Sequence[PassBase]) -> torch.fx
             if result.modified and getattr(p, "edits_graph", True):
                 gm.recompile()
     return gm
+
+
+def _declared(p: object, what: str) -> tuple[MetaKey[Any], ...]:
+    """A pass's declared keys (none for a pass that is not a :class:`ReconvenePass`)."""
+    return tuple(getattr(p, what, ())) if isinstance(p, ReconvenePass) else ()
+
+
+def check_order(passes: Sequence[PassBase], gm: torch.fx.GraphModule | None = None) -> None:
+    """Raise :class:`~reconvene_fx.errors.PassOrderError` if a pass would run before what it
+    reads is written: by an earlier pass of ``passes``, or already in ``gm``.
+
+    Only the declarations are read (``reads``, ``uses`` and ``writes`` of each
+    :class:`~reconvene_fx.passes.ReconvenePass`; other passes declare nothing), so it costs
+    nothing and fails before any work. A key a pass ``uses`` when present must not be
+    written by a later pass. :func:`run_passes` calls it.
+
+    Example:
+        >>> from reconvene_fx.passes import PlanPass, ShapePass, ChannelGroupPass
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> check_order([ShapePass((x,)), ChannelGroupPass(), PlanPass(0.5, example_inputs=(x,))])
+        Traceback (most recent call last):
+        ...
+        reconvene_fx.errors.PassOrderError: PlanPass needs SensitivityPass to run first ...
+    """
+    written = {str(key) for p in passes for key in _declared(p, "writes")}
+    have: set[str] = set()
+    if gm is not None:
+        have = {key for key in written | _all_read(passes) if _holds(gm, key, passes)}
+    for i, p in enumerate(passes):
+        name = type(p).__name__
+        for key in _declared(p, "reads"):
+            if str(key) not in have:
+                raise PassOrderError(
+                    f"{name} needs {writer_name(key)} to run first (it reads {key.place}, "
+                    "which no pass before it writes); run the passes in the order of "
+                    "reconvene_fx.passes.compile_passes(...)"
+                )
+        later = {str(k): type(q).__name__ for q in passes[i + 1 :] for k in _declared(q, "writes")}
+        for key in _declared(p, "uses"):
+            if str(key) in later and str(key) not in have:
+                raise PassOrderError(
+                    f"{name} reads {key.place}, which {later[str(key)]} writes after it; "
+                    f"run {later[str(key)]} first"
+                )
+        have |= {str(key) for key in _declared(p, "writes")}
+
+
+def _all_read(passes: Sequence[PassBase]) -> set[str]:
+    return {str(k) for p in passes for k in _declared(p, "reads") + _declared(p, "uses")}
+
+
+def _holds(gm: torch.fx.GraphModule, name: str, passes: Sequence[PassBase]) -> bool:
+    for p in passes:
+        for key in _declared(p, "reads") + _declared(p, "uses") + _declared(p, "writes"):
+            if str(key) == name:
+                return key.written_in(gm)
+    return False
+
+
+def passes_for(keys: Sequence[MetaKey[Any]], passes: Sequence[PassBase]) -> list[PassBase]:
+    """The passes of ``passes`` (in their order) that writing ``keys`` needs: their writers,
+    and the writers of what those read or use, and so on.
+
+    :func:`reconvene_fx.analyze` runs ``passes_for([SENSITIVITY_TABLE],
+    compile_passes(...))``: tracing's shapes, lifted layers and the scores, no plan.
+
+    Example:
+        >>> from reconvene_fx.meta import SENSITIVITY_TABLE
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> [type(p).__name__ for p in passes_for([SENSITIVITY_TABLE], compile_passes(0.5, (x,)))]
+        ['ShapePass', 'LiftLayersPass', 'SensitivityPass']
+    """
+    wanted = {str(key) for key in keys}
+    chosen: list[PassBase] = []
+    for p in reversed(passes):
+        if wanted & {str(k) for k in _declared(p, "writes")}:
+            chosen.append(p)
+            wanted |= {str(k) for k in _declared(p, "reads") + _declared(p, "uses")}
+    return chosen[::-1]
+
+
+def pass_table(passes: Sequence[PassBase] | None = None) -> str:
+    """A Markdown table of ``passes`` (default: those of :func:`compile_passes`) with what
+    each reads and writes, from their declarations; the README's pass table is this one.
+    Node keys (in ``node.meta``) are shown by name, graph keys as ``gm.meta["name"]``.
+
+    Example:
+        >>> print(pass_table().splitlines()[2])  # doctest: +ELLIPSIS
+        | `ShapePass` | | `tensor_meta`, `reconvene.value` | Runs the graph once on ...
+    """
+    if passes is None:
+        passes = compile_passes(0.5, ())
+    rows = ["| pass | reads | writes | what |", "| --- | --- | --- | --- |"]
+    for p in passes:
+        cls = type(p)
+        reads = [_cell(k) for k in _declared(p, "reads")]
+        reads += [f"{_cell(k)} if present" for k in _declared(p, "uses")]
+        writes = [_cell(k) for k in _declared(p, "writes")]
+        writes += [f"{_cell(k)} (updated)" for k in _declared(p, "updates")]
+        if cls.edits_graph:
+            writes.append("graph nodes")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        summary = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", summary).replace("``", "`")
+        cells = [f"`{cls.__name__}`", ", ".join(reads), ", ".join(writes), summary]
+        rows.append(("| " + " | ".join(cells) + " |").replace("|  |", "| |"))
+    return "\n".join(rows)
+
+
+def _cell(key: MetaKey[Any]) -> str:
+    """A node key as its name, a graph key as ``gm.meta["name"]`` (the table's shorthand)."""
+    return f"`{key.place}`" if key.where == "graph" else f"`{key}`"

@@ -17,16 +17,16 @@ from ..costs import LayerCosts
 from ..errors import BudgetError, CompilerError
 from ..meta import (
     CHANNELS,
+    KEEP,
     PLAN,
     SENSITIVITY_TABLE,
     ChannelInfo,
     LayerSensitivity,
     PinCause,
     PlanSummary,
-    SensitivityTable,
 )
 from ..strategies import PlanInputs, RemovalOrder, get_strategy
-from ._base import ReconvenePass, require_meta, require_node_meta
+from ._base import ReconvenePass
 from ._ignore import resolve_ignore
 from ._keep import write_keep
 from ._search import Pins, Search, SearchSettings, _rank_within_group
@@ -107,13 +107,11 @@ class PlanPass(ReconvenePass):
         self.example_inputs = tuple(example_inputs)
         self.config = config or CompileConfig()
 
-    def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        require_node_meta(graph_module, CHANNELS, "PlanPass", "ChannelGroupPass")
-        require_meta(graph_module, SENSITIVITY_TABLE, "PlanPass", "SensitivityPass")
+    reads = (CHANNELS, SENSITIVITY_TABLE)
+    writes = (KEEP, PLAN)
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
-        table = graph_module.meta[SENSITIVITY_TABLE]
-        assert isinstance(table, SensitivityTable)
+        table = SENSITIVITY_TABLE.get(graph_module)
         sens = table.layers
         infos = _all_infos(graph_module)
         num_atoms = 1 + max((int(i.atoms.max()) for i in infos.values() if i.size), default=-1)

@@ -22,12 +22,10 @@ from ..meta import (
     SHRINK,
     TENSOR_META,
     TRACE_DECISIONS,
-    PlanSummary,
-    SensitivityTable,
     ShrinkRecord,
 )
 from ..reporting import LayerPlan, PruningReport
-from ._base import ReconvenePass, require_meta
+from ._base import ReconvenePass
 
 __all__ = ["ReportPass", "dead_layers", "example_batch_size"]
 
@@ -60,15 +58,14 @@ class ReportPass(ReconvenePass):
         super().__init__()
         self.layers = layers
 
-    def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        require_meta(graph_module, SENSITIVITY_TABLE, "ReportPass", "SensitivityPass")
-        require_meta(graph_module, SHRINK, "ReportPass", "ShrinkPass")
+    reads = (SENSITIVITY_TABLE, SHRINK)
+    uses = (PLAN, AUTO_LEAVES, TRACE_DECISIONS)
+    writes = (REPORT,)
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
-        record = graph_module.meta[SHRINK]
-        table = graph_module.meta[SENSITIVITY_TABLE]
-        assert isinstance(record, ShrinkRecord) and isinstance(table, SensitivityTable)
-        plan = graph_module.meta.get(PLAN)
+        record = SHRINK.get(graph_module)
+        table = SENSITIVITY_TABLE.get(graph_module)
+        summary = PLAN.find(graph_module)
         masks = masks_of(graph_module)
         batch = example_batch_size(graph_module)
         dead = dead_layers(graph_module, record, masks, self.layers)
@@ -98,7 +95,6 @@ class ReportPass(ReconvenePass):
             )
         params_after = count_params(graph_module)
         dead_macs = sum(record.layers[n].macs_after for n in dead if n in record.layers)
-        summary = plan if isinstance(plan, PlanSummary) else None
         graph_module.meta[REPORT] = PruningReport(
             params_before=record.params_before,
             params_after=params_after,

@@ -12,7 +12,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 from ..budget import Budget, as_budget
 from ..config import CompileConfig
 from ..errors import ModelError
-from ..meta import SENSITIVITY, SENSITIVITY_TABLE, SensitivityTable
+from ..meta import LIFTED, SENSITIVITY, SENSITIVITY_TABLE, SensitivityTable
 from ..scoring.base import prunable_weights, run_scorer
 from ..scoring.threshold import break_ties, rate_layers
 from ._base import ReconvenePass
@@ -72,6 +72,9 @@ class SensitivityPass(ReconvenePass):
         >>> round(table.global_density, 2), sorted(table.layers)
         (0.5, ['0', '2'])
     """
+
+    uses = (LIFTED,)
+    writes = (SENSITIVITY, SENSITIVITY_TABLE)
 
     def __init__(
         self,

@@ -177,6 +177,8 @@ class ShapePass(ReconvenePass):
         [(1, 8, 6, 6)]
     """
 
+    writes = (TENSOR_META, VALUE)
+
     def __init__(self, example_inputs: tuple[Any, ...], *, fake: bool = False) -> None:
         super().__init__()
         self.example_inputs = tuple(example_inputs)

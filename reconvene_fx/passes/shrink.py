@@ -9,9 +9,9 @@ from torch.fx.passes.infra.pass_base import PassResult
 from ..layers import LayerRegistry
 from ..layers.init import InitScale, matched_init
 from ..layers.reinit import InitFn, torchvision_init
-from ..meta import PLAN, SHRINK, PlanSummary
+from ..meta import KEEP, PLAN, SHRINK, TENSOR_META, VALUE
 from ..shrinking import shrink_layers
-from ._base import ReconvenePass, require_meta
+from ._base import ReconvenePass
 
 __all__ = ["InitScale", "ShrinkPass", "default_init", "matched_init", "torchvision_init"]
 
@@ -64,13 +64,15 @@ class ShrinkPass(ReconvenePass):
         self.init_fn = init_fn
         self.layers = layers
 
-    def requires(self, graph_module: torch.fx.GraphModule) -> None:
-        require_meta(graph_module, PLAN, "ShrinkPass", "PlanPass")
+    reads = (PLAN,)
+    uses = (KEEP,)
+    writes = (SHRINK,)
+    updates = (TENSOR_META, VALUE)
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
-        plan = graph_module.meta.get(PLAN)
+        plan = PLAN.find(graph_module)
         # composite: a layer that keeps its PaI mask keeps the weights the mask chose
-        masked = tuple(plan.masks) if isinstance(plan, PlanSummary) else ()
+        masked = tuple(plan.masks) if plan is not None else ()
         record = shrink_layers(
             graph_module,
             reinit=self.reinit,
