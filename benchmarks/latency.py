@@ -911,8 +911,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", default="1,32", help="batch sizes (1,32)")
     p.add_argument(
         "--runtimes",
-        default=",".join(RUNTIMES),
-        help="eager,onnxruntime,tensorrt (tensorrt only with a GPU and trtexec)",
+        default=None,
+        help="eager,onnxruntime,tensorrt (default: all three; --quick: eager,onnxruntime); "
+        "tensorrt runs only with a GPU and trtexec, else it is skipped and the config says why",
     )
     p.add_argument("--repeats-b1", type=int, default=10, help="alternating rounds, batch 1")
     p.add_argument("--repeats-b32", type=int, default=3, help="rounds at larger batches")
@@ -937,7 +938,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _apply_quick(args: argparse.Namespace) -> None:
     args.models, args.size, args.strategies, args.round_to = "resnet18", 64, "reconvene", "auto"
-    args.reductions, args.batches, args.runtimes = "4", "1", "eager,onnxruntime"
+    args.reductions, args.batches = "4", "1"
+    args.runtimes = args.runtimes or "eager,onnxruntime"
     args.repeats_b1 = args.repeats_b32 = 3
     args.no_torch_pruning = False
     if args.out is None:
@@ -953,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         _apply_quick(args)
     args.strategies = _names_list(args.strategies, STRATEGIES, "strategy")
-    args.runtimes = _names_list(args.runtimes, RUNTIMES, "runtime")
+    args.runtimes = _names_list(args.runtimes or ",".join(RUNTIMES), RUNTIMES, "runtime")
     args.round_to, args.batches = _round_tos(args.round_to), _ints(args.batches)
     args.reductions = _floats(args.reductions)
     names = C.parse_models(args.models, DEFAULT_MODELS)

@@ -2,7 +2,8 @@
 
 It asserts nothing about speed: resnet18 at 64x64 with three rounds on a shared machine
 only checks the pipeline (compile, Torch-Pruning's bisection, ONNX export, both runtimes
-timed, markdown and plot written).
+timed, markdown and plot written). TensorRT is asked for too: without a GPU and trtexec
+it is skipped, the config saying why, and the rest runs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "latency.py"
 def test_quick_latency_writes_json_markdown_and_png(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path),
+         "--runtimes", "eager,onnxruntime,tensorrt"],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -29,9 +31,14 @@ def test_quick_latency_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert data["config"]["grid"]["quick"] is True
     assert data["config"]["threads"]["torch"] >= 1
     recs = data["results"]
-    assert {r["runtime"] for r in recs} == {"eager", "onnxruntime"}
+    trt = data["config"]["tensorrt"]
+    timed = {"eager", "onnxruntime"} | ({"tensorrt"} if trt == "trtexec" else set())
+    if trt != "trtexec":
+        assert trt.startswith("skipped: "), trt
+        assert f"TensorRT: {trt}" in proc.stderr
+    assert {r["runtime"] for r in recs} == timed
     ours = [r for r in recs if r["kind"] == "reconvene"]
-    assert {r["runtime"] for r in ours} == {"eager", "onnxruntime"}
+    assert {r["runtime"] for r in ours} == timed
     for r in ours:
         assert "error" not in r, r
         assert r["model"] == "resnet18" and r["batch"] == 1 and r["round_to"] == "auto"
