@@ -23,6 +23,7 @@ from ..meta import ChannelInfo, LayerSensitivity, PinCause
 from ..shrinking import shrink_layers
 from ._composite import CompositeMasks
 from ._keep import write_keep
+from ._rounding import give_back_steps
 from .channels import _describe_node, _source_line
 
 __all__ = ["Pins", "Search", "SearchSettings"]
@@ -239,9 +240,12 @@ class Search:
                 removed_for(n),
             )
 
+        def fits_mask(removed: torch.Tensor) -> bool:
+            return self._fits(removed)[0]
+
         # composite counts are monotone within a phase, not across: search phase by phase
         def fits(k: int) -> bool:
-            return self._fits(removed_for(k))[0]
+            return fits_mask(removed_for(k))
 
         bounds = sorted({min(start, n), *(b for b in phase_ends if start < b < n), n})
         lo = bounds[0]
@@ -251,7 +255,10 @@ class Search:
             lo = hi
         k = first_true(fits, lo, hi) if len(bounds) > 1 else lo
         if "latency" in self.limits:
-            k = self._latency_search(removed_for, k, n)
+            return removed_for(self._latency_search(removed_for, k, n))
+        # rounding up left part of the budget: spend it (composite masks fill it themselves)
+        if bool((r > 1).any()) and self.composite is None:
+            return give_back_steps(removed_for(k), order, self.group, r, fits_mask)
         return removed_for(k)
 
     def _fits(self, removed: torch.Tensor) -> tuple[bool, dict[str, float]]:

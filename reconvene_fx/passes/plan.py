@@ -333,7 +333,7 @@ def _round_atoms(
 ) -> torch.Tensor:
     """Per coupled group, the atom count its kept atoms are rounded to so that every space
     of the group keeps a multiple of ``round_to`` channels (None: of
-    :func:`~reconvene_fx.config.auto_round_to` of the space's width): an atom spans ``m``
+    :func:`~reconvene_fx.config.auto_round_to` of the group's narrowest space): an atom spans ``m``
     channels of a space (one position across the ``m`` groups of a grouped conv; ``m = 1``
     elsewhere), so ``round_to / gcd(round_to, m)`` atoms. Before, atoms were rounded to
     ``round_to`` whatever they spanned (4 groups at ``round_to=8``: steps of 32 channels,
@@ -352,12 +352,29 @@ def _round_atoms(
         [1, 4]
         >>> _round_atoms({0: grouped, 1: by_four, 2: plain}, 3, None).tolist()  # 26 and 16
         [4, 1, 4]
+
+    A concatenation's group holds spaces that cover only part of it (DenseNet's 12-channel
+    layer outputs inside a 52-channel concatenation): rounding the group total to 8 would
+    not make those outputs multiples of anything, and each step of 8 would cost several
+    layers at once, so the default steps follow the narrowest space (the concatenation
+    then keeps a multiple of that step):
+
+        >>> concat = ChannelInfo(4, 1, 52, torch.arange(52), free.new_zeros(52), group=0)
+        >>> layer = ChannelInfo(5, 1, 12, torch.arange(40, 52), free[:12], group=0)
+        >>> _round_atoms({4: concat, 5: layer}, 1, None).tolist()
+        [2]
+        >>> _round_atoms({4: concat}, 1, None).tolist()  # without the layer's space
+        [8]
     """
+    narrowest: dict[int, int] = {}
+    for info in infos.values():
+        if info.size:
+            narrowest[info.group] = min(narrowest.get(info.group, info.size), info.size)
     steps = [1] * num_groups
     for info in infos.values():
         if info.size:
             m = info.size // max(int(info.atoms.unique().numel()), 1)
-            step = round_to if round_to is not None else auto_round_to(info.size)
+            step = round_to if round_to is not None else auto_round_to(narrowest[info.group])
             steps[info.group] = math.lcm(steps[info.group], step // math.gcd(step, m))
     return torch.tensor(steps, dtype=torch.long)
 
