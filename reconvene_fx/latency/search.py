@@ -7,12 +7,17 @@ budget limits latency. Candidates are measured whole on the runtime (a
 corrected by each measurement (up to :data:`LATENCY_CORRECTIONS` times), then a bisection
 on measurements moves a plan that landed far below the limit into the band just below it.
 A user ``latency_fn`` (or an estimate whose guesses all miss) gets a binary search on
-measurements alone.
+measurements alone. On a backend, the chosen plan is then measured again
+(:data:`LATENCY_CONFIRMATIONS` times; its ratio is the median of its measurements): of many
+noisy measurements the search keeps one that landed within the limit, which tends to be
+one that landed low, so a plan that measures above the limit when timed again gives way
+to the nearest plan with more removals measured within it.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -30,8 +35,8 @@ from .ruler import LatencyRuler
 from .table import LatencyTable
 
 __all__ = [
-    "LATENCY_CORRECTIONS", "LATENCY_REFINE_STEPS", "LATENCY_TOLERANCE", "LatencyPlan",
-    "LatencySearch",
+    "LATENCY_CONFIRMATIONS", "LATENCY_CORRECTIONS", "LATENCY_REFINE_STEPS",
+    "LATENCY_TOLERANCE", "LatencyPlan", "LatencySearch",
 ]  # fmt: skip
 
 # A latency plan measured within this share below its limit is taken without correcting
@@ -42,6 +47,10 @@ LATENCY_TOLERANCE = 0.1
 # nearest measured above it, when the best is still below the band.
 LATENCY_CORRECTIONS = 3
 LATENCY_REFINE_STEPS = 5
+# Whole-model measurements added to the chosen plan's (and to each plan that replaces it,
+# for at most LATENCY_CONFIRMED_PLANS plans) before it is taken.
+LATENCY_CONFIRMATIONS = 2
+LATENCY_CONFIRMED_PLANS = 3
 
 
 @dataclass(frozen=True)
@@ -103,17 +112,21 @@ class LatencySearch:
         """
         ruler = LatencyRuler(self.gm, self.example_inputs, backend=self.backend,
                              latency_fn=self.latency_fn)  # fmt: skip
-        measured: dict[int, float] = {}
-        costs: dict[int, float] = {}
+        measured: dict[int, float] = {}  # the median of each plan's measurements
+        samples: dict[int, list[tuple[float, float]]] = {}
         bar = progress_bar(None, f"latency budget {self.limit:g} (candidates measured)",
                            enabled=self.progress)  # fmt: skip
 
-        def ratio(k: int) -> float:
-            if k not in measured:
-                measured[k], costs[k] = ruler.measure(self.candidate(removed_for(k)))
-                bar.set_postfix_str(f"last {measured[k]:.3f} of the model", refresh=False)
-                bar.update()
+        def measure(k: int) -> float:
+            got = ruler.measure(self.candidate(removed_for(k)))
+            samples.setdefault(k, []).append(got)
+            measured[k] = statistics.median(r for r, _ in samples[k])
+            bar.set_postfix_str(f"last {got[0]:.3f} of the model", refresh=False)
+            bar.update()
             return measured[k]
+
+        def ratio(k: int) -> float:
+            return measured[k] if k in measured else measure(k)
 
         with bar:
             if ratio(hi) > self.limit:
@@ -125,10 +138,15 @@ class LatencySearch:
                 k = _measured_search(ratio, self.limit, lo, hi, measured)
             else:
                 k = _refine(ratio, self.limit, guided, measured, lo)
+            if self.latency_fn is None:
+                k = _confirm(measure, self.limit, k, hi, measured)
         # timed on a backend, ``before`` (the median of every timing of the original) moves
         # as candidates are timed: the seconds follow the final one, so that the reported
         # ratio is the one measured
-        after = costs[k] if self.latency_fn else measured[k] * ruler.before
+        if self.latency_fn:
+            after = statistics.median(cost for _, cost in samples[k])
+        else:
+            after = measured[k] * ruler.before
         return LatencyPlan(k, ruler.before, after)
 
     def _estimated(
@@ -188,6 +206,26 @@ def _refine(
         else:
             over = mid
     return within
+
+
+def _confirm(
+    measure: Callable[[int], float], limit: float, k: int, hi: int, measured: dict[int, float]
+) -> int:
+    """Measure plan ``k`` again; while its median lands above the limit, move to the
+    nearest plan with more removals measured within it (``hi`` is) and confirm that one,
+    for at most :data:`LATENCY_CONFIRMED_PLANS` plans (then the one measured within the
+    limit with the most removals confirmed, or ``hi``)."""
+    confirmed: list[int] = []
+    for _ in range(LATENCY_CONFIRMED_PLANS):
+        for _ in range(LATENCY_CONFIRMATIONS):
+            measure(k)
+        confirmed.append(k)
+        logger.info("latency plan confirmed: measured %.3f of the model, the median of its "
+                    "measurements (limit %.3f)", measured[k], limit)  # fmt: skip
+        if measured[k] <= limit or k >= hi:
+            return k
+        k = min((j for j, r in measured.items() if j > k and r <= limit), default=hi)
+    return max((j for j in confirmed if measured[j] <= limit), default=hi)
 
 
 def _within(guess: Callable[[int], float], target: float, k: int) -> bool:
