@@ -139,7 +139,8 @@ class LatencySearch:
             else:
                 k = _refine(ratio, self.limit, guided, measured, lo)
             if self.latency_fn is None:
-                k = _confirm(measure, self.limit, k, hi, measured)
+                k = _confirm(measure, lambda j: len(samples.get(j, ())), self.limit, k, lo,
+                             hi, measured)  # fmt: skip
         # timed on a backend, ``before`` (the median of every timing of the original) moves
         # as candidates are timed: the seconds follow the final one, so that the reported
         # ratio is the one measured
@@ -209,23 +210,37 @@ def _refine(
 
 
 def _confirm(
-    measure: Callable[[int], float], limit: float, k: int, hi: int, measured: dict[int, float]
+    measure: Callable[[int], float],
+    count: Callable[[int], int],
+    limit: float,
+    k: int,
+    lo: int,
+    hi: int,
+    measured: dict[int, float],
 ) -> int:
-    """Measure plan ``k`` again; while its median lands above the limit, move to the
-    nearest plan with more removals measured within it (``hi`` is) and confirm that one,
-    for at most :data:`LATENCY_CONFIRMED_PLANS` plans (then the one measured within the
-    limit with the most removals confirmed, or ``hi``)."""
-    confirmed: list[int] = []
+    """Measure plan ``k`` again (:data:`LATENCY_CONFIRMATIONS` more times: its ratio is the
+    median of its measurements). While it lands above the limit, bisect between it and the
+    nearest plan with more removals measured within the limit (``hi`` is) towards the band
+    below the limit (:func:`_refine`), every plan now measured as often, for at most
+    :data:`LATENCY_CONFIRMED_PLANS` rounds; then the plan with the fewest removals whose
+    median is within the limit."""
+
+    def pooled(j: int) -> float:
+        while count(j) < 1 + LATENCY_CONFIRMATIONS:
+            measure(j)
+        return measured[j]
+
     for _ in range(LATENCY_CONFIRMED_PLANS):
-        for _ in range(LATENCY_CONFIRMATIONS):
-            measure(k)
-        confirmed.append(k)
+        got = pooled(k)
         logger.info("latency plan confirmed: measured %.3f of the model, the median of its "
-                    "measurements (limit %.3f)", measured[k], limit)  # fmt: skip
-        if measured[k] <= limit or k >= hi:
+                    "measurements (limit %.3f)", got, limit)  # fmt: skip
+        if got <= limit or k >= hi:
             return k
-        k = min((j for j, r in measured.items() if j > k and r <= limit), default=hi)
-    return max((j for j in confirmed if measured[j] <= limit), default=hi)
+        within = min((j for j, r in measured.items() if j > k and r <= limit), default=hi)
+        k = _refine(pooled, limit, within, measured, lo)
+    pooled(k)
+    confirmed = [j for j, r in measured.items() if count(j) > LATENCY_CONFIRMATIONS]
+    return min((j for j in confirmed if measured[j] <= limit), default=k)
 
 
 def _within(guess: Callable[[int], float], target: float, k: int) -> bool:
