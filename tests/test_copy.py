@@ -16,6 +16,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from models import build
 from torch.fx._symbolic_trace import symbolic_trace
 
 import reconvene_fx as rfx
@@ -130,3 +131,91 @@ def test_levit_after_an_eval_forward_compiles_and_its_cache_is_untouched() -> No
         assert now.keys() == cache.keys() and all(now[k] is t for k, t in cache.items())
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     torch.testing.assert_close(model(x), expected)
+
+
+def _same_structure(a: object, b: object, seen: dict[int, object] | None = None) -> None:
+    """``b`` is a copy of ``a`` as ``copy.deepcopy`` makes it: the same types, keys and
+    values all the way down, each object copied once (sharing kept), tensors equal."""
+    seen = {} if seen is None else seen
+    if id(a) in seen:
+        assert seen[id(a)] is b
+        return
+    seen[id(a)] = b
+    if isinstance(a, torch.fx.GraphModule):  # a class per instance: copied by its own
+        assert isinstance(b, torch.fx.GraphModule) and a.code == b.code
+        return
+    assert type(a) is type(b)
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b)
+    elif isinstance(a, nn.Module):
+        assert vars(a).keys() == vars(b).keys()
+        for key, value in vars(a).items():
+            _same_structure(value, vars(b)[key], seen)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for key, value in a.items():
+            _same_structure(value, b[key], seen)
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _same_structure(x, y, seen)
+    elif isinstance(a, (set, int, float, str, bool, type(None))):
+        assert a == b
+
+
+class _Holder:
+    """A plain object holding a computed tensor: copied by copy.deepcopy itself."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+
+class _OwnCopy(nn.Linear):
+    """A module with a __deepcopy__ of its own: copied by it, not field by field."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _OwnCopy:
+        twin = _OwnCopy(2, 2)
+        twin.weight, twin.bias = self.weight, self.bias
+        memo[id(self)] = twin
+        return twin
+
+
+def _odd_model() -> nn.Module:
+    import torchvision
+
+    model = torchvision.models.mobilenet_v3_small()
+    shared = model.features[0]
+    model.again = shared  # one module under two names
+    model.tags = {"names": ["a", "b"], "set": {"x", "y"}, "sizes": (1, (2, 3))}
+    model.cache = {
+        "scale": model.classifier[0].weight * 2,
+        "plain": _Holder(torch.ones(2, requires_grad=True) * 3),
+    }
+    model.own = _OwnCopy(2, 2)
+    model.graph = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(2, 2)))
+    model.features[1].register_forward_hook(lambda *_: None)
+    return model
+
+
+@pytest.mark.parametrize("make", [_odd_model, lambda: build("residual")], ids=["odd", "resnet"])
+def test_the_structural_copy_is_the_deep_copy_that_shares_tensors(make) -> None:
+    """The fast copy gives what ``copy.deepcopy`` with a memo of the shared tensors and of
+    the computed ones (as detached clones) gives."""
+    from reconvene_fx._copy import _computed_tensors, tensors_of
+
+    model = make()
+    memo: dict[int, object] = {id(t): t for t in tensors_of(model)}
+    for t in _computed_tensors(model):
+        memo.setdefault(id(t), t.detach().clone())
+    expected = copy.deepcopy(model, memo)
+    got = structural_copy(model)
+    _same_structure(got, expected)
+    _same_structure(model, got)  # and it is a copy of the model, sharing its tensors
+    assert [id(p) for p in got.parameters()] == [id(p) for p in model.parameters()]
+    assert [id(b) for b in got.buffers()] == [id(b) for b in model.buffers()]
+    assert all(got_m is not m for got_m, m in zip(got.modules(), model.modules(), strict=True))
+    if hasattr(model, "again"):
+        assert got.again is got.features[0] and got.own is not model.own
+        assert got.cache["scale"].grad_fn is None and got.cache["plain"].t.grad_fn is None
+        assert isinstance(got.graph, torch.fx.GraphModule) and got.graph is not model.graph
+        assert len(got.features[1]._forward_hooks) == 1

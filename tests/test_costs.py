@@ -83,3 +83,18 @@ def test_cost_model_matches_the_compiled_torchvision_model(name: str) -> None:
 def test_cost_model_matches_the_compiled_grouped_and_hand_built_models(name: str) -> None:
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     _check_costs_match_the_compiled_model(build(name), x, 0.4)
+
+
+def test_kept_counts_are_the_atoms_left_in_each_channel_space() -> None:
+    """The scatter-add count of kept atoms per channel space, against counting each space's
+    atoms one by one, for random removals."""
+    x = torch.randn(2, 3, 16, 16)
+    gm = run_passes(rfx.trace(build("shufflenet")), compile_passes(0.5, (x,))[:3])
+    costs = LayerCosts(gm)
+    g = torch.Generator().manual_seed(0)
+    for fraction in (0.0, 0.3, 0.7, 1.0):
+        removed = torch.rand(costs.num_atoms, generator=g) < fraction
+        expected = [int((~removed[costs._atoms[costs._segment == slot]]).sum())
+                    for slot in range(costs._num_slots)]  # fmt: skip
+        assert costs._kept_counts(removed).tolist() == expected
+        assert costs._kept_counts(removed).dtype == torch.long

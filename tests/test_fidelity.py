@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -300,3 +301,140 @@ def test_a_dataclass_mapping_output_counts_by_its_keys() -> None:
     assert list(gm(_x())) == ["sample"]
     gm = rfx.compile(model, 0.5, (_x(),), method="magnitude")
     assert gm(_x())["sample"].shape == (2, 8, 16, 16)
+
+
+# --------------------------------------------------------------- the corner and the replay
+
+
+def test_the_corner_keeps_a_quarter_of_each_dim_past_the_second() -> None:
+    from reconvene_fx._fidelity import _corner
+
+    (image,) = _corner((torch.zeros(1, 3, 224, 224),))
+    assert image.shape == (1, 3, 64, 64)
+    (odd,) = _corner((torch.zeros(1, 3, 299, 299),))  # no power of two: a quarter, rounded up
+    assert odd.shape == (1, 3, 75, 75)
+    x, n, flag = _corner((torch.ones(2, 3, 128, 96), 7, True))
+    assert x.shape == (2, 3, 64, 32) and (n, flag) == (7, True)
+    assert _corner((_x(),)) is None  # 16x16: nothing to gain
+    assert _corner((torch.zeros(4, 100),)) is None  # no dim past the second
+    assert _corner((torch.zeros(1, 3, 224, 224, dtype=torch.long),)) is None  # not floating
+
+
+def _spy_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The input shape of every run of the model by the fidelity check."""
+    import reconvene_fx._fidelity as fidelity
+
+    shapes: list[tuple[int, ...]] = []
+    run_model = fidelity._run_model
+
+    def spy(model, inputs, kwargs, recording=None):
+        shapes.append(tuple(inputs[0].shape))
+        return run_model(model, inputs, kwargs, recording)
+
+    monkeypatch.setattr(fidelity, "_run_model", spy)
+    return shapes
+
+
+def _big_x() -> torch.Tensor:
+    return torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_faithful_graph_is_checked_on_a_corner_of_large_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = _spy_runs(monkeypatch)
+    model = SkipUNet().eval()
+    gm = rfx.trace(model, example_inputs=(_big_x(),))
+    assert runs == [(2, 3, 64, 64)]  # the corner only: the graph reproduced the model there
+    torch.testing.assert_close(gm(_big_x()), model(_big_x()), rtol=0, atol=0)
+
+
+def test_a_graph_that_differs_is_named_on_the_whole_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _spy_runs(monkeypatch)
+    pattern = (
+        r"(?s)input 0 of module 'fuse' \(node 'fuse'\) has shape \(2, 8, 126, 126\) instead of "
+        r"\(2, 16, 126, 126\) in the graph; node 'cat_conv' in the forward of 'cat' \(Concat\)"
+    )
+    with pytest.raises(rfx.TraceMismatchError, match=pattern):
+        rfx.trace(Widening(), example_inputs=(_big_x(),))
+    assert runs[0] == (2, 3, 64, 64) and (2, 3, 128, 128) in runs[1:]
+    runs.clear()
+    with pytest.raises(rfx.TraceMismatchError, match=r"input 0 of module 'head'"):
+        rfx.trace(Flagged().eval(), example_inputs=(_big_x(),))
+    assert runs[0] == (2, 3, 64, 64) and (2, 3, 128, 128) in runs[1:]
+
+
+class SizeBranch(nn.Module):
+    """Branches on its input's width: the graph holds the branch of 128 and is checked on
+    the whole inputs (a corner would take the other branch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y * 2 if x.shape[-1] > 100 else y
+
+
+def test_a_graph_holding_a_size_decision_is_checked_on_the_whole_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = _spy_runs(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rfx.BranchDecisionWarning)
+        gm = rfx.trace(SizeBranch(), example_inputs=(_big_x(),))
+    assert gm.meta["reconvene.trace_decisions"]
+    assert runs == [(2, 3, 128, 128)]
+
+
+class BigConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 3, padding=1)  # 2x32x64x64 x 27: 7M MACs on the corner
+        self.head = nn.Conv2d(32, 2, 1)  # 2x2x64x64 x 32: 0.5M, below what is replayed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).relu())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda conv: setattr(conv, "weight", nn.Parameter(conv.weight.detach() * 2)),
+        lambda conv: setattr(conv, "padding", (2, 2)),
+    ],
+    ids=["other-weight", "other-padding"],
+)
+def test_a_call_is_replayed_only_for_the_same_module(change) -> None:
+    """The graph's conv no longer computes what the model's does: its call must be run,
+    not taken from the model's run, and the difference found."""
+    from reconvene_fx._fidelity import check_fidelity
+
+    model = BigConv().eval()
+    gm = rfx.trace(model, example_inputs=(_big_x(),), check=False)
+    check_fidelity(model, gm, (_big_x(),), size_generic=True)  # as traced: the same
+    change(gm.get_submodule("conv"))
+    with pytest.raises(rfx.TraceMismatchError):
+        check_fidelity(model, gm, (_big_x(),), size_generic=True)
+
+
+def test_large_calls_are_replayed_and_hooked_modules_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import reconvene_fx._replay as replay
+
+    taken: list[bool] = []
+    same = replay._same_tensor
+
+    def spy(a, b):
+        taken.append(same(a, b))
+        return taken[-1]
+
+    monkeypatch.setattr(replay, "_same_tensor", spy)
+    model = BigConv().eval()
+    rfx.trace(model, example_inputs=(_big_x(),))
+    assert taken == [True]  # the big conv's call was taken from the model's run; not head's
+    model.conv.register_forward_hook(lambda *_: None)
+    gm = rfx.trace(model, example_inputs=(_big_x(),), check=False)
+    assert "conv" not in replay.replayable(gm) and "head" in replay.replayable(gm)

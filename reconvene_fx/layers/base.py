@@ -32,6 +32,7 @@ __all__ = [
     "layer_calls",
     "module_layer",
     "new_param",
+    "submodule",
     "take",
 ]
 
@@ -206,16 +207,18 @@ class LayerRegistry(TypeRegistry[LayerHandler]):
         method gets, as its module, the one holding the call's first ``get_attr`` tensor
         (the weight), under that module's name.
         """
+        if node.op == "call_module":  # the module looked up once, for the handler and it
+            module = submodule(gm, str(node.target))
+            found = self.for_module(module)
+            return None if found is None else found.describe(str(node.target), module, node)
         handler = self.lookup(node, gm)
         if handler is None:
             return None
-        if node.op == "call_module":
-            return handler.describe(str(node.target), gm.get_submodule(str(node.target)), node)
         weight = next((a for a in node.all_input_nodes if a.op == "get_attr"), None)
         if weight is None:
             return None
         holder = str(weight.target).rpartition(".")[0]
-        return handler.describe(holder, gm.get_submodule(holder), node)
+        return handler.describe(holder, submodule(gm, holder), node)
 
 
 DEFAULT_LAYERS = LayerRegistry()
@@ -281,6 +284,27 @@ def module_layer(
     ``registry`` has for it (default :data:`DEFAULT_LAYERS`), or None."""
     handler = (registry if registry is not None else DEFAULT_LAYERS).for_module(module)
     return handler.describe(name, module, None) if handler else None
+
+
+def submodule(root: nn.Module, target: str) -> nn.Module:
+    """``root.get_submodule(target)``, read straight from the modules' ``_modules`` (what
+    ``get_submodule`` finds through two ``nn.Module.__getattr__`` calls per name, ~25 us
+    for a target five names deep); anything else (a missing name, a module held
+    otherwise) is left to ``get_submodule``, which raises as it does.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.ReLU()))
+        >>> submodule(net, "0.0") is net[0][0], submodule(net, "") is net
+        (True, True)
+    """
+    module = root
+    if target:
+        for name in target.split("."):
+            child = module._modules.get(name)
+            if child is None:
+                return root.get_submodule(target)
+            module = child
+    return module
 
 
 def take(t: torch.Tensor, dim: int, index: torch.Tensor | None) -> torch.Tensor:

@@ -27,6 +27,12 @@ class InitScale:
     deviation and mean of its weight and bias, its fan-in, and (when measured by
     :meth:`of`) the initial values themselves, whose distribution a redraw follows.
 
+    :meth:`of` does not copy the values: for float32 tensors they are flat views of the
+    module's own weight and bias, which slicing replaces and never writes into, so they
+    keep the initial values at no cost in memory; :func:`matched_init` into the very
+    tensors they view (re-initializing a module in place) copies them first. Do not
+    write into a measured module's tensors otherwise while its scale is in use.
+
     Example:
         >>> lin = torch.nn.Linear(4, 1)
         >>> with torch.no_grad():
@@ -52,10 +58,10 @@ class InitScale:
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
         bias = getattr(module, "bias", None)
         with torch.no_grad():
-            w = weight.detach().flatten().float().clone()
+            w = weight.detach().flatten().float()  # a view (see the class's docstring)
             scale = cls(float(w.std()), int(fan_in), weight_values=w)
             if isinstance(bias, torch.Tensor) and bias.numel() > 0:
-                b = bias.detach().flatten().float().clone()
+                b = bias.detach().flatten().float()
                 spread = float(b.std()) if b.numel() > 1 else 0.0
                 scale = dataclasses.replace(scale, bias_mean=float(b.mean()), bias_std=spread,
                                             bias_values=b)  # fmt: skip
@@ -104,13 +110,37 @@ def _redraw(
     generator: torch.Generator,
 ) -> None:
     """Fill ``t`` from ``values`` (resampled, spread about their mean scaled by ``ratio``),
-    or from a normal of ``mean`` and ``std * ratio`` when there are none."""
+    or from a normal of ``mean`` and ``std * ratio`` when there are none.
+
+    The picks are drawn as int32 (the same numbers as int64: the generator's stream does
+    not depend on the output dtype), ``_PICKS`` at a time (the same numbers as one draw),
+    and gathered with ``index_select`` straight into ``t`` when it is a contiguous
+    float32 tensor, then spread in place: the same values as
+    ``center + (values[pick] - center) * ratio``, op for op, without advanced indexing
+    (~10x slower on CPU) or temporaries of ``t``'s size.
+    """
     if values is None or values.numel() == 0:
         if std > 0:
             t.normal_(mean, std * ratio, generator=generator)
         else:
             t.fill_(mean)
         return
+    if values.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+        values = values.clone()  # they view the tensor being redrawn (see InitScale)
     center = values.mean()
-    pick = torch.randint(values.numel(), (t.numel(),), generator=generator)
-    t.copy_((center + (values[pick] - center) * ratio).view_as(t))
+    kind = torch.int32 if values.numel() < 2**31 else torch.int64
+    direct = t.dtype == values.dtype and t.is_contiguous() and t.device == values.device
+    out = t.view(-1) if direct else values.new_empty(t.numel())
+    flat = values.view(-1)
+    for start in range(0, t.numel(), _PICKS):  # the same stream as one draw of them all
+        part = out[start : start + _PICKS]
+        pick = torch.randint(values.numel(), (part.numel(),), generator=generator, dtype=kind)
+        torch.index_select(flat, 0, pick.to(values.device), out=part)
+    out.sub_(center).mul_(ratio).add_(center)
+    if not direct:
+        t.copy_(out.view_as(t))
+
+
+# picks drawn at a time: the generator gives the same numbers in one draw or in several
+# (one 32-bit draw each, in order), and 16 MB of them at a time bounds the memory
+_PICKS = 1 << 22

@@ -66,7 +66,7 @@ class LinearHandler(LayerHandler):
             return take(w, 0, out_idx)
         if out_idx is None:
             return w.index_select(1, in_idx)
-        return w[out_idx[:, None], in_idx]  # one gather, not two copies
+        return _rows_then_columns(w, out_idx, in_idx)
 
     def input_of_weights(self, layer: Layer) -> torch.Tensor:
         return torch.arange(layer.in_channels).expand(layer.module.weight.shape)
@@ -83,3 +83,27 @@ class LinearHandler(LayerHandler):
             if m.bias is not None:
                 bound = 1 / math.sqrt(m.in_features) if m.in_features else 0
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
+# rows gathered at a time when slicing both dims: a 4 MB block of the weight's rows
+_BLOCK = 1 << 20
+
+
+def _rows_then_columns(w: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``w[rows][:, cols]`` gathered block of rows by block into the result, so the rows
+    taken but not yet narrowed never exceed ``_BLOCK`` elements (``w[rows[:, None], cols]``
+    expands both indices to the result's shape: for vgg16's first linear, 400 MB of
+    int64 and twice the time).
+
+    Example:
+        >>> w = torch.arange(12.0).view(3, 4)
+        >>> _rows_then_columns(w, torch.tensor([2, 0]), torch.tensor([1, 3]))
+        tensor([[ 9., 11.],
+                [ 1.,  3.]])
+    """
+    out = w.new_empty((rows.numel(), cols.numel()))
+    step = max(1, _BLOCK // max(w.shape[1], 1))
+    for start in range(0, rows.numel(), step):
+        block = w.index_select(0, rows[start : start + step])
+        torch.index_select(block, 1, cols, out=out[start : start + step])
+    return out

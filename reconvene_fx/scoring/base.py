@@ -22,10 +22,13 @@ __all__ = [
     "Scorer",
     "check_finite",
     "get_scorer",
+    "kth_in_band",
+    "kth_largest",
     "labelled_batches",
     "prunable_weights",
     "register_scorer",
     "run_scorer",
+    "sample_bracket",
 ]
 
 
@@ -330,10 +333,13 @@ def kth_largest(
 
     ``torch.kthvalue`` on tens of millions of scores costs ~0.4 s on two cores, and
     concatenating a model's scores costs a copy of its weights. A sorted random sample
-    brackets the answer, passes over the parts count what lies above the bracket, and the
-    bracket's few members are selected exactly. ``values`` may be a sequence whose items
-    are computed on access (each is read about four times); ``sizes`` gives their element
-    counts without reading them.
+    brackets the answer (:func:`sample_bracket`), one pass over the parts counts what lies
+    above the bracket and keeps its few members, which are selected exactly; when the
+    count shows the answer outside the bracket, it is found by counting ties or by a full
+    sort. ``values`` may be a sequence whose items are computed on access (each is read
+    once, twice when ties send the count to a second pass; a sequence with
+    ``gather(i, positions)`` computes only the sampled entries for the sample);
+    ``sizes`` gives their element counts without reading them.
 
     Example:
         >>> kth_largest(torch.tensor([3.0, 1.0, 2.0, 5.0]), 2)
@@ -347,11 +353,52 @@ def kth_largest(
     n = int(sum(sizes))
     if not 1 <= k <= n:
         raise ArgumentError(f"k must be in [1, {n}], got {k}")
-    if n <= 1 << 16:
+    if n <= _SMALL:
         return _kth_by_sort(parts, n, k)
+    lo, hi = sample_bracket(parts, sizes, k)
+    # one read of each part: how many lie above the bracket, and those inside it
+    above = 0
+    inside: list[torch.Tensor] = []
+    for p in parts:
+        over = p > hi
+        above += int(torch.count_nonzero(over))
+        inside.append(p[torch.gt(p, lo).logical_xor_(over)].flatten())  # lo < p <= hi
+    found = kth_in_band(torch.cat(inside), above, k)
+    if found is not None:
+        return found
+    # else it may be lo itself, tied many times over (SynFlow's zeros): counted, not
+    # selected, in a second pass that continuous scores never need
+    band = sum(t.numel() for t in inside)
+    if above + band < k:
+        at_lo = sum(int(torch.count_nonzero(p == lo)) for p in parts)
+        if k <= above + band + at_lo:
+            return lo
+    return _kth_by_sort(parts, n, k)
+
+
+# at most this many values: the k-th largest by one kthvalue over all of them
+_SMALL = 1 << 16
+_SAMPLE = 1 << 14
+
+
+def sample_bracket(
+    parts: Sequence[torch.Tensor], sizes: Sequence[int], k: int
+) -> tuple[float, float]:
+    """``(lo, hi)`` such that the ``k``-th largest of ``parts`` (``sizes`` elements each)
+    very likely lies in ``(lo, hi]``: quantiles of a seeded random sample of 16384 values,
+    four standard errors either side of the answer's quantile. Only the sampled entries
+    are read (``parts.gather(i, positions)`` when the sequence has it, for scores
+    computed on access). Whether the answer does lie there is for the caller to check by
+    counting (:func:`kth_in_band`).
+
+    Example:
+        >>> lo, hi = sample_bracket([torch.arange(100_000.0)], [100_000], 1000)
+        >>> lo < 99_000.0 <= hi
+        True
+    """
+    n = int(sum(sizes))
     generator = torch.Generator().manual_seed(0)
-    sample_size = 1 << 14
-    positions = torch.randint(n, (sample_size,), generator=generator).sort().values
+    positions = torch.randint(n, (_SAMPLE,), generator=generator).sort().values
     starts = torch.cumsum(torch.tensor([0, *sizes]), 0)
     which = torch.searchsorted(starts, positions, right=True) - 1
     gather = getattr(parts, "gather", None)  # lazy parts: compute the sampled entries only
@@ -361,28 +408,26 @@ def kth_largest(
         if (local := positions[which == i] - starts[i]).numel()
     ]).sort().values  # fmt: skip
     q = 1.0 - k / n  # quantile of the answer
-    margin = 4.0 * math.sqrt(q * (1.0 - q) / sample_size) + 2.0 / sample_size
-    lo = float(sample[max(0, math.floor((q - margin) * sample_size))])
-    hi = float(sample[min(sample_size - 1, math.ceil((q + margin) * sample_size))])
-    # one read of each part: what lies above the bracket, at its low end, and inside it
-    # (count_nonzero: ~6x faster than bool.sum() on tens of millions of elements)
-    above = 0
-    inside: list[torch.Tensor] = []
-    for p in parts:
-        le_hi = p <= hi
-        above += p.numel() - int(torch.count_nonzero(le_hi))
-        inside.append(p[le_hi & (p > lo)].flatten())
-    inner = torch.cat(inside)
-    # the answer lies in (lo, hi] when fewer than k lie above and at least k above lo
-    if above < k <= above + inner.numel():
-        return float(torch.kthvalue(inner, inner.numel() - (k - above) + 1).values)
-    # else it may be lo itself, tied many times over (SynFlow's zeros): counted, not
-    # selected, in a second pass that continuous scores never need
-    if above + inner.numel() < k:
-        at_lo = sum(int(torch.count_nonzero(p == lo)) for p in parts)
-        if k <= above + inner.numel() + at_lo:
-            return lo
-    return _kth_by_sort(parts, n, k)
+    margin = 4.0 * math.sqrt(q * (1.0 - q) / _SAMPLE) + 2.0 / _SAMPLE
+    lo = float(sample[max(0, math.floor((q - margin) * _SAMPLE))])
+    hi = float(sample[min(_SAMPLE - 1, math.ceil((q + margin) * _SAMPLE))])
+    return lo, hi
+
+
+def kth_in_band(band: torch.Tensor, above: int, k: int) -> float | None:
+    """The ``k``-th largest of all the values, given ``above`` of them lie above a bracket
+    and ``band`` holds every one inside it; None when the count shows the answer outside
+    (fewer than ``k`` at or above the bracket's low end, or ``k`` or more above it).
+
+    Example:
+        >>> kth_in_band(torch.tensor([2.0, 4.0, 3.0]), 5, 7)  # 5 above, then 4, 3
+        3.0
+        >>> kth_in_band(torch.tensor([2.0, 4.0, 3.0]), 5, 9) is None
+        True
+    """
+    if not above < k <= above + band.numel():
+        return None
+    return float(torch.kthvalue(band.flatten(), band.numel() - (k - above) + 1).values)
 
 
 def _kth_by_sort(parts: Sequence[torch.Tensor], n: int, k: int) -> float:

@@ -9,6 +9,7 @@ with those tied at the threshold (by larger ``|w|``), as composite plans also do
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,8 +17,9 @@ import torch
 import torch.fx
 
 from ..layers import LayerRegistry, module_layer
+from ..layers.base import submodule
 from ..meta import LayerSensitivity
-from .base import check_finite, kth_largest, prunable_weights
+from .base import _SMALL, check_finite, kth_in_band, kth_largest, prunable_weights, sample_bracket
 
 __all__ = ["break_ties", "rate_layers"]
 
@@ -45,8 +47,12 @@ def rate_layers(
     inside the mask), its ``sensitivity`` (density / global density, Reconvene's PSE),
     ``selected`` (``sensitivity < 1``) and its score mass per output and input channel.
     Scores are read layer by layer (lazy ones, with ``rows``, in row blocks of at most
-    ``_CHUNK`` elements), never concatenated: the threshold's passes, then one pass for
-    masks, masses and the positions tied at the threshold.
+    ``_CHUNK`` elements), never concatenated, and once: a seeded sample brackets the k-th
+    largest score (:func:`~.base.sample_bracket`); the one pass writes the masks of the
+    scores above the bracket, keeps the bracket's few members (a few percent of the
+    scores) and sums the masses; the k-th largest is then selected exactly among those
+    members, verified by the count above (:func:`~.base.kth_in_band`). A sample that
+    missed (many ties) costs a second pass with :func:`~.base.kth_largest` instead.
 
     Args:
         gm: the model; its prunable weights are those of :func:`~.base.prunable_weights`.
@@ -70,48 +76,56 @@ def rate_layers(
     """
     weights = dict(prunable_weights(gm, layers))
     modules = {name: name.rpartition(".")[0] for name in weights}
-    layers_of = {n: module_layer(m, gm.get_submodule(m), layers) for n, m in modules.items()}
+    layers_of = {n: module_layer(m, submodule(gm, m), layers) for n, m in modules.items()}
     lazy = bool(getattr(scores, "lazy", False)) and hasattr(scores, "rows")
     pieces = _pieces(weights, layers_of, lazy)
-    threshold, k = _threshold(pieces, scores, weights, density)
-    by_weight: dict[str, list[_Piece]] = {}
-    for piece in pieces:
-        by_weight.setdefault(piece[0], []).append(piece)
+    parts = _Parts(scores, pieces, weights)
+    sizes = [parts.size(i) for i in range(len(parts))]
+    total = sum(sizes)
+    k = total - int((1.0 - density) * total)
+    keep_all = k >= total or not total
+    # (lo, hi]: where the k-th largest score lies, from a sample (every score when few)
+    lo, hi = (
+        (-math.inf, math.inf) if keep_all or total <= _SMALL else sample_bracket(parts, sizes, k)
+    )
+    by_weight: dict[str, list[int]] = {}
+    for index, piece in enumerate(pieces):
+        by_weight.setdefault(piece[0], []).append(index)
     masks: dict[str, torch.Tensor] = {}
     masses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    tied: dict[str, torch.Tensor] = {}
+    bands: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
+    kept = dict.fromkeys(weights, 0)  # so far: the weights above the bracket
     for name, weight in weights.items():
         layer = layers_of[name]
         assert layer is not None
         mask = torch.empty(weight.shape, dtype=torch.bool)
+        masks[name] = mask
         out_mass: list[torch.Tensor] = []
         in_mass: torch.Tensor | None = None
-        ties: list[torch.Tensor] = []
-        for _, start, stop in by_weight[name]:
-            s = _read(scores, name, start, stop, weight).detach()
+        for index in by_weight[name]:
+            _, start, stop = pieces[index]
+            s = parts[index]
             if lazy:
                 check_finite(label, name, s)
             block = mask[start:stop]
-            if threshold is None:
+            if keep_all:
                 block.fill_(True)
-            else:
-                torch.gt(s, threshold, out=block)
-                at = (s == threshold).view(-1).nonzero().view(-1)
-                if at.numel():
-                    ties.append(at + start * (weight.numel() // max(weight.shape[0], 1)))
+                kept[name] += block.numel()
+            else:  # above the bracket: kept; inside it: decided once the k-th is known
+                torch.gt(s, hi, out=block)
+                kept[name] += int(torch.count_nonzero(block))
+                inside = torch.gt(s, lo).logical_xor_(block).view(-1).nonzero().view(-1)
+                offset = start * (weight.numel() // max(weight.shape[0], 1))
+                bands.append((name, offset, inside, s.reshape(-1).index_select(0, inside)))
             rows = layer if stop - start == weight.shape[0] else dataclasses.replace(
                 layer, out_channels=stop - start)  # fmt: skip
             o, i = layer.handler.channel_mass(rows, s)
             out_mass.append(o)
             in_mass = i if in_mass is None else in_mass + i
-        masks[name] = mask
         assert in_mass is not None
         masses[name] = (torch.cat(out_mass) if len(out_mass) > 1 else out_mass[0], in_mass)
-        if ties:
-            tied[name] = torch.cat(ties)
-    if tied:
-        break_ties(tied, weights, masks, k)
-    kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
+    if not keep_all:
+        _fill_masks(parts, pieces, masks, bands, kept, k, weights)
     global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
     rated: dict[str, LayerSensitivity] = {}
     for name in weights:
@@ -131,6 +145,49 @@ def rate_layers(
             scores=scores[name] if keep_scores else None,
         )
     return rated
+
+
+def _fill_masks(
+    parts: _Parts,
+    pieces: list[_Piece],
+    masks: dict[str, torch.Tensor],
+    bands: list[tuple[str, int, torch.Tensor, torch.Tensor]],
+    kept: dict[str, int],
+    k: int,
+    weights: Mapping[str, torch.Tensor],
+) -> None:
+    """Complete ``masks`` (which hold the scores above the bracket) to exactly ``k``: the
+    bracket's members above the k-th largest score, then those tied at it by
+    :func:`break_ties`; ``kept`` (the count above the bracket, per weight) is updated to
+    the count in each mask. ``bands`` holds, per piece, the flat positions (from
+    ``offset``) and scores of the bracket's members. When the count shows the k-th
+    largest outside the bracket (a sample that missed, many ties), it is found exactly by
+    :func:`~.base.kth_largest` and the masks are made again."""
+    threshold = kth_in_band(torch.cat([b[3] for b in bands]), sum(kept.values()), k)
+    tied: dict[str, list[torch.Tensor]] = {}
+    if threshold is not None:
+        for name, offset, inside, values in bands:
+            over = inside[values > threshold]
+            masks[name].view(-1).index_fill_(0, over + offset, True)
+            kept[name] += over.numel()
+            at = inside[values == threshold]
+            if at.numel():
+                tied.setdefault(name, []).append(at + offset)
+    else:
+        threshold = kth_largest(parts, k, sizes=[parts.size(i) for i in range(len(parts))])
+        for index, (name, start, stop) in enumerate(pieces):
+            s = parts[index]
+            torch.gt(s, threshold, out=masks[name][start:stop])
+            at = (s == threshold).view(-1).nonzero().view(-1)
+            if at.numel():
+                w = weights[name]
+                tied.setdefault(name, []).append(at + start * (w.numel() // max(w.shape[0], 1)))
+        kept.update({n: int(torch.count_nonzero(m)) for n, m in masks.items()})
+    if tied:
+        ties = {n: torch.cat(t) for n, t in tied.items()}
+        break_ties(ties, weights, masks, k)
+        for name, at in ties.items():
+            kept[name] += int(torch.count_nonzero(masks[name].view(-1)[at]))
 
 
 _Piece = tuple[str, int, int]  # weight name, first row, end row
@@ -192,23 +249,6 @@ class _Parts(Sequence[torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self.pieces)
-
-
-def _threshold(
-    pieces: list[_Piece],
-    scores: Mapping[str, torch.Tensor],
-    weights: Mapping[str, torch.Tensor],
-    density: float,
-) -> tuple[float | None, int]:
-    """The k-th largest score, ``k = N - int((1 - density) N)`` of the ``N`` weights
-    (None when every weight is kept), and k."""
-    parts = _Parts(scores, pieces, weights)
-    sizes = [parts.size(i) for i in range(len(parts))]
-    total = sum(sizes)
-    k = total - int((1.0 - density) * total)
-    if k >= total or not total:
-        return None, k
-    return kth_largest(parts, k, sizes=sizes), k
 
 
 def break_ties(

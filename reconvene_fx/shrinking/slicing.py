@@ -14,6 +14,7 @@ from .._copy import own_modules
 from ..costs import count_params
 from ..errors import CompilerError, ShrinkError
 from ..layers import Layer, LayerRegistry, consumed_input, layer_calls, new_param, take
+from ..layers.base import submodule
 from ..layers.reinit import InitFn, reinitialize
 from ..meta import (
     APPROXIMATE,
@@ -182,7 +183,7 @@ def _shrink_attributes(gm: torch.fx.GraphModule) -> None:
             continue
         assert isinstance(info, ChannelInfo)
         holder_name, _, attr = str(node.target).rpartition(".")
-        holder = gm.get_submodule(holder_name) if holder_name else gm
+        holder = submodule(gm, holder_name)
         old = getattr(holder, attr)
         new = take(old, info.dim, keep.index)
         if isinstance(old, nn.Parameter):
@@ -198,7 +199,7 @@ def _direct_tensors(gm: torch.fx.GraphModule) -> dict[str, dict[str, torch.Tenso
     found: dict[str, dict[str, torch.Tensor]] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target not in found:
-            m = gm.get_submodule(str(node.target))
+            m = submodule(gm, str(node.target))
             found[str(node.target)] = {
                 k: t for k, t in (*m._parameters.items(), *m._buffers.items()) if t is not None
             }
@@ -227,7 +228,7 @@ def _check_nothing_left_over(
         if not narrowed:
             continue
         name = str(node.target)
-        module = gm.get_submodule(name)
+        module = submodule(gm, name)
         for key, old in before.get(name, {}).items():
             now = module._parameters.get(key, module._buffers.get(key))
             stale = [d for d in old.shape if d in narrowed]

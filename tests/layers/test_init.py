@@ -131,3 +131,61 @@ def test_torchvision_init_lives_in_layers_and_stays_importable_from_passes() -> 
 
     assert rfx.passes.torchvision_init is torchvision_init is rfx.passes.default_init
     assert rfx.passes.shrink.torchvision_init is torchvision_init
+
+
+def _redrawn_as_before(values: torch.Tensor, n: int, ratio: float, seed: int) -> torch.Tensor:
+    """The redraw as first written: int64 picks, advanced indexing, out-of-place ops."""
+    g = torch.Generator().manual_seed(seed)
+    center = values.mean()
+    pick = torch.randint(values.numel(), (n,), generator=g)
+    return center + (values[pick] - center) * ratio
+
+
+@pytest.mark.parametrize("picks", [1 << 22, 1000], ids=["one-draw", "in-draws-of-1000"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_redraw_gives_the_values_of_the_first_written_one(
+    dtype: torch.dtype, picks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int32 picks, drawn in parts, gathered by index_select into the weight and spread
+    in place: bit for bit the values of one draw of int64 picks, advanced indexing and
+    out-of-place ops (float64: the path through a float32 buffer)."""
+    import reconvene_fx.layers.init as init
+    from reconvene_fx.layers import matched_init
+
+    monkeypatch.setattr(init, "_PICKS", picks)
+
+    conv = nn.Conv2d(64, 48, 3).to(dtype)
+    _fill(conv.bias, 0.1, 0.02)
+    before = InitScale.of(conv)
+    assert before is not None and before.weight_values is not None
+    narrow = nn.Conv2d(16, 48, 3).to(dtype)
+    matched_init(narrow, torch.Generator().manual_seed(5), before)
+    ratio = (64 * 9 / (16 * 9)) ** 0.5
+    # the bias is drawn after the weight from the same generator
+    drawn = _redrawn_as_before(before.weight_values, narrow.weight.numel(), ratio, 5)
+    expected = drawn.view(narrow.weight.shape).to(dtype)
+    assert torch.equal(narrow.weight.detach(), expected)
+    gen = torch.Generator().manual_seed(5)
+    torch.randint(before.weight_values.numel(), (narrow.weight.numel(),), generator=gen)
+    pick = torch.randint(before.bias_values.numel(), (48,), generator=gen)
+    center = before.bias_values.mean()
+    bias = (center + (before.bias_values[pick] - center) * ratio).to(dtype)
+    assert torch.equal(narrow.bias.detach(), bias)
+
+
+def test_a_scale_views_the_weights_and_a_redraw_into_them_copies_them_first() -> None:
+    """InitScale.of keeps views of the weights (no copy); re-initializing that very module
+    in place gives what a copy of the values would give."""
+    from reconvene_fx.layers import matched_init
+
+    conv = nn.Conv2d(32, 32, 3)
+    before = InitScale.of(conv)
+    assert before is not None and before.weight_values is not None
+    assert before.weight_values.data_ptr() == conv.weight.data_ptr()  # a view, not a copy
+    copied = InitScale(before.weight_std, before.fan_in, before.bias_mean, before.bias_std,
+                       before.weight_values.clone(), before.bias_values.clone())  # fmt: skip
+    twin = nn.Conv2d(32, 32, 3)
+    matched_init(twin, torch.Generator().manual_seed(2), copied)
+    matched_init(conv, torch.Generator().manual_seed(2), before)  # into the viewed weight
+    assert torch.equal(conv.weight, twin.weight)
+    assert torch.equal(conv.bias, twin.bias)

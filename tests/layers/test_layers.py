@@ -248,3 +248,16 @@ def test_a_lazy_layer_handler_waits_for_its_library(monkeypatch: pytest.MonkeyPa
     assert DEFAULT_LAYERS.for_module(LibraryConv(3, 4, 3)) is None  # the copy only
     with pytest.raises(rfx.ArgumentError, match="kind must be 'module' or 'function'"):
         registry.lazy("no_such_library.layers", "LibraryConv", ConvHandler(), None)
+
+
+def test_submodule_reads_the_tree_and_fails_as_get_submodule() -> None:
+    from reconvene_fx.layers.base import submodule
+
+    net = nn.Sequential(nn.Sequential(nn.ReLU(), nn.Conv2d(1, 1, 1)), nn.Linear(2, 2))
+    assert submodule(net, "0.1") is net[0][1] is net.get_submodule("0.1")
+    assert submodule(net, "") is net
+    with pytest.raises(AttributeError) as ours:
+        submodule(net, "0.7")
+    with pytest.raises(AttributeError) as theirs:
+        net.get_submodule("0.7")
+    assert str(ours.value) == str(theirs.value)

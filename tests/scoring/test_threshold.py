@@ -1,0 +1,155 @@
+"""The exact global top-k of ``rate_layers`` against an independent reference.
+
+``rate_layers`` finds the k-th largest score from a sample and selects it among the few
+scores inside the sample's bracket, in one read of the scores. The reference here keeps
+the ``k`` largest of all the scores concatenated, by ``torch.topk`` order: score first,
+then ``|w|``, then position, which is the mask ``break_ties`` completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn as nn
+
+import reconvene_fx.scoring.threshold as threshold
+from reconvene_fx.scoring import kth_largest, prunable_weights, rate_layers
+from reconvene_fx.scoring.base import kth_in_band, sample_bracket
+from reconvene_fx.scoring.magnitude import LazyScores
+
+
+def _net(seed: int = 0) -> torch.fx.GraphModule:
+    """~300k weights: past the size below which every score is sorted."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Conv2d(64, 128, 3), nn.ReLU(),
+        nn.Conv2d(128, 128, 3, groups=4), nn.Flatten(), nn.Linear(128, 512),
+        nn.Linear(512, 10),
+    )  # fmt: skip
+    return torch.fx.symbolic_trace(net)
+
+
+def _reference(
+    gm: torch.fx.GraphModule, scores: dict[str, torch.Tensor], density: float
+) -> dict[str, torch.Tensor]:
+    """The k largest scores of all weights together; ties by larger |w|, then position."""
+    weights = dict(prunable_weights(gm))
+    flat_s = torch.cat([scores[n].flatten() for n in weights]).double()
+    flat_w = torch.cat([w.detach().abs().flatten() for w in weights.values()]).double()
+    total = flat_s.numel()
+    k = total - int((1.0 - density) * total)
+    # lexicographic (score desc, |w| desc, position asc): stable sorts, last key first
+    order = torch.sort(flat_w, descending=True, stable=True).indices
+    order = order[torch.sort(flat_s[order], descending=True, stable=True).indices]
+    flat_mask = torch.zeros(total, dtype=torch.bool)
+    flat_mask[order[:k]] = True
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = flat_mask[start : start + w.numel()].view_as(w)
+        start += w.numel()
+    return masks
+
+
+def _scores(gm: torch.fx.GraphModule, kind: str, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, w in prunable_weights(gm):
+        if kind == "random":
+            out[name] = torch.rand(w.shape, generator=g)
+        elif kind == "tied":  # a few levels, each held by many weights
+            out[name] = torch.randint(0, 7, w.shape, generator=g).float()
+        else:  # "zeros": SynFlow-like, most scores exactly zero
+            s = torch.rand(w.shape, generator=g)
+            out[name] = torch.where(torch.rand(w.shape, generator=g) < 0.9, 0.0, s)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["random", "tied", "zeros"])
+@pytest.mark.parametrize("density", [0.03, 0.5, 0.97])
+def test_the_masks_are_the_k_largest_scores_ties_by_magnitude(kind: str, density: float) -> None:
+    gm = _net()
+    scores = _scores(gm, kind)
+    rated = rate_layers(gm, scores, density)
+    expected = _reference(gm, scores, density)
+    total = sum(m.numel() for m in expected.values())
+    assert sum(lay.kept for lay in rated.values()) == total - int((1.0 - density) * total)
+    for name, mask in expected.items():
+        lay = rated[name.rpartition(".")[0]]
+        assert torch.equal(lay.mask, mask), name
+        assert lay.kept == int(mask.sum())  # counted, not recounted: must agree
+
+
+def test_lazy_scores_read_in_row_blocks_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Magnitude's scores, in blocks of rows: the same masks as the reference, and every
+    block computed once (the old engine read each block twice, and four times for the
+    threshold)."""
+    monkeypatch.setattr(threshold, "_CHUNK", 1 << 12)  # the 512x128 linear: 16 blocks
+    gm = _net()
+    weights = dict(prunable_weights(gm))
+    reads: list[tuple[str, int, int]] = []
+
+    class Counted(LazyScores):
+        def __getitem__(self, name: str) -> torch.Tensor:
+            reads.append((name, 0, -1))
+            return super().__getitem__(name)
+
+        def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+            reads.append((name, start, stop))
+            return super().rows(name, start, stop)
+
+    scores = Counted(weights, torch.abs)
+    rated = rate_layers(gm, scores, 0.4)
+    expected = _reference(gm, {n: w.detach().abs() for n, w in weights.items()}, 0.4)
+    for name, mask in expected.items():
+        assert torch.equal(rated[name.rpartition(".")[0]].mask, mask), name
+    assert len(reads) == len(set(reads))  # nothing read twice
+    assert sum(1 for r in reads if r[0] == "6.weight") == 16
+
+
+def test_a_missed_bracket_falls_back_to_the_exact_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bracket that misses the k-th largest (as a sample can) is caught by the count, and
+    the answer is still exact."""
+    gm = _net()
+    scores = _scores(gm, "random")
+    monkeypatch.setattr(threshold, "sample_bracket", lambda parts, sizes, k: (0.98, 0.99))
+    rated = rate_layers(gm, scores, 0.5)
+    for name, mask in _reference(gm, scores, 0.5).items():
+        assert torch.equal(rated[name.rpartition(".")[0]].mask, mask), name
+
+
+def _parts(values: torch.Tensor, cuts: list[int]) -> Iterator[torch.Tensor]:
+    start = 0
+    for stop in [*cuts, values.numel()]:
+        yield values[start:stop]
+        start = stop
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_kth_largest_of_parts_equals_topk(ties: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    n = 200_000
+    values = (
+        torch.randint(0, 40, (n,), generator=g).float() if ties else torch.randn(n, generator=g)
+    )
+    parts = list(_parts(values, [1, 70_000, 70_001, 150_000]))
+    for k in (1, 17, n // 2, n - 5, n):
+        assert kth_largest(parts, k) == float(torch.topk(values, k).values[-1])
+
+
+def test_the_bracket_holds_the_kth_largest_and_the_count_says_when_not() -> None:
+    g = torch.Generator().manual_seed(4)
+    values = torch.randn(500_000, generator=g)
+    for k in (10, 5000, 250_000, 495_000):
+        lo, hi = sample_bracket([values], [values.numel()], k)
+        exact = float(torch.topk(values, k).values[-1])
+        above = int((values > hi).sum())
+        band = values[(values > lo) & (values <= hi)]
+        if k == 10:  # beyond the sample's reach: the 10 largest lie above its maximum
+            assert exact > hi and kth_in_band(band, above, k) is None
+            continue
+        assert lo < exact <= hi
+        assert band.numel() < 0.05 * values.numel()  # a few percent of the values
+        assert kth_in_band(band, above, k) == exact
+        assert kth_in_band(band, above, above) is None  # the count shows it above
