@@ -125,10 +125,12 @@ def check_order(passes: Sequence[PassBase], gm: torch.fx.GraphModule | None = No
         ...
         reconvene_fx.errors.PassOrderError: PlanPass needs SensitivityPass to run first ...
     """
-    written = {str(key) for p in passes for key in _declared(p, "writes")}
-    have: set[str] = set()
-    if gm is not None:
-        have = {key for key in written | _all_read(passes) if _holds(gm, key, passes)}
+    declared = {
+        str(key): key
+        for p in passes
+        for key in _declared(p, "reads") + _declared(p, "uses") + _declared(p, "writes")
+    }
+    have = {name for name, key in declared.items() if gm is not None and key.written_in(gm)}
     for i, p in enumerate(passes):
         name = type(p).__name__
         for key in _declared(p, "reads"):
@@ -146,18 +148,6 @@ def check_order(passes: Sequence[PassBase], gm: torch.fx.GraphModule | None = No
                     f"run {later[str(key)]} first"
                 )
         have |= {str(key) for key in _declared(p, "writes")}
-
-
-def _all_read(passes: Sequence[PassBase]) -> set[str]:
-    return {str(k) for p in passes for k in _declared(p, "reads") + _declared(p, "uses")}
-
-
-def _holds(gm: torch.fx.GraphModule, name: str, passes: Sequence[PassBase]) -> bool:
-    for p in passes:
-        for key in _declared(p, "reads") + _declared(p, "uses") + _declared(p, "writes"):
-            if str(key) == name:
-                return key.written_in(gm)
-    return False
 
 
 def passes_for(keys: Sequence[MetaKey[Any]], passes: Sequence[PassBase]) -> list[PassBase]:
