@@ -10,8 +10,9 @@ A user ``latency_fn`` (or an estimate whose guesses all miss) gets a binary sear
 measurements alone. On a backend, the chosen plan is then measured again
 (:data:`LATENCY_CONFIRMATIONS` times; its ratio is the median of its measurements): of many
 noisy measurements the search keeps one that landed within the limit, which tends to be
-one that landed low, so a plan that measures above the limit when timed again gives way
-to the nearest plan with more removals measured within it.
+one that landed low, so a plan whose median lands above the limit gives way to a
+bisection (every plan measured as often) towards the nearest plan with more removals
+measured within it.
 """
 
 from __future__ import annotations
