@@ -353,6 +353,13 @@ def _add_planning_options(cmd: argparse.ArgumentParser) -> None:
         "(halfway to uniform)",
     )
     cmd.add_argument(
+        "--price",
+        choices=("auto", "macs", "latency"),
+        default="auto",
+        help="what a channel costs when reconvene sets widths: its MACs, or its time on "
+        "--latency-backend (auto: time for --latency budgets)",
+    )
+    cmd.add_argument(
         "--composite",
         action="store_true",
         help="keep the unstructured PaI mask on layers that were not narrowed "
@@ -592,6 +599,7 @@ def _compile(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, tuple[torc
                 composite=args.composite,
                 min_width=args.min_width,
                 allocation=args.allocation,
+                price=args.price,
                 progress=not args.quiet,
                 seed=args.seed,
                 round_to=args.round_to,

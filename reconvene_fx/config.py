@@ -16,7 +16,10 @@ from .rules import RuleRegistry
 from .strategies import get_strategy
 from .strategies.reconvene import ALLOCATIONS
 
-__all__ = ["CompileConfig", "LatencyFn", "auto_round_to", "config_from"]
+__all__ = ["PRICES", "CompileConfig", "LatencyFn", "auto_round_to", "config_from"]
+
+# what a channel costs when the reconvene strategy sets widths (CompileConfig.price)
+PRICES = ("auto", "macs", "latency")
 
 LatencyFn = Callable[[torch.nn.Module, tuple[Any, ...]], float]
 
@@ -47,6 +50,13 @@ class CompileConfig:
         allocation: how ``strategy="reconvene"`` turns PaI densities into widths:
             ``"density"`` (each narrowed layer's dense size matches what its mask kept) or
             ``"sqrt"`` (those widths tempered halfway towards uniform).
+        price: what a channel costs when ``strategy="reconvene"`` sets widths:
+            ``"macs"`` (the widths follow the PaI densities as they are), ``"latency"``
+            (each coupled group's channels are priced by the seconds per MAC they cost on
+            ``latency_backend``, read from its per-layer table, and the groups whose MACs
+            are dear in time narrow more, for any budget; see
+            :mod:`reconvene_fx.latency.price`) or ``"auto"`` (default): ``"latency"`` for
+            a latency budget without ``latency_fn``, else ``"macs"``.
         data: labelled data for the scorers that need it (SNIP, GraSP): one batch
             ``(inputs, targets)``, or an iterable of such batches (their scores are
             summed). ``inputs`` is a tensor or a tuple of the model's inputs. Without it
@@ -109,6 +119,7 @@ class CompileConfig:
     composite: bool = False
     min_width: float = 0.1
     allocation: str = "density"
+    price: str = "auto"
     data: Any = None
     max_batches: int | None = 8
     seed: int = 0
@@ -160,6 +171,8 @@ class CompileConfig:
             raise ArgumentError(
                 f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}"
             )
+        if self.price not in PRICES:
+            raise ArgumentError(f"unknown price {self.price!r}; choose one of {', '.join(PRICES)}")
         if self.round_to is None:
             pass
         elif isinstance(self.round_to, bool) or not isinstance(self.round_to, int):

@@ -298,6 +298,8 @@ class PlanSummary:
         mask_mode: how those masks fill the params budget: ``"as_is"`` (the PaI masks),
             ``"thin"`` (each thinned by one common factor) or ``"rethreshold"`` (one new
             global threshold); see :mod:`reconvene_fx.passes._composite`.
+        price: what a channel cost the plan: ``"macs"``, or ``"latency"`` (its group's
+            seconds per MAC on the latency backend; see :mod:`reconvene_fx.latency.price`).
     """
 
     strategy: str
@@ -308,6 +310,7 @@ class PlanSummary:
     latency_after: float | None = None
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_mode: str = "as_is"
+    price: str = "macs"
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,7 +1,8 @@
 """``equal_latency.md`` and ``equal_latency.png`` from the records of ``equal_latency.json``.
 
 A record is one model: ``dataset``, ``family``, ``target`` (None for ``dense``),
-``method`` (``dense``, ``reconvene``, ``uniform``, ``torch_pruning``), ``seed`` and either
+``method`` (``dense``, ``reconvene``, ``reconvene_macs``, ``uniform``, ``torch_pruning``),
+``seed`` and either
 ``latency_ms``, ``latency_fraction`` (measured, of the dense model), ``params``, ``macs``,
 ``accuracy`` (%, once trained) or ``error`` (with ``refused`` and the library's ``floor``
 when it declined the budget).
@@ -9,7 +10,8 @@ when it declined the budget).
 A cell is (data set, family, target). Reconvene wins a cell when its mean accuracy over the
 seeds is at least that of uniform and of Torch-Pruning (of those that finished there; a
 cell where no baseline finished is left out); target: wins in at least two thirds of the
-cells.
+cells. ``reconvene_macs`` (the same compile with ``price="macs"``) is shown beside it, a
+variant that does not count.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from . import tables as study_tables
 __all__ = ["cell_rows", "markdown", "plot", "summary"]
 
 Record = dict[str, Any]
-PRUNED = ("reconvene", "uniform", "torch_pruning")
+PRUNED = ("reconvene", "reconvene_macs", "uniform", "torch_pruning")
 BASELINES = ("uniform", "torch_pruning")
-LABELS = {"dense": "dense", "reconvene": "reconvene", "uniform": "uniform",
-          "torch_pruning": "Torch-Pruning"}  # fmt: skip
+LABELS = {"dense": "dense", "reconvene": "reconvene", "reconvene_macs": "reconvene, MAC price",
+          "uniform": "uniform", "torch_pruning": "Torch-Pruning"}  # fmt: skip
 SHARE = 2 / 3
 
 select, finished = study_tables.select, study_tables.finished
@@ -98,8 +100,8 @@ def _cell_text(runs: list[Record], method: str) -> str:
 
 
 def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| data | family | target | reconvene | uniform | Torch-Pruning | reconvene wins |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| data | family | target | " + " | ".join(LABELS[m] for m in PRUNED)
+             + " | reconvene wins |", "|---|---|---|" + "---|" * (len(PRUNED) + 1)]  # fmt: skip
     for row in rows:
         ds, family, target = row["cell"]
         won = {None: "(not counted)", True: "yes", False: "no"}[row["won"]]
@@ -214,7 +216,7 @@ def plot(config: dict[str, Any], runs: list[Record], path: Path) -> None:
     ds_names, families = list(config["datasets"]), list(config["families"])
     fig, axes = plt.subplots(len(ds_names), len(families), squeeze=False,
                              figsize=(4.2 * len(families), 3.6 * len(ds_names)))  # fmt: skip
-    colors = {"reconvene": "C0", "uniform": "C1", "torch_pruning": "C2"}
+    colors = {"reconvene": "C0", "reconvene_macs": "C3", "uniform": "C1", "torch_pruning": "C2"}
     for i, ds in enumerate(ds_names):
         for j, family in enumerate(families):
             ax = axes[i][j]

@@ -15,6 +15,8 @@ from ..budget import Budget, as_budget
 from ..config import CompileConfig, auto_round_to
 from ..costs import LayerCosts
 from ..errors import BudgetError, CompilerError
+from ..latency import LatencyEstimate, LatencyTable, measure_model
+from ..latency.price import time_prices
 from ..meta import (
     CHANNELS,
     KEEP,
@@ -53,8 +55,12 @@ class PlanPass(ReconvenePass):
       w_out`` of its weights: the targets solve ``log w_in + log w_out = log density``
       over all layers, least squares; ``allocation="sqrt"`` halves the logs). At scale
       ``s`` a group keeps ``min(1, s * t_g)`` of its atoms, its weakest going first; the
-      budget sets ``s``. With ``composite=True`` only the *selected* groups (every layer
-      producing them is PSE-selected: density below the global density) narrow, from
+      budget sets ``s``. Priced by time (``config.price``; by default for a latency
+      budget), each target is divided by its group's seconds per MAC relative to the
+      median group's (:mod:`reconvene_fx.latency.price`), so the groups whose MACs are
+      slow on the backend give up more channels. With ``composite=True`` only the
+      *selected* groups (every layer producing them is PSE-selected: density below the
+      global density) narrow, from
       their targets on (their layers' dense size matches what their masks kept), and the
       layers left whole keep their PaI masks; only when the budget needs it are the
       other groups narrowed too, and only then those masks re-thresholded.
@@ -126,11 +132,13 @@ class PlanPass(ReconvenePass):
         self._pin_ignored(graph_module, costs, pinned, pins)
         scores = _atom_scores(costs, sens, num_atoms)
         protected = _best_atom_per_space(infos, scores, pinned)
-        protected |= _floor(group, scores, pinned, self.config.min_width)
+        part = _parts(infos, group)
+        protected |= _floor(part, scores, pinned, self.config.min_width)
         pins.add(protected, _floor_cause(self.config.min_width))
         removable = (~pinned & ~protected).nonzero().flatten()
         strategy = get_strategy(self.config.strategy)
         layer_groups, layer_density = _layer_groups(costs, sens)
+        price = self._price(graph_module, costs, group, removable, scores)
         order = strategy(
             PlanInputs(
                 removable=removable,
@@ -142,6 +150,8 @@ class PlanPass(ReconvenePass):
                 layer_groups=layer_groups,
                 layer_density=layer_density,
                 allocation=self.config.allocation,
+                part=part,
+                price=price,
             )
         )
         settings = SearchSettings(
@@ -175,10 +185,38 @@ class PlanPass(ReconvenePass):
             latency_after=search.latency_after,
             masks=masks,
             mask_mode=search.composite.applied if search.composite is not None else "as_is",
+            price="macs" if price is None else "latency",
         )
         return PassResult(graph_module, False)
 
     # -- steps -----------------------------------------------------------------------------
+    def _price(
+        self,
+        graph_module: torch.fx.GraphModule,
+        costs: LayerCosts,
+        group: torch.Tensor,
+        removable: torch.Tensor,
+        scores: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Per coupled group, the time price of its channels
+        (:func:`~reconvene_fx.latency.price.time_prices`), or None where channels cost
+        their MACs (``config.price``; ``"auto"``: time for a latency budget measured on
+        the backend and the reconvene strategy, the one that reads prices)."""
+        config = self.config
+        price = config.price
+        if price == "auto":
+            timed = self.budget.latency is not None and config.latency_fn is None
+            price = "latency" if timed and config.strategy == "reconvene" else "macs"
+        if price == "macs" or removable.numel() == 0:
+            return None
+        table = LatencyTable(config.latency_backend, config.latency_cache)
+        before = measure_model(config.latency_backend, graph_module, self.example_inputs)
+        round_to = config.round_to if config.round_to is not None else 8
+        estimate = LatencyEstimate(graph_module, costs, table, before, round_to=round_to)
+        prices = time_prices(estimate, costs, group, removable, scores)
+        table.save()
+        return prices
+
     def _pin_ignored(
         self,
         graph_module: torch.fx.GraphModule,
@@ -275,11 +313,34 @@ def _layer_groups(
     )
 
 
+def _parts(infos: dict[int, ChannelInfo], group: torch.Tensor) -> torch.Tensor:
+    """Per atom, the narrowest channel space holding it, numbered from 0: the inputs of a
+    concatenation are parts of its group; a group without one is a single part.
+
+    Example:
+        >>> from reconvene_fx.meta import ChannelInfo
+        >>> free = torch.zeros(6, dtype=torch.bool)
+        >>> concat = ChannelInfo(0, 1, 6, torch.arange(6), free, group=0)
+        >>> first = ChannelInfo(1, 1, 2, torch.arange(2), free[:2], group=0)
+        >>> second = ChannelInfo(2, 1, 4, torch.arange(2, 6), free[:4], group=0)
+        >>> _parts({0: concat, 1: first, 2: second}, torch.zeros(6, dtype=torch.long)).tolist()
+        [0, 0, 1, 1, 1, 1]
+    """
+    first_free = 1 + max(infos, default=-1)
+    part = group + first_free  # atoms in no space: one part per group
+    for info in sorted(infos.values(), key=lambda i: -i.size):
+        if info.size:
+            part[info.atoms] = info.space
+    return torch.unique(part, return_inverse=True)[1]
+
+
 def _floor(
-    group: torch.Tensor, scores: torch.Tensor, pinned: torch.Tensor, min_width: float
+    part: torch.Tensor, scores: torch.Tensor, pinned: torch.Tensor, min_width: float
 ) -> torch.Tensor:
-    """The ``ceil(min_width * n)`` best atoms of each coupled group of ``n`` atoms (pinned
-    ones count towards it): no plan narrows a group below that."""
+    """The ``ceil(min_width * n)`` best atoms of each part (:func:`_parts`) of ``n`` atoms
+    (pinned ones count towards it): no plan narrows a coupled group, nor any input of a
+    concatenation, below that."""
+    group = part
     protected = torch.zeros_like(pinned)
     if min_width <= 0 or group.numel() == 0:
         return protected

@@ -42,6 +42,13 @@ class PlanInputs:
         allocation: how the ``reconvene`` strategy turns densities into widths
             (``"density"`` or ``"sqrt"``; see
             :func:`~reconvene_fx.strategies.reconvene.group_targets`).
+        part: int64 per atom: the narrowest channel space holding it, numbered from 0. A
+            group joined by a concatenation has one part per input of it; elsewhere a
+            group is one part. None: every group is one part.
+        price: float64 per coupled group: the time its channels cost per MAC relative to
+            the median group's, on the latency backend
+            (:func:`~reconvene_fx.latency.price.time_prices`); None when channels are
+            priced by their MACs (``CompileConfig.price``).
     """
 
     removable: torch.Tensor
@@ -53,6 +60,8 @@ class PlanInputs:
     layer_groups: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
     layer_density: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
     allocation: str = "density"
+    part: torch.Tensor | None = None
+    price: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,9 +121,21 @@ def get_strategy(name: str) -> Strategy:
 
 def fraction_in_group(inputs: PlanInputs) -> torch.Tensor:
     """Per removable atom, ``(i + 1) / n`` for the ``i``-th weakest of the ``n`` removable
-    atoms of its group: the fraction of the group gone once it goes."""
+    atoms of its part (``inputs.part``; its group where that is None): the fraction of the
+    part gone once it goes. So each part of a concatenation's group loses the same share:
+    ranked across the whole group, a weak layer's few outputs would all go before a strong
+    one lost any (a DenseNet layer's 12 down to 1 while the stem keeps its 16).
+
+    Example:
+        >>> inputs = PlanInputs(
+        ...     removable=torch.arange(6), scores=torch.tensor([9., 8, 7, 1, 2, 3]).double(),
+        ...     group=torch.zeros(6, dtype=torch.long), producers=torch.zeros(1, 2),
+        ...     composite=False, sensitivity={}, part=torch.tensor([0, 0, 0, 1, 1, 1]))
+        >>> [round(f, 2) for f in fraction_in_group(inputs).tolist()]
+        [1.0, 0.67, 0.33, 0.33, 0.67, 1.0]
+    """
     s = inputs.scores[inputs.removable]
-    g = inputs.group[inputs.removable]
+    g = (inputs.group if inputs.part is None else inputs.part)[inputs.removable]
     by_score = torch.argsort(s, stable=True)
     by_group = by_score[torch.argsort(g[by_score], stable=True)]
     counts = torch.bincount(g)

@@ -72,7 +72,10 @@ def group_targets(
     :func:`solve_log_widths` over the groups the plan may narrow: every group with
     removable channels, or with ``composite=True`` only the selected ones (the others keep
     their masks). ``allocation="sqrt"`` takes the square root of those widths (halfway to
-    uniform). Other groups get 1. ``composite`` overrides ``inputs.composite``.
+    uniform). With ``inputs.price`` (channels priced by their time, not their MACs) each
+    target is divided by its group's price: the scale ``s`` that sets the plan is then a
+    width per unit of time rather than per MAC. Other groups get 1. ``composite``
+    overrides ``inputs.composite``.
 
     Example:
         >>> from reconvene_fx.strategies import PlanInputs
@@ -99,6 +102,8 @@ def group_targets(
         )
     log_width = solve_log_widths(inputs.layer_groups, inputs.layer_density, free)
     target = (ALLOCATIONS[inputs.allocation] * log_width).exp()
+    if inputs.price is not None:  # dear channels go sooner (see reconvene_fx.latency.price)
+        target = target / inputs.price
     target[~free] = 1.0
     return target.clamp(min=1e-6), selected
 

@@ -26,7 +26,7 @@ from accuracy import equal_latency_tables as elt  # noqa: E402
 from accuracy import models  # noqa: E402
 
 SCRIPT = BENCHMARKS / "accuracy" / "equal_latency.py"
-METHODS = {"reconvene", "uniform", "torch_pruning"}
+METHODS = {"reconvene", "reconvene_macs", "uniform", "torch_pruning"}
 
 
 class LinearClock:
@@ -98,8 +98,11 @@ def test_summary_counts_the_cells_reconvene_wins() -> None:
         {**_rec("vgg", 0.25, "torch_pruning", 0, None), "refused": False},
     ]  # fmt: skip
     config = {"datasets": ["mnist"], "families": ["resnet", "vgg"], "targets": [0.5, 0.25]}
+    # the MAC-price variant is shown beside, never counted: its better vgg 0.5 changes nothing
+    runs.append(_rec("vgg", 0.5, "reconvene_macs", 0, 99.0))
     rows = elt.cell_rows(config, runs)
     assert [r["won"] for r in rows] == [True, False, False, True]
+    assert rows[2]["cell"] == ("mnist", "vgg", 0.5) and rows[2]["means"]["reconvene_macs"] == 99.0
     text = elt.summary(rows)
     assert "in **2 of 4** (family x target) cells" in text and "**NOT met**" in text
     assert "no trained model (refused or failed) in 1 of them; it wins 2 of the 3" in text
@@ -127,7 +130,7 @@ def test_quick_equal_latency_writes_json_markdown_and_png(tmp_path: Path) -> Non
     for r in runs:
         assert (r["dataset"], r["family"], r["seed"]) == ("digits", "resnet", 0), r
         if r.get("refused"):  # on a loaded machine the planner may measure a floor above 0.5
-            assert r["method"] == "reconvene" and r["floor_quantity"] == "latency", r
+            assert r["method"].startswith("reconvene") and r["floor_quantity"] == "latency", r
             assert r["floor"] > r["target"] == 0.5 and "accuracy" not in r, r
             continue
         if "error" in r:  # only Torch-Pruning may fail; its error is recorded
@@ -145,7 +148,7 @@ def test_quick_equal_latency_writes_json_markdown_and_png(tmp_path: Path) -> Non
         assert 0.05 < r["latency_fraction"] < 1.0, r
         assert r["params"] < dense["params"] and r["macs"] < dense["macs"], r
         assert r["compile_s"] > 0 and isinstance(r["on_target"], bool), r
-        if r["method"] == "reconvene":
+        if r["method"].startswith("reconvene"):
             assert 0 < r["planner_fraction"] <= 0.5, r  # what the planner measured it at
         else:
             assert 0 < r["knob"] <= 1 and 1 <= len(r["bisection"]) <= cfg["bisection"]["steps"]
@@ -154,7 +157,7 @@ def test_quick_equal_latency_writes_json_markdown_and_png(tmp_path: Path) -> Non
     text = (tmp_path / "equal_latency.md").read_text()
     assert "Reconvene's mean accuracy >= uniform's and >= Torch-Pruning's in" in text
     assert "| digits | resnet | 1/2 |" in text
-    for label in ("dense", "reconvene", "uniform", "Torch-Pruning"):
+    for label in ("dense", "reconvene", "reconvene, MAC price", "uniform", "Torch-Pruning"):
         assert f"| resnet | {'-' if label == 'dense' else '1/2'} | {label} |" in text, label
 
     png = (tmp_path / "equal_latency.png").read_bytes()

@@ -238,3 +238,24 @@ def test_a_leaf_with_nested_outputs_at_the_end_is_planned_and_kept_whole() -> No
     assert rfx.verify(model, gm, (X,)).exact
     (y, proto), extra = gm(X)
     assert y.shape[1] == 4 and proto.shape[1] == 3 and extra["mask"].shape[1] == 2
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "reconvene"])
+@pytest.mark.parametrize(("name", "parts"), [
+    ("densenet", ["stem", "layers.0.2", "layers.1.2", "layers.2.2"]),
+    ("inception", ["b1.0", "b2.1.0", "b3.1.0", "b4.1.0"]),
+])  # fmt: skip
+def test_each_input_of_a_concatenation_loses_the_same_share(
+    strategy: str, name: str, parts: list[str]
+) -> None:
+    model = build(name)
+    with torch.no_grad():  # the later parts' weights 100x smaller: weak by magnitude
+        for i, part in enumerate(parts):
+            model.get_submodule(part).weight.mul_(100.0**-i)
+    gm = rfx.compile(model, 0.4, (X,), strategy=strategy, round_to=1, reinit=False)
+    kept = [gm.get_submodule(p).out_channels / model.get_submodule(p).out_channels for p in parts]
+    # one share per part, up to one channel of each part's width
+    widths = [model.get_submodule(p).out_channels for p in parts]
+    assert max(kept) - min(kept) <= 1.5 / min(widths) + 1e-9, kept
+    assert min(kept) >= 0.1  # no part below the min_width floor
+    assert rfx.report(gm).params_ratio <= 0.4

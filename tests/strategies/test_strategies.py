@@ -69,7 +69,9 @@ def test_fraction_in_group_counts_within_each_group() -> None:
     assert fraction_in_group(inputs).tolist() == pytest.approx([1.0, 1 / 3, 2 / 3, 0.5, 1.0])
 
 
-def _chain_inputs(composite: bool, allocation: str = "density") -> PlanInputs:
+def _chain_inputs(
+    composite: bool, allocation: str = "density", price: torch.Tensor | None = None
+) -> PlanInputs:
     """conv a (pinned input) -> group 0 -> conv b -> group 1 -> linear (pinned output);
     a depthwise conv inside group 1; four atoms per group."""
     return PlanInputs(
@@ -82,6 +84,7 @@ def _chain_inputs(composite: bool, allocation: str = "density") -> PlanInputs:
         layer_groups=torch.tensor([[-1, 0], [0, 1], [1, 1], [1, -1]]),
         layer_density=torch.tensor([0.2, 0.05, 0.25, 0.9], dtype=torch.float64),
         allocation=allocation,
+        price=price,
     )
 
 
@@ -148,3 +151,23 @@ def test_an_unknown_strategy_suggests_the_closest() -> None:
     with pytest.raises(rfx.ArgumentError, match=r"'uniforn' \(did you mean 'uniform'\?\)"):
         get_strategy("uniforn")
     assert list(STRATEGIES)[:4] == ["reconvene", "uniform", "global", "none"]
+
+
+def test_a_time_price_divides_the_targets_of_the_free_groups() -> None:
+    plain, _ = group_targets(_chain_inputs(composite=True))
+    priced = _chain_inputs(composite=True, price=torch.tensor([2.0, 0.5], dtype=torch.float64))
+    target, _ = group_targets(priced)
+    # group 0 (free) keeps half the width per unit of time; group 1 stays whole
+    assert target.tolist() == pytest.approx([float(plain[0]) / 2.0, 1.0])
+
+
+def test_dear_channels_go_sooner_in_the_reconvene_order() -> None:
+    """With group 1 priced 4x group 0, the structured order takes group 1's atoms
+    earlier: the first four removals hold more of them than at MAC price."""
+
+    def first_from_group_1(price: torch.Tensor | None) -> int:
+        order = get_strategy("reconvene")(_chain_inputs(composite=False, price=price))
+        return sum(a >= 4 for a in order.atoms[:4].tolist())
+
+    dear = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    assert first_from_group_1(dear) > first_from_group_1(None)
