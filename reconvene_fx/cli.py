@@ -354,10 +354,10 @@ def _add_planning_options(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument(
         "--price",
-        choices=("auto", "macs", "latency"),
-        default="auto",
+        choices=("macs", "latency"),
+        default="macs",
         help="what a channel costs when reconvene sets widths: its MACs, or its time on "
-        "--latency-backend (auto: time for --latency budgets)",
+        "--latency-backend, so that slow layers narrow more",
     )
     cmd.add_argument(
         "--composite",

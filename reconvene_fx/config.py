@@ -19,7 +19,7 @@ from .strategies.reconvene import ALLOCATIONS
 __all__ = ["PRICES", "CompileConfig", "LatencyFn", "auto_round_to", "config_from"]
 
 # what a channel costs when the reconvene strategy sets widths (CompileConfig.price)
-PRICES = ("auto", "macs", "latency")
+PRICES = ("macs", "latency")
 
 LatencyFn = Callable[[torch.nn.Module, tuple[Any, ...]], float]
 
@@ -51,12 +51,13 @@ class CompileConfig:
             ``"density"`` (each narrowed layer's dense size matches what its mask kept) or
             ``"sqrt"`` (those widths tempered halfway towards uniform).
         price: what a channel costs when ``strategy="reconvene"`` sets widths:
-            ``"macs"`` (the widths follow the PaI densities as they are), ``"latency"``
-            (each coupled group's channels are priced by the seconds per MAC they cost on
-            ``latency_backend``, read from its per-layer table, and the groups whose MACs
-            are dear in time narrow more, for any budget; see
-            :mod:`reconvene_fx.latency.price`) or ``"auto"`` (default): ``"latency"`` for
-            a latency budget without ``latency_fn``, else ``"macs"``.
+            ``"macs"`` (default: the widths follow the PaI densities as they are) or
+            ``"latency"`` (each coupled group's channels priced by the seconds per MAC they
+            cost on ``latency_backend``, read from its per-layer table: the groups whose
+            MACs are slow there narrow more; any budget; see
+            :mod:`reconvene_fx.latency.price`). At equal measured latency ``"latency"``
+            was not the more accurate on the accuracy study's models
+            (``benchmarks/README.md``), so it is not the default.
         data: labelled data for the scorers that need it (SNIP, GraSP): one batch
             ``(inputs, targets)``, or an iterable of such batches (their scores are
             summed). ``inputs`` is a tensor or a tuple of the model's inputs. Without it
@@ -119,7 +120,7 @@ class CompileConfig:
     composite: bool = False
     min_width: float = 0.1
     allocation: str = "density"
-    price: str = "auto"
+    price: str = "macs"
     data: Any = None
     max_batches: int | None = 8
     seed: int = 0

@@ -166,7 +166,7 @@ def test_compile_calls_the_api_with_the_options(
     seen = compile_calls
     args = ["--budget", "0.9", "--macs", "0.8", "--input-shape", "2,3,8,8", "--seed", "3"]
     args += ["--method", "random", "--strategy", "reconvene", "--round-to", "2", "--no-reinit"]
-    args += ["--min-width", "0.2", "--allocation", "sqrt", "--price", "macs"]
+    args += ["--min-width", "0.2", "--allocation", "sqrt", "--price", "latency"]
     assert main(["compile", small_net, *args, "--ignore", "7", "--composite", "-q"]) == 0
     (x,) = seen.pop("example_inputs")  # type: ignore[misc]
     assert tuple(x.shape) == (2, 3, 8, 8)
@@ -178,7 +178,7 @@ def test_compile_calls_the_api_with_the_options(
         "composite": True,
         "min_width": 0.2,
         "allocation": "sqrt",
-        "price": "macs",
+        "price": "latency",
         "progress": False,
         "seed": 3,
         "round_to": 2,

@@ -23,10 +23,10 @@ Per data set, family, target fraction T of the dense latency and seed (the model
 
 - ``reconvene``: ``rfx.compile(model, rfx.Budget(latency=T), (x,), data=(xs, ys),
   method="snip", latency_backend="onnxruntime", seed=seed)``; a ``BudgetError`` (T below
-  what the model can reach) is recorded as refused with the library's floor. The default
-  call prices channels by their time on onnxruntime (``price="auto"``).
-- ``reconvene_macs``: the same call with ``price="macs"`` (the widths follow the PaI
-  densities, every channel priced by its MACs), a variant beside the headline.
+  what the model can reach) is recorded as refused with the library's floor.
+- ``reconvene_time``: the same call with ``price="latency"`` (each coupled group's
+  channels priced by their seconds per MAC in the planner's onnxruntime table), a variant
+  beside the headline.
 - ``uniform``: ``strategy="uniform"`` at ``Budget(macs=b)``, ``b`` bisected (geometric
   midpoints, at most ``--steps`` tries, the closest kept) until the measured fraction lies
   within ``--tolerance`` of T. Uniform widths do not depend on the seed, so ``b`` is bisected
@@ -89,7 +89,7 @@ __all__ = ["Clock", "Pruner", "Timing", "bisect", "compile_uniform", "main", "pr
 
 RESULTS = C.RESULTS / "accuracy_equal_latency"
 BATCH = 64
-METHODS = ("reconvene", "reconvene_macs", "uniform", "torch_pruning")
+METHODS = ("reconvene", "reconvene_time", "uniform", "torch_pruning")
 UNIFORM_LOWEST = 1e-3  # the bisection's lower end for the macs budget (the library raises it)
 TP_LOWEST_KEEP = 0.05  # Torch-Pruning's pruning_ratio at most 0.95, as in latency.py
 # Torch-Pruning's widths: multiples of 4. Any width (1) gives odd widths that onnxruntime runs
@@ -364,8 +364,8 @@ class Pruner:
               scoring: Batch, rec: dict[str, Any]) -> nn.Module:  # fmt: skip
         """The model of ``method`` at ``target``; ``rec`` gains how it was found."""
         start = time.perf_counter()
-        if method in ("reconvene", "reconvene_macs"):
-            variant = {"price": "macs"} if method == "reconvene_macs" else {}
+        if method in ("reconvene", "reconvene_time"):
+            variant = {"price": "latency"} if method == "reconvene_time" else {}
             gm = rfx.compile(model, rfx.Budget(latency=target), (self.x,), data=scoring,
                              method=self.args.method, latency_backend="onnxruntime", seed=seed,
                              latency_cache=self.cache, progress=False, **variant)  # fmt: skip

@@ -1,7 +1,7 @@
 """``equal_latency.md`` and ``equal_latency.png`` from the records of ``equal_latency.json``.
 
 A record is one model: ``dataset``, ``family``, ``target`` (None for ``dense``),
-``method`` (``dense``, ``reconvene``, ``reconvene_macs``, ``uniform``, ``torch_pruning``),
+``method`` (``dense``, ``reconvene``, ``reconvene_time``, ``uniform``, ``torch_pruning``),
 ``seed`` and either
 ``latency_ms``, ``latency_fraction`` (measured, of the dense model), ``params``, ``macs``,
 ``accuracy`` (%, once trained) or ``error`` (with ``refused`` and the library's ``floor``
@@ -10,7 +10,7 @@ when it declined the budget).
 A cell is (data set, family, target). Reconvene wins a cell when its mean accuracy over the
 seeds is at least that of uniform and of Torch-Pruning (of those that finished there; a
 cell where no baseline finished is left out); target: wins in at least two thirds of the
-cells. ``reconvene_macs`` (the same compile with ``price="macs"``) is shown beside it, a
+cells. ``reconvene_time`` (the same compile with ``price="latency"``) is shown beside it, a
 variant that does not count.
 """
 
@@ -27,9 +27,9 @@ from . import tables as study_tables
 __all__ = ["cell_rows", "markdown", "plot", "summary"]
 
 Record = dict[str, Any]
-PRUNED = ("reconvene", "reconvene_macs", "uniform", "torch_pruning")
+PRUNED = ("reconvene", "reconvene_time", "uniform", "torch_pruning")
 BASELINES = ("uniform", "torch_pruning")
-LABELS = {"dense": "dense", "reconvene": "reconvene", "reconvene_macs": "reconvene, MAC price",
+LABELS = {"dense": "dense", "reconvene": "reconvene", "reconvene_time": "reconvene, time price",
           "uniform": "uniform", "torch_pruning": "Torch-Pruning"}  # fmt: skip
 SHARE = 2 / 3
 
@@ -216,7 +216,7 @@ def plot(config: dict[str, Any], runs: list[Record], path: Path) -> None:
     ds_names, families = list(config["datasets"]), list(config["families"])
     fig, axes = plt.subplots(len(ds_names), len(families), squeeze=False,
                              figsize=(4.2 * len(families), 3.6 * len(ds_names)))  # fmt: skip
-    colors = {"reconvene": "C0", "reconvene_macs": "C3", "uniform": "C1", "torch_pruning": "C2"}
+    colors = {"reconvene": "C0", "reconvene_time": "C3", "uniform": "C1", "torch_pruning": "C2"}
     for i, ds in enumerate(ds_names):
         for j, family in enumerate(families):
             ax = axes[i][j]

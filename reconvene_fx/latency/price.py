@@ -40,12 +40,15 @@ def time_prices(
     group: torch.Tensor,
     removable: torch.Tensor,
     scores: torch.Tensor,
+    part: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per coupled group, its channels' seconds per MAC relative to the median group's
     (1 where the group has nothing removable or saves no MACs or time).
 
-    Each group with removable atoms alone loses the weaker half of them (by ``scores``);
-    its price is the seconds the estimate says that saves over the MACs it saves.
+    Each group with removable atoms alone loses the weaker half of them (by ``scores``;
+    of each of its parts, ``part`` as in :class:`~reconvene_fx.strategies.PlanInputs`, as
+    the plans narrow them); its price is the seconds the estimate says that saves over the
+    MACs it saves.
 
     Example:
         >>> from reconvene_fx.latency import LatencyTable
@@ -75,11 +78,14 @@ def time_prices(
     seconds_full = estimate.seconds(none)
     macs_full = costs.evaluate(none)[1]
     by_group = group[removable]
+    by_part = by_group if part is None else part[removable]
     for g in torch.unique(by_group).tolist():
-        atoms = removable[by_group == g]
-        weak = atoms[torch.argsort(scores[atoms], stable=True)[: max(1, atoms.numel() // 2)]]
         removed = none.clone()
-        removed[weak] = True
+        in_group = by_group == g
+        for p in torch.unique(by_part[in_group]).tolist():
+            atoms = removable[in_group & (by_part == p)]
+            weak = torch.argsort(scores[atoms], stable=True)[: max(1, atoms.numel() // 2)]
+            removed[atoms[weak]] = True
         saved_s = seconds_full - estimate.seconds(removed)
         saved_macs = macs_full - costs.evaluate(removed)[1]
         if saved_s > 0 and saved_macs > 0:

@@ -55,12 +55,12 @@ class PlanPass(ReconvenePass):
       w_out`` of its weights: the targets solve ``log w_in + log w_out = log density``
       over all layers, least squares; ``allocation="sqrt"`` halves the logs). At scale
       ``s`` a group keeps ``min(1, s * t_g)`` of its atoms, its weakest going first; the
-      budget sets ``s``. Priced by time (``config.price``; by default for a latency
-      budget), each target is divided by its group's seconds per MAC relative to the
-      median group's (:mod:`reconvene_fx.latency.price`), so the groups whose MACs are
-      slow on the backend give up more channels. With ``composite=True`` only the
-      *selected* groups (every layer producing them is PSE-selected: density below the
-      global density) narrow, from
+      budget sets ``s``. Priced by time (``config.price="latency"``), each target is
+      divided by its group's seconds per MAC relative to the median group's
+      (:mod:`reconvene_fx.latency.price`), so the groups whose MACs are slow on the
+      backend give up more channels. With ``composite=True`` only the *selected* groups
+      (every layer producing them is PSE-selected: density below the global density)
+      narrow, from
       their targets on (their layers' dense size matches what their masks kept), and the
       layers left whole keep their PaI masks; only when the budget needs it are the
       other groups narrowed too, and only then those masks re-thresholded.
@@ -138,7 +138,7 @@ class PlanPass(ReconvenePass):
         removable = (~pinned & ~protected).nonzero().flatten()
         strategy = get_strategy(self.config.strategy)
         layer_groups, layer_density = _layer_groups(costs, sens)
-        price = self._price(graph_module, costs, group, removable, scores)
+        price = self._price(graph_module, costs, group, removable, scores, part)
         order = strategy(
             PlanInputs(
                 removable=removable,
@@ -197,23 +197,19 @@ class PlanPass(ReconvenePass):
         group: torch.Tensor,
         removable: torch.Tensor,
         scores: torch.Tensor,
+        part: torch.Tensor,
     ) -> torch.Tensor | None:
         """Per coupled group, the time price of its channels
         (:func:`~reconvene_fx.latency.price.time_prices`), or None where channels cost
-        their MACs (``config.price``; ``"auto"``: time for a latency budget measured on
-        the backend and the reconvene strategy, the one that reads prices)."""
+        their MACs (``config.price``)."""
         config = self.config
-        price = config.price
-        if price == "auto":
-            timed = self.budget.latency is not None and config.latency_fn is None
-            price = "latency" if timed and config.strategy == "reconvene" else "macs"
-        if price == "macs" or removable.numel() == 0:
+        if config.price == "macs" or removable.numel() == 0:
             return None
         table = LatencyTable(config.latency_backend, config.latency_cache)
         before = measure_model(config.latency_backend, graph_module, self.example_inputs)
         round_to = config.round_to if config.round_to is not None else 8
         estimate = LatencyEstimate(graph_module, costs, table, before, round_to=round_to)
-        prices = time_prices(estimate, costs, group, removable, scores)
+        prices = time_prices(estimate, costs, group, removable, scores, part)
         table.save()
         return prices
 

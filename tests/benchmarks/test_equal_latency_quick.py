@@ -26,7 +26,7 @@ from accuracy import equal_latency_tables as elt  # noqa: E402
 from accuracy import models  # noqa: E402
 
 SCRIPT = BENCHMARKS / "accuracy" / "equal_latency.py"
-METHODS = {"reconvene", "reconvene_macs", "uniform", "torch_pruning"}
+METHODS = {"reconvene", "reconvene_time", "uniform", "torch_pruning"}
 
 
 class LinearClock:
@@ -98,11 +98,11 @@ def test_summary_counts_the_cells_reconvene_wins() -> None:
         {**_rec("vgg", 0.25, "torch_pruning", 0, None), "refused": False},
     ]  # fmt: skip
     config = {"datasets": ["mnist"], "families": ["resnet", "vgg"], "targets": [0.5, 0.25]}
-    # the MAC-price variant is shown beside, never counted: its better vgg 0.5 changes nothing
-    runs.append(_rec("vgg", 0.5, "reconvene_macs", 0, 99.0))
+    # the time-price variant is shown beside, never counted: its better vgg 0.5 changes nothing
+    runs.append(_rec("vgg", 0.5, "reconvene_time", 0, 99.0))
     rows = elt.cell_rows(config, runs)
     assert [r["won"] for r in rows] == [True, False, False, True]
-    assert rows[2]["cell"] == ("mnist", "vgg", 0.5) and rows[2]["means"]["reconvene_macs"] == 99.0
+    assert rows[2]["cell"] == ("mnist", "vgg", 0.5) and rows[2]["means"]["reconvene_time"] == 99.0
     text = elt.summary(rows)
     assert "in **2 of 4** (family x target) cells" in text and "**NOT met**" in text
     assert "no trained model (refused or failed) in 1 of them; it wins 2 of the 3" in text
@@ -157,7 +157,7 @@ def test_quick_equal_latency_writes_json_markdown_and_png(tmp_path: Path) -> Non
     text = (tmp_path / "equal_latency.md").read_text()
     assert "Reconvene's mean accuracy >= uniform's and >= Torch-Pruning's in" in text
     assert "| digits | resnet | 1/2 |" in text
-    for label in ("dense", "reconvene", "reconvene, MAC price", "uniform", "Torch-Pruning"):
+    for label in ("dense", "reconvene", "reconvene, time price", "uniform", "Torch-Pruning"):
         assert f"| resnet | {'-' if label == 'dense' else '1/2'} | {label} |" in text, label
 
     png = (tmp_path / "equal_latency.png").read_bytes()

@@ -169,7 +169,7 @@ def test_a_plan_far_below_the_limit_is_refined_by_measurement(monkeypatch) -> No
     monkeypatch.setattr(latency_search, "LatencyEstimate", FarOff)
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False, price="macs")  # fmt: skip
+                     latency_cache=False, reinit=False)  # fmt: skip
     ratio = count_params(gm) / count_params(model)
     assert rfx.report(gm).latency_ratio == pytest.approx(ratio)
     assert 0.45 <= ratio <= 0.5
@@ -201,7 +201,7 @@ def test_reported_ratio_is_the_measured_one_while_the_original_drifts(monkeypatc
     monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # a bisection on measurements
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False, round_to=1, price="macs")  # fmt: skip
+                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
     rep = rfx.report(gm)
     assert len(seen) > 2
     chosen = seen[count_params(gm)]
@@ -261,7 +261,7 @@ def test_a_plan_measured_low_by_luck_is_measured_again_and_replaced(monkeypatch)
     monkeypatch.setattr(ruler_module.LatencyRuler, "measure", lucky_first)
     model, x = _wide_net(), torch.randn(1, 3, 32, 32)
     gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False, round_to=1, price="macs")  # fmt: skip
+                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
     true_ratio = count_params(gm) / count_params(model)
     assert true_ratio <= 0.5
     assert rfx.report(gm).latency_ratio == pytest.approx(true_ratio)

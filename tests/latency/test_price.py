@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from models import build
 
 import reconvene_fx as rfx
 from reconvene_fx.costs import LayerCosts
@@ -107,7 +108,7 @@ def _plan_widths(price: str, dear: int | None, monkeypatch) -> dict[str, int]:
     """Conv widths of the plan; ``dear``: the width of the group priced PRICE_RANGE times
     the others (None: time_prices must not run)."""
 
-    def priced(estimate, costs, group, removable, scores) -> torch.Tensor:
+    def priced(estimate, costs, group, removable, scores, part) -> torch.Tensor:
         assert dear is not None, "time_prices must not run"
         sizes = torch.bincount(group)
         return torch.where(sizes == dear, PRICE_RANGE, 1.0).double()
@@ -127,25 +128,65 @@ def test_price_latency_narrows_the_dear_group_more(monkeypatch: pytest.MonkeyPat
     assert by_time["2"] >= by_macs["2"], (by_time, by_macs)
 
 
-def test_auto_prices_by_macs_unless_the_budget_limits_latency(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert _plan_widths("auto", None, monkeypatch)  # a MAC budget: time_prices never runs
+def test_macs_is_the_default_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _plan_widths("macs", None, monkeypatch)  # time_prices never runs
+    gm = rfx.compile(_chain(), 0.5, (X,), reinit=False)
+    assert PLAN.get(gm).price == "macs"
 
 
 def test_an_unknown_price_is_refused() -> None:
-    with pytest.raises(rfx.ArgumentError, match=r"unknown price 'ms'.*auto.*macs.*latency"):
+    with pytest.raises(rfx.ArgumentError, match=r"unknown price 'ms'.*macs.*latency"):
         rfx.compile(_chain(), 0.5, (X,), price="ms")
 
 
-def test_a_latency_budget_prices_channels_by_their_time() -> None:
+def test_a_latency_budget_priced_by_time_holds() -> None:
     net, x = _chain(), torch.randn(1, 3, 64, 64)  # large enough that compute dominates
-    gm = rfx.compile(net, rfx.Budget(latency=0.8), (x,), latency_cache=False, reinit=False)
+    gm = rfx.compile(net, rfx.Budget(latency=0.8), (x,), latency_cache=False, reinit=False,
+                     price="latency")  # fmt: skip
     assert PLAN.get(gm).price == "latency"
+    assert rfx.report(gm).latency_ratio <= 0.8
 
-    def params(model: nn.Module, inputs: tuple) -> float:
-        return float(sum(p.numel() for p in model.parameters()))
 
-    # a user cost function measures a runtime the table does not know: MACs it is
-    by_params = rfx.compile(net, rfx.Budget(latency=0.8), (X,), reinit=False, latency_fn=params)
-    assert PLAN.get(by_params).price == "macs"
+class _Recording:
+    """An estimate that records what each call removes (time: the atoms kept)."""
+
+    def __init__(self) -> None:
+        self.removals: list[torch.Tensor] = []
+
+    def seconds(self, removed: torch.Tensor) -> float:
+        self.removals.append(removed.clone())
+        return float((~removed).sum())
+
+
+def test_a_concatenated_group_loses_half_of_each_part() -> None:
+    """DenseNet's concatenation joins the stem's 16 outputs and each layer's 12 in one
+    group: its price is read with every part at half, as the plans narrow them, not with
+    the group's weakest half (here all in the parts the scores rate low)."""
+    gm = torch.fx.symbolic_trace(build("densenet"))
+    ShapePass((X,))(gm)
+    ChannelGroupPass()(gm)
+    costs = LayerCosts(gm)
+    infos = {
+        info.space: info for n in gm.graph.nodes
+        if (info := n.meta.get(CHANNELS)) is not None and info.size
+    }  # fmt: skip
+    group = torch.zeros(costs.num_atoms, dtype=torch.long)
+    for info in infos.values():
+        group[info.atoms] = info.group
+    part = plan_module._parts(infos, group)
+    stem = next(i for i in infos.values() if i.size == 16)
+    scores = torch.ones(costs.num_atoms, dtype=torch.float64)
+    scores[stem.atoms] = 100.0  # the stem's channels rated far above the layers'
+    removable = torch.arange(costs.num_atoms)[~torch.isin(torch.arange(costs.num_atoms),
+                                                          _pinned(infos))]  # fmt: skip
+    estimate = _Recording()
+    time_prices(estimate, costs, group, removable, scores, part)
+    concat = group[stem.atoms[0]]
+    (removed,) = [r for r in estimate.removals if bool(r[group == concat].any())]
+    for p in torch.unique(part[removable][group[removable] == concat]).tolist():
+        atoms = removable[(part[removable] == p) & (group[removable] == concat)]
+        assert int(removed[atoms].sum()) == atoms.numel() // 2, p
+
+
+def _pinned(infos: dict) -> torch.Tensor:
+    return torch.cat([i.atoms[i.pinned] for i in infos.values()])
