@@ -44,9 +44,9 @@ class CompileConfig:
             a weight parametrization that survives training; the params budget then bounds
             the nonzero parameters (the paper's composite mode). Needs a strategy that
             leaves layers whole: ``"reconvene"`` or ``"none"``.
-        min_width: no coupled group keeps fewer than ``ceil(min_width * n)`` of its ``n``
-            channels (the strongest ones), so no layer becomes a bottleneck of a few
-            channels; 0 disables the floor.
+        min_width: no coupled group, nor any input of a concatenation, keeps fewer than
+            ``ceil(min_width * n)`` of its ``n`` channels (the strongest ones), so no layer
+            becomes a bottleneck of a few channels; 0 disables the floor.
         allocation: how ``strategy="reconvene"`` turns PaI densities into widths:
             ``"density"`` (each narrowed layer's dense size matches what its mask kept) or
             ``"sqrt"`` (those widths tempered halfway towards uniform).

@@ -60,18 +60,19 @@ class PlanPass(ReconvenePass):
       (:mod:`reconvene_fx.latency.price`), so the groups whose MACs are slow on the
       backend give up more channels. With ``composite=True`` only the *selected* groups
       (every layer producing them is PSE-selected: density below the global density)
-      narrow, from
-      their targets on (their layers' dense size matches what their masks kept), and the
-      layers left whole keep their PaI masks; only when the budget needs it are the
-      other groups narrowed too, and only then those masks re-thresholded.
+      narrow, from their targets on (their layers' dense size matches what their masks
+      kept), and the layers left whole keep their PaI masks; only when the budget needs
+      it are the other groups narrowed too, and only then those masks re-thresholded.
     - ``uniform``: every group loses the same fraction.
     - ``global``: channels ranked model-wide by score relative to their group's mean.
 
-    No group keeps fewer than ``ceil(min_width * n)`` of its ``n`` atoms (its strongest
-    ones). A binary search finds the shortest prefix of that order whose removal meets
-    every limit, each group's kept width rounded up to ``round_to``. Latency limits are
-    searched with :class:`~reconvene_fx.latency.LatencyEstimate` (a per-layer table timed
-    on ``latency_backend``) and the chosen plan measured whole on that backend, the
+    No group, nor any input of a concatenation, keeps fewer than ``ceil(min_width * n)``
+    of its ``n`` atoms (its strongest ones); within a group, each input of a concatenation
+    is ranked on its own, so each loses the same share. A binary search finds the shortest
+    prefix of that order whose removal meets every limit, each group's kept width rounded
+    up to ``round_to``. Latency limits are searched with
+    :class:`~reconvene_fx.latency.LatencyEstimate` (a per-layer table timed on
+    ``latency_backend``) and the chosen plan measured whole on that backend, the
     prediction corrected by that measurement up to three times (a user ``latency_fn``:
     a binary search measuring whole candidates). ``none`` narrows nothing (with
     ``composite=True``: the unstructured PaI model).
@@ -336,17 +337,16 @@ def _floor(
     """The ``ceil(min_width * n)`` best atoms of each part (:func:`_parts`) of ``n`` atoms
     (pinned ones count towards it): no plan narrows a coupled group, nor any input of a
     concatenation, below that."""
-    group = part
     protected = torch.zeros_like(pinned)
-    if min_width <= 0 or group.numel() == 0:
+    if min_width <= 0 or part.numel() == 0:
         return protected
-    floor = torch.ceil(min_width * torch.bincount(group).double() - 1e-9).long()
-    # best first, pinned atoms ahead of all others; rank of each atom within its group
+    floor = torch.ceil(min_width * torch.bincount(part).double() - 1e-9).long()
+    # best first, pinned atoms ahead of all others; rank of each atom within its part
     order = torch.argsort(scores, descending=True, stable=True)
     order = order[torch.argsort((~pinned[order]).to(torch.int8), stable=True)]
     rank = torch.empty_like(order)
-    rank[order] = _rank_within_group(group[order])
-    return (rank < floor[group]) & ~pinned
+    rank[order] = _rank_within_group(part[order])
+    return (rank < floor[part]) & ~pinned
 
 
 def _producers(
