@@ -88,6 +88,7 @@ class TypeRegistry(Generic[E]):
         self.methods: dict[str, E] = {}
         # entries for types/functions of libraries not imported yet: (kind, module, name, entry)
         self._pending: list[tuple[str, str, str, E]] = []
+        self._modules_seen = -1  # len(sys.modules) when the pending entries were last tried
 
     def _entry(self, registered: Any) -> E:
         """What is stored for ``registered``, the object a decorator or :meth:`lazy` got."""
@@ -121,8 +122,14 @@ class TypeRegistry(Generic[E]):
         if kind not in _KINDS:
             raise ArgumentError(f"kind must be 'module' or 'function', got {kind!r}")
         self._pending.append((kind, module, name, self._entry(entry)))
+        self._modules_seen = -1
 
     def _resolve_pending(self) -> None:
+        """Register the pending entries whose library has been imported since they were
+        last tried (nothing to try while no module was imported: lookups stay cheap)."""
+        if len(sys.modules) == self._modules_seen:
+            return
+        self._modules_seen = len(sys.modules)
         waiting = []
         for kind, module, name, entry in self._pending:
             target = getattr(sys.modules.get(module), name, None)

@@ -109,7 +109,8 @@ class LatencySearch:
 
         Raises:
             Exception: ``unreachable(ratio)`` when even ``hi`` removals measure above the
-                limit.
+                limit (on a backend: the median of ``1 + LATENCY_CONFIRMATIONS``
+                measurements of them).
         """
         ruler = LatencyRuler(self.gm, self.example_inputs, backend=self.backend,
                              latency_fn=self.latency_fn)  # fmt: skip
@@ -130,6 +131,11 @@ class LatencySearch:
             return measured[k] if k in measured else measure(k)
 
         with bar:
+            if ratio(hi) > self.limit and self.latency_fn is None:
+                # one noisy measurement does not refuse a budget near the floor: the
+                # median of as many as a chosen plan gets decides
+                while len(samples[hi]) < 1 + LATENCY_CONFIRMATIONS:
+                    measure(hi)
             if ratio(hi) > self.limit:
                 raise unreachable(ratio(hi))
             guided = None

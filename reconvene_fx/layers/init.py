@@ -27,8 +27,8 @@ class InitScale:
     deviation and mean of its weight and bias, its fan-in, and (when measured by
     :meth:`of`) the initial values themselves, whose distribution a redraw follows.
 
-    :meth:`of` does not copy the values: for float32 tensors they are flat views of the
-    module's own weight and bias, which slicing replaces and never writes into, so they
+    :meth:`of` does not copy the values: for float32 tensors they are the module's own
+    weight and bias (detached, same shape), which slicing replaces and never writes into, so they
     keep the initial values at no cost in memory; :func:`matched_init` into the very
     tensors they view (re-initializing a module in place) copies them first. Do not
     write into a measured module's tensors otherwise while its scale is in use.
@@ -58,10 +58,10 @@ class InitScale:
         fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
         bias = getattr(module, "bias", None)
         with torch.no_grad():
-            w = weight.detach().flatten().float()  # a view (see the class's docstring)
+            w = weight.detach().float()  # a view (see the class's docstring)
             scale = cls(float(w.std()), int(fan_in), weight_values=w)
             if isinstance(bias, torch.Tensor) and bias.numel() > 0:
-                b = bias.detach().flatten().float()
+                b = bias.detach().float()
                 spread = float(b.std()) if b.numel() > 1 else 0.0
                 scale = dataclasses.replace(scale, bias_mean=float(b.mean()), bias_std=spread,
                                             bias_values=b)  # fmt: skip
@@ -72,7 +72,8 @@ def matched_init(module: nn.Module, generator: torch.Generator, before: InitScal
     """Redraw a narrowed conv/linear as the model's own initialization drew it, at the
     new fan-in.
 
-    Each weight is drawn from the layer's own initial values (with replacement), its
+    The new weight is a random block of the layer's own initial values (random rows and
+    columns, drawn without replacement and without looking at the scores), each value's
     distance from their mean scaled by ``sqrt(before.fan_in / fan_in)``: the original
     distribution, whatever scheme drew it (PyTorch's default uniform, Kaiming fan-out
     normal, truncated normal, ...), with its spread rescaled to the new fan-in, so a
@@ -109,15 +110,16 @@ def _redraw(
     ratio: float,
     generator: torch.Generator,
 ) -> None:
-    """Fill ``t`` from ``values`` (resampled, spread about their mean scaled by ``ratio``),
-    or from a normal of ``mean`` and ``std * ratio`` when there are none.
+    """Fill ``t`` from ``values`` (spread about their mean scaled by ``ratio``), or from a
+    normal of ``mean`` and ``std * ratio`` when there are none.
 
-    The picks are drawn as int32 (the same numbers as int64: the generator's stream does
-    not depend on the output dtype), ``_PICKS`` at a time (the same numbers as one draw),
-    and gathered with ``index_select`` straight into ``t`` when it is a contiguous
-    float32 tensor, then spread in place: the same values as
-    ``center + (values[pick] - center) * ratio``, op for op, without advanced indexing
-    (~10x slower on CPU) or temporaries of ``t``'s size.
+    When ``t`` fits inside ``values`` (every dim at most as long: a narrowed layer), ``t``
+    is a random block of them: along each dim that ``t`` is shorter in, a random set of
+    positions drawn without replacement (:func:`_random_block`); initial values are
+    independent draws, so any block chosen without looking at them is a sample of their
+    distribution, and one chosen at random owes nothing to the kept channels, which the
+    scores chose. Otherwise (a flat or larger ``values``) each entry is picked from the
+    values at random, with replacement.
     """
     if values is None or values.numel() == 0:
         if std > 0:
@@ -128,19 +130,53 @@ def _redraw(
     if values.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
         values = values.clone()  # they view the tensor being redrawn (see InitScale)
     center = values.mean()
-    kind = torch.int32 if values.numel() < 2**31 else torch.int64
-    direct = t.dtype == values.dtype and t.is_contiguous() and t.device == values.device
-    out = t.view(-1) if direct else values.new_empty(t.numel())
-    flat = values.view(-1)
-    for start in range(0, t.numel(), _PICKS):  # the same stream as one draw of them all
-        part = out[start : start + _PICKS]
-        pick = torch.randint(values.numel(), (part.numel(),), generator=generator, dtype=kind)
-        torch.index_select(flat, 0, pick.to(values.device), out=part)
-    out.sub_(center).mul_(ratio).add_(center)
-    if not direct:
-        t.copy_(out.view_as(t))
+    if values.dim() == t.dim() and all(a <= b for a, b in zip(t.shape, values.shape, strict=True)):
+        _random_block(values, t, generator)
+    else:
+        picks = torch.randint(values.numel(), (t.numel(),), generator=generator)
+        t.copy_(values.reshape(-1)[picks.to(values.device)].view(t.shape))
+    t.sub_(center).mul_(ratio).add_(center)
 
 
-# picks drawn at a time: the generator gives the same numbers in one draw or in several
-# (one 32-bit draw each, in order), and 16 MB of them at a time bounds the memory
-_PICKS = 1 << 22
+def _random_block(values: torch.Tensor, out: torch.Tensor, generator: torch.Generator) -> None:
+    """Fill ``out`` with a block of ``values``: along each dim where ``out`` is shorter,
+    the positions of the first ``out.shape[d]`` entries of a random permutation (one
+    ``randperm`` of the dim's length per such dim, in dim order); the dims ``out`` keeps
+    whole are kept as they are (a conv's kernel window stays a window).
+
+    Example:
+        >>> out = torch.empty(2, 4)
+        >>> _random_block(torch.arange(12.0).view(3, 4), out, torch.Generator().manual_seed(0))
+        >>> out[:, 1] - out[:, 0]  # whole rows of the values
+        tensor([1., 1.])
+    """
+    picks = [
+        None if n == size else torch.randperm(size, generator=generator)[:n].to(values.device)
+        for n, size in zip(out.shape, values.shape, strict=True)
+    ]
+    # the dim cut the most first: the fewest entries go through the later gathers
+    order = sorted(
+        (d for d, p in enumerate(picks) if p is not None),
+        key=lambda d: out.shape[d] / values.shape[d],
+    )
+    if not order:
+        out.copy_(values)
+    elif len(order) == 1:  # one gather, straight into ``out`` when it can
+        (d,) = order
+        if out.dtype == values.dtype and out.device == values.device and out.is_contiguous():
+            torch.index_select(values, d, picks[d], out=out)  # type: ignore[arg-type]
+        else:
+            out.copy_(values.index_select(d, picks[d]))  # type: ignore[arg-type]
+    else:  # by slices along the first dim cut: the intermediate blocks stay small
+        first = order[0]
+        step = max(1, _BLOCK // max(values.numel() // values.shape[first], 1))
+        for start in range(0, out.shape[first], step):
+            part = values.index_select(first, picks[first][start : start + step])  # type: ignore[index]
+            for d in order[1:]:
+                part = part.index_select(d, picks[d])  # type: ignore[arg-type]
+            out.narrow(first, start, part.shape[first]).copy_(part)
+
+
+# entries of ``values`` gathered at a time when a block is cut along several dims: vgg16's
+# classifier.0 holds 103 M weights, and half of its rows at once would cost 205 MB
+_BLOCK = 1 << 22

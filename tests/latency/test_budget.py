@@ -265,3 +265,31 @@ def test_a_plan_measured_low_by_luck_is_measured_again_and_replaced(monkeypatch)
     true_ratio = count_params(gm) / count_params(model)
     assert true_ratio <= 0.5
     assert rfx.report(gm).latency_ratio == pytest.approx(true_ratio)
+
+
+def test_a_floor_measured_above_the_limit_once_is_measured_again_before_refusing(
+    monkeypatch,
+) -> None:
+    """Every candidate's first measurement reads 0.5 high (an unlucky round): the model
+    with every removable channel gone reads above the limit once, and the budget is
+    refused only if the median of its measurements is above it too (here it is not)."""
+    _deterministic_rounds(monkeypatch)
+    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # bisection on measurements
+    measure = ruler_module.LatencyRuler.measure
+    seen: set[int] = set()
+
+    def unlucky_first(self, candidate):
+        ratio, cost = measure(self, candidate)
+        n = count_params(candidate)
+        if n not in seen:
+            seen.add(n)
+            return ratio + 0.5, cost
+        return ratio, cost
+
+    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", unlucky_first)
+    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
+    gm = rfx.compile(model, rfx.Budget(latency=0.3), (x,), latency_backend="torch",
+                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
+    true_ratio = count_params(gm) / count_params(model)
+    assert true_ratio <= 0.3
+    assert rfx.report(gm).latency_ratio == pytest.approx(true_ratio)

@@ -133,44 +133,68 @@ def test_torchvision_init_lives_in_layers_and_stays_importable_from_passes() -> 
     assert rfx.passes.shrink.torchvision_init is torchvision_init
 
 
-def _redrawn_as_before(values: torch.Tensor, n: int, ratio: float, seed: int) -> torch.Tensor:
-    """The redraw as first written: int64 picks, advanced indexing, out-of-place ops."""
-    g = torch.Generator().manual_seed(seed)
-    center = values.mean()
-    pick = torch.randint(values.numel(), (n,), generator=g)
-    return center + (values[pick] - center) * ratio
-
-
-@pytest.mark.parametrize("picks", [1 << 22, 1000], ids=["one-draw", "in-draws-of-1000"])
+@pytest.mark.parametrize("block", [1 << 22, 1000], ids=["at-once", "in-slices"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_redraw_gives_the_values_of_the_first_written_one(
-    dtype: torch.dtype, picks: int, monkeypatch: pytest.MonkeyPatch
+def test_the_redraw_is_a_random_block_of_the_initial_values(
+    dtype: torch.dtype, block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """int32 picks, drawn in parts, gathered by index_select into the weight and spread
-    in place: bit for bit the values of one draw of int64 picks, advanced indexing and
-    out-of-place ops (float64: the path through a float32 buffer)."""
+    """The narrowed dims take the first entries of one randperm each (in dim order, from
+    the generator), the whole dims stay as they are, and the block is spread about the
+    values' mean: bit for bit (float64: values measured in float32, spread in float64),
+    gathered at once or slice by slice."""
     import reconvene_fx.layers.init as init
     from reconvene_fx.layers import matched_init
 
-    monkeypatch.setattr(init, "_PICKS", picks)
+    monkeypatch.setattr(init, "_BLOCK", block)
 
     conv = nn.Conv2d(64, 48, 3).to(dtype)
     _fill(conv.bias, 0.1, 0.02)
     before = InitScale.of(conv)
     assert before is not None and before.weight_values is not None
-    narrow = nn.Conv2d(16, 48, 3).to(dtype)
+    assert before.weight_values.shape == (48, 64, 3, 3)
+    narrow = nn.Conv2d(16, 24, 3).to(dtype)  # half of the outputs, a quarter of the inputs
     matched_init(narrow, torch.Generator().manual_seed(5), before)
     ratio = (64 * 9 / (16 * 9)) ** 0.5
-    # the bias is drawn after the weight from the same generator
-    drawn = _redrawn_as_before(before.weight_values, narrow.weight.numel(), ratio, 5)
-    expected = drawn.view(narrow.weight.shape).to(dtype)
-    assert torch.equal(narrow.weight.detach(), expected)
     gen = torch.Generator().manual_seed(5)
-    torch.randint(before.weight_values.numel(), (narrow.weight.numel(),), generator=gen)
-    pick = torch.randint(before.bias_values.numel(), (48,), generator=gen)
-    center = before.bias_values.mean()
-    bias = (center + (before.bias_values[pick] - center) * ratio).to(dtype)
+    rows, cols = torch.randperm(48, generator=gen)[:24], torch.randperm(64, generator=gen)[:16]
+    values = before.weight_values
+    expected = values[rows][:, cols].to(dtype)
+    expected.sub_(values.mean()).mul_(ratio).add_(values.mean())
+    assert torch.equal(narrow.weight.detach(), expected)
+    bias_rows = torch.randperm(48, generator=gen)[:24]  # the bias is drawn after the weight
+    bias = before.bias_values[bias_rows].to(dtype)
+    bias.sub_(before.bias_values.mean()).mul_(ratio).add_(before.bias_values.mean())
     assert torch.equal(narrow.bias.detach(), bias)
+
+
+def test_the_redraw_owes_nothing_to_the_kept_channels() -> None:
+    """Keeping the largest output channels (as magnitude scores do) does not hand their
+    large values to the redraw: it is a block of rows chosen at random among all of them."""
+    conv = nn.Conv2d(8, 32, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(0.01)
+        conv.weight[:8].fill_(1.0)  # the channels the scores keep
+    _narrow_and_reinit(conv, None, torch.arange(8))
+    rows = conv.weight.detach().flatten(1)
+    assert conv.weight.shape == (8, 8, 3, 3)
+    large = torch.isclose(rows, torch.tensor(1.0)).all(1)
+    small = torch.isclose(rows, torch.tensor(0.01)).all(1)
+    assert bool((large | small).all())  # whole rows of the initial weight
+    assert int(large.sum()) < 8, "the redraw copied the kept channels"
+
+
+def test_a_redraw_into_a_larger_shape_picks_values_with_replacement() -> None:
+    from reconvene_fx.layers import matched_init
+
+    small = nn.Linear(4, 2)
+    before = InitScale.of(small)
+    assert before is not None and before.weight_values is not None
+    wide = nn.Linear(4, 6)  # more rows than were measured: no block fits
+    matched_init(wide, torch.Generator().manual_seed(0), before)
+    drawn, values = wide.weight.detach().flatten(), before.weight_values.flatten()
+    nearest = (drawn[:, None] - values[None, :]).abs().min(1).values
+    assert float(nearest.max()) < 1e-6  # each one of the values (spread by a ratio of 1)
+    assert len(set(drawn.tolist())) > 1
 
 
 def test_a_scale_views_the_weights_and_a_redraw_into_them_copies_them_first() -> None:
