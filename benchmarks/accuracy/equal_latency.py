@@ -29,12 +29,16 @@ Per data set, family, target fraction T of the dense latency and seed (the model
   beside the headline.
 - ``uniform``: ``strategy="uniform"`` at ``Budget(macs=b)``, ``b`` bisected (geometric
   midpoints, at most ``--steps`` tries, the closest kept) until the measured fraction lies
-  within ``--tolerance`` of T. Uniform widths do not depend on the seed, so ``b`` is bisected
-  on the first seed and reused for the others (each model still measured).
+  within ``--tolerance`` of the goal: with ``--match reconvene`` (the default) the fraction
+  the reconvene model of the first seed measured at T (equal measured latency: a latency
+  budget lands at or below T, a bisection on either side of it), T itself with ``--match
+  target`` or when reconvene was refused or not run. Uniform widths do not depend on the
+  seed, so ``b`` is bisected on the first seed and reused for the others (each model still
+  measured).
 - ``torch_pruning``: ``MagnitudePruner`` with ``MagnitudeImportance(p=2)``, the final linear
   layer ignored, ``round_to=4`` (``--tp-round-to``; see ``TP_ROUND_TO``), its
-  ``pruning_ratio`` bisected the same way (first seed, then reused; the kept fraction not
-  below ``tp_lowest_keep``); an error is recorded and the study goes on.
+  ``pruning_ratio`` bisected the same way, to the same goal (first seed, then reused; the
+  kept fraction not below ``tp_lowest_keep``); an error is recorded and the study goes on.
 
 Every model is then measured with the same clock (the reconvene one too: the record holds
 what was measured, not what was asked) and, after all latency work is done, trained with the
@@ -90,6 +94,7 @@ __all__ = ["Clock", "Pruner", "Timing", "bisect", "compile_uniform", "main", "pr
 RESULTS = C.RESULTS / "accuracy_equal_latency"
 BATCH = 64
 METHODS = ("reconvene", "reconvene_time", "uniform", "torch_pruning")
+RECONVENE = ("reconvene", "reconvene_time")  # compiled with Budget(latency=T), not bisected
 UNIFORM_LOWEST = 1e-3  # the bisection's lower end for the macs budget (the library raises it)
 TP_LOWEST_KEEP = 0.05  # Torch-Pruning's pruning_ratio at most 0.95, as in latency.py
 # Torch-Pruning's widths: multiples of 4. Any width (1) gives odd widths that onnxruntime runs
@@ -332,6 +337,7 @@ def measure_family(dataset: str, family: str, args: argparse.Namespace, st: Stud
         st.add(_measured(rec, model, clock.measure(model), ds, args.tolerance), model)
     pruner = Pruner(x, clock, cache, args)
     for target in args.targets:
+        goal = target  # the bisections' aim: reconvene's measured fraction when matched
         for seed in args.seeds:
             model = build(seed)
             scoring = study.scoring_batch(ds, seed)
@@ -339,12 +345,17 @@ def measure_family(dataset: str, family: str, args: argparse.Namespace, st: Stud
                      "macs_dense": study.macs_per_image(model, ds.x_test)}  # fmt: skip
             for method in args.methods:
                 rec = {**base, "target": target, "method": method, "seed": seed, **dense}
+                if method not in RECONVENE:
+                    rec["goal"] = goal
                 try:
                     pruned = pruner.prune(method, model, target, seed, scoring, rec)
                 except Exception as exc:  # one failed method must not stop the study
                     st.add(_failed(rec, exc), None)
                     continue
-                st.add(_measured(rec, pruned, clock.measure(pruned), ds, args.tolerance), pruned)
+                timing = clock.measure(pruned)
+                st.add(_measured(rec, pruned, timing, ds, args.tolerance), pruned)
+                if method == "reconvene" and args.match == "reconvene" and seed == args.seeds[0]:
+                    goal = timing.fraction
     print(f"{dataset} {family}: dense {clock.dense_ms:.3f} ms over {len(clock.dense_rounds)} "
           "rounds", flush=True)  # fmt: skip
 
@@ -364,7 +375,7 @@ class Pruner:
               scoring: Batch, rec: dict[str, Any]) -> nn.Module:  # fmt: skip
         """The model of ``method`` at ``target``; ``rec`` gains how it was found."""
         start = time.perf_counter()
-        if method in ("reconvene", "reconvene_time"):
+        if method in RECONVENE:
             variant = {"price": "latency"} if method == "reconvene_time" else {}
             gm = rfx.compile(model, rfx.Budget(latency=target), (self.x,), data=scoring,
                              method=self.args.method, latency_backend="onnxruntime", seed=seed,
@@ -378,7 +389,7 @@ class Pruner:
             rec.update(knob=used, knob_from_seed=self.args.seeds[0],
                        compile_s=time.perf_counter() - start)  # fmt: skip
             return pruned
-        found = bisect(make, self.clock, target, lo=lo, hi=1.0, first=first,
+        found = bisect(make, self.clock, rec.get("goal", target), lo=lo, hi=1.0, first=first,
                        tolerance=self.args.tolerance, steps=self.args.steps)  # fmt: skip
         self.knobs[method, target] = found.knob
         rec.update(knob=found.knob, bisection=found.tries, bisection_converged=found.converged,
@@ -435,6 +446,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="bisection: |measured / target - 1| (0.05)")  # fmt: skip
+    p.add_argument("--match", choices=("reconvene", "target"), default="reconvene",
+                   help="bisect uniform and Torch-Pruning to the fraction reconvene measured "
+                        "at T on the first seed (default), or to T")  # fmt: skip
     p.add_argument("--steps", type=int, help="bisection: most tries (10; quick 6)")
     p.add_argument("--rounds", type=int, help="timed rounds per measurement (9; quick 5)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (3)")
@@ -505,6 +519,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         },
         "bisection": {
             "tolerance": args.tolerance,
+            "match": args.match,
             "steps": args.steps,
             "uniform": f"Budget(macs=b), b in [{UNIFORM_LOWEST}, 1], first b = T",
             "torch_pruning": f"keep = 1 - pruning_ratio in [max({TP_LOWEST_KEEP}, round_to / "

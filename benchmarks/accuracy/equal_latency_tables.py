@@ -159,8 +159,8 @@ def _header(config: dict[str, Any]) -> list[str]:
         f"median of the per-round ratios (the dense rows: the dense model against its own "
         f"session, a check of the noise). Load average {_loads(lat)}. "
         f"Uniform and Torch-Pruning bisected to within {100 * config['bisection']['tolerance']:g} "
-        f"% of the target (at most {config['bisection']['steps']} tries, the closest kept); "
-        "reconvene compiled once with `Budget(latency=T)` on onnxruntime. "
+        f"% of {_goal(config)} (at most {config['bisection']['steps']} tries, the closest "
+        "kept); reconvene compiled once with `Budget(latency=T)` on onnxruntime. "
         f"PaI scoring `{config['scoring']}` on {config['scoring_batch']} labelled images.",
         "",
         f"Recipe: {recipes}.",
@@ -261,3 +261,11 @@ def plot(config: dict[str, Any], runs: list[Record], path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.92 if len(ds_names) == 1 else 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _goal(config: dict[str, Any]) -> str:
+    """What the bisections aimed at (runs before ``--match`` aimed at the target)."""
+    if config["bisection"].get("match", "target") == "reconvene":
+        return ("the fraction the reconvene model of the first seed measured at the target "
+                "(the target where reconvene was refused)")  # fmt: skip
+    return "the target"

@@ -12,7 +12,8 @@ measurements alone. On a backend, the chosen plan is then measured again
 noisy measurements the search keeps one that landed within the limit, which tends to be
 one that landed low, so a plan whose median lands above the limit gives way to a
 bisection (every plan measured as often) towards the nearest plan with more removals
-measured within it.
+measured within it, and one whose median lands below the tolerance band moves the same
+way towards the nearest plan with fewer removals measured above the limit.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = [
 
 # A latency plan measured within this share below its limit is taken without correcting
 # the estimate again.
-LATENCY_TOLERANCE = 0.1
+LATENCY_TOLERANCE = 0.05
 # Whole-model measurements spent correcting the per-layer estimate; then at most
 # LATENCY_REFINE_STEPS more bisect between the best plan measured within the limit and the
 # nearest measured above it, when the best is still below the band.
@@ -110,7 +111,8 @@ class LatencySearch:
         Raises:
             Exception: ``unreachable(ratio)`` when even ``hi`` removals measure above the
                 limit (on a backend: the median of ``1 + LATENCY_CONFIRMATIONS``
-                measurements of them).
+                measurements of them, before the search and again when no plan's median
+                ends within the limit).
         """
         ruler = LatencyRuler(self.gm, self.example_inputs, backend=self.backend,
                              latency_fn=self.latency_fn)  # fmt: skip
@@ -130,12 +132,14 @@ class LatencySearch:
         def ratio(k: int) -> float:
             return measured[k] if k in measured else measure(k)
 
+        def pooled(k: int) -> float:  # the median of 1 + LATENCY_CONFIRMATIONS measurements
+            while len(samples.get(k, ())) < 1 + LATENCY_CONFIRMATIONS:
+                measure(k)
+            return measured[k]
+
         with bar:
             if ratio(hi) > self.limit and self.latency_fn is None:
-                # one noisy measurement does not refuse a budget near the floor: the
-                # median of as many as a chosen plan gets decides
-                while len(samples[hi]) < 1 + LATENCY_CONFIRMATIONS:
-                    measure(hi)
+                pooled(hi)  # one noisy measurement does not refuse a budget near the floor
             if ratio(hi) > self.limit:
                 raise unreachable(ratio(hi))
             guided = None
@@ -146,8 +150,12 @@ class LatencySearch:
             else:
                 k = _refine(ratio, self.limit, guided, measured, lo)
             if self.latency_fn is None:
-                k = _confirm(measure, lambda j: len(samples.get(j, ())), self.limit, k, lo,
+                k = _confirm(pooled, lambda j: len(samples.get(j, ())), self.limit, k, lo,
                              hi, measured)  # fmt: skip
+                if measured[k] > self.limit:  # no plan's median is within: the floor decides
+                    if pooled(hi) > self.limit:
+                        raise unreachable(measured[hi])
+                    k = hi
         # timed on a backend, ``before`` (the median of every timing of the original) moves
         # as candidates are timed: the seconds follow the final one, so that the reported
         # ratio is the one measured
@@ -195,14 +203,22 @@ class LatencySearch:
 
 
 def _refine(
-    ratio: Callable[[int], float], limit: float, within: int, measured: dict[int, float], lo: int
+    ratio: Callable[[int], float],
+    limit: float,
+    within: int,
+    measured: dict[int, float],
+    lo: int,
+    trusted: Callable[[int], bool] = lambda k: True,
 ) -> int:
     """From ``within`` (measured within the limit but maybe far below it), bisect on
-    measurements towards the nearest count measured above the limit, until a plan lands
-    in the tolerance band below the limit (the estimate can be off by more than its
-    corrections mend: onnxruntime's kernels change speed at some widths)."""
+    measurements towards the nearest ``trusted`` count measured above the limit, until a
+    plan lands in the tolerance band below the limit (the estimate can be off by more
+    than its corrections mend: onnxruntime's kernels change speed at some widths)."""
     band = (1 - LATENCY_TOLERANCE) * limit
-    over = max((k for k, r in measured.items() if r > limit and k < within), default=lo - 1)
+    over = max(
+        (k for k, r in measured.items() if r > limit and k < within and trusted(k)),
+        default=lo - 1,
+    )
     for _ in range(LATENCY_REFINE_STEPS):
         if measured[within] >= band or within - over <= 1:
             break
@@ -217,7 +233,7 @@ def _refine(
 
 
 def _confirm(
-    measure: Callable[[int], float],
+    pooled: Callable[[int], float],
     count: Callable[[int], int],
     limit: float,
     k: int,
@@ -225,23 +241,30 @@ def _confirm(
     hi: int,
     measured: dict[int, float],
 ) -> int:
-    """Measure plan ``k`` again (:data:`LATENCY_CONFIRMATIONS` more times: its ratio is the
-    median of its measurements). While it lands above the limit, bisect between it and the
-    nearest plan with more removals measured within the limit (``hi`` is) towards the band
-    below the limit (:func:`_refine`), every plan now measured as often, for at most
-    :data:`LATENCY_CONFIRMED_PLANS` rounds; then the plan with the fewest removals whose
-    median is within the limit."""
-
-    def pooled(j: int) -> float:
-        while count(j) < 1 + LATENCY_CONFIRMATIONS:
-            measure(j)
-        return measured[j]
-
+    """Measure plan ``k`` again (``pooled(k)``: the median of ``1 +``
+    :data:`LATENCY_CONFIRMATIONS` measurements of it; ``count(k)``: how many it has).
+    While it lands above the limit, bisect between it and the nearest plan with more
+    removals measured within the limit (``hi`` is) towards the band below the limit
+    (:func:`_refine`); while it lands below the band, bisect between it and the nearest
+    plan with fewer removals measured above the limit; every plan now measured as often,
+    for at most :data:`LATENCY_CONFIRMED_PLANS` rounds; then the plan with the fewest
+    removals whose median is within the limit."""
+    band = (1 - LATENCY_TOLERANCE) * limit
     for _ in range(LATENCY_CONFIRMED_PLANS):
         got = pooled(k)
         logger.info("latency plan confirmed: measured %.3f of the model, the median of its "
                     "measurements (limit %.3f)", got, limit)  # fmt: skip
-        if got <= limit or k >= hi:
+        if got <= limit:  # within: done, unless it landed below the band and can move up
+            if got >= band or k <= lo:
+                return k
+            # the plans above it were measured once: only those measured as often bound it
+            refined = _refine(pooled, limit, k, measured, lo,
+                              lambda j: count(j) > LATENCY_CONFIRMATIONS)  # fmt: skip
+            if refined == k:
+                return k
+            k = refined
+            continue
+        if k >= hi:
             return k
         within = min((j for j, r in measured.items() if j > k and r <= limit), default=hi)
         k = _refine(pooled, limit, within, measured, lo)

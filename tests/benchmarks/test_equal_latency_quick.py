@@ -126,6 +126,11 @@ def test_quick_equal_latency_writes_json_markdown_and_png(tmp_path: Path) -> Non
 
     runs = data["runs"]
     assert sorted(r["method"] for r in runs) == sorted(["dense", *METHODS])
+    # uniform and Torch-Pruning aim at the latency reconvene measured (equal latency)
+    assert cfg["bisection"]["match"] == "reconvene"
+    reconvene = next(r for r in runs if r["method"] == "reconvene")
+    goal = reconvene.get("latency_fraction", 0.5)  # refused: the target
+    assert [r["goal"] for r in runs if r["method"] in ("uniform", "torch_pruning")] == [goal] * 2
     dense = next(r for r in runs if r["method"] == "dense")
     for r in runs:
         assert (r["dataset"], r["family"], r["seed"]) == ("digits", "resnet", 0), r
