@@ -240,29 +240,43 @@ def test_latency_backend_and_cache_are_checked() -> None:
         rfx.CompileConfig(latency_cache=3)
 
 
+def _first_reading_off(monkeypatch, by: float) -> None:
+    """Whole-model measurements cost the parameter count exactly, except that each
+    candidate's first measurement reads ``by`` off (a lucky round below 0, an unlucky one
+    above); the estimate guides nothing (a bisection on measurements)."""
+    _deterministic_rounds(monkeypatch)
+    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)
+    measure = ruler_module.LatencyRuler.measure
+    seen: set[int] = set()
+
+    def first_off(self, candidate):
+        ratio, cost = measure(self, candidate)
+        n = count_params(candidate)
+        if n not in seen:
+            seen.add(n)
+            return ratio + by, cost
+        return ratio, cost
+
+    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", first_off)
+
+
+def _compiled_at(limit: float) -> tuple[torch.fx.GraphModule, float]:
+    """``_wide_net`` compiled to ``Budget(latency=limit)`` on the torch backend, and its
+    true ratio (the parameter count's)."""
+    model = _wide_net()
+    gm = rfx.compile(model, rfx.Budget(latency=limit), (torch.randn(1, 3, 32, 32),),
+                     latency_backend="torch", latency_cache=False, reinit=False,
+                     round_to=1)  # fmt: skip
+    return gm, count_params(gm) / count_params(model)
+
+
 def test_a_plan_measured_low_by_luck_is_measured_again_and_replaced(monkeypatch) -> None:
     """Every candidate's first measurement reads 0.12 low (a lucky round), later ones are
     exact (the parameter count). The search keeps a plan whose lucky reading was within
     the limit; measured again it is above, so a plan with more removals is taken, whose
     true ratio is within the limit (without the confirmation: 0.61)."""
-    _deterministic_rounds(monkeypatch)
-    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # bisection on measurements
-    measure = ruler_module.LatencyRuler.measure
-    seen: set[int] = set()
-
-    def lucky_first(self, candidate):
-        ratio, cost = measure(self, candidate)
-        n = count_params(candidate)
-        if n not in seen:
-            seen.add(n)
-            return ratio - 0.12, cost
-        return ratio, cost
-
-    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", lucky_first)
-    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
-    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
-    true_ratio = count_params(gm) / count_params(model)
+    _first_reading_off(monkeypatch, -0.12)
+    gm, true_ratio = _compiled_at(0.5)
     assert true_ratio <= 0.5
     assert rfx.report(gm).latency_ratio == pytest.approx(true_ratio)
 
@@ -273,24 +287,8 @@ def test_a_floor_measured_above_the_limit_once_is_measured_again_before_refusing
     """Every candidate's first measurement reads 0.5 high (an unlucky round): the model
     with every removable channel gone reads above the limit once, and the budget is
     refused only if the median of its measurements is above it too (here it is not)."""
-    _deterministic_rounds(monkeypatch)
-    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # bisection on measurements
-    measure = ruler_module.LatencyRuler.measure
-    seen: set[int] = set()
-
-    def unlucky_first(self, candidate):
-        ratio, cost = measure(self, candidate)
-        n = count_params(candidate)
-        if n not in seen:
-            seen.add(n)
-            return ratio + 0.5, cost
-        return ratio, cost
-
-    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", unlucky_first)
-    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
-    gm = rfx.compile(model, rfx.Budget(latency=0.3), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
-    true_ratio = count_params(gm) / count_params(model)
+    _first_reading_off(monkeypatch, 0.5)
+    gm, true_ratio = _compiled_at(0.3)
     assert true_ratio <= 0.3
     assert rfx.report(gm).latency_ratio == pytest.approx(true_ratio)
 
@@ -298,26 +296,10 @@ def test_a_floor_measured_above_the_limit_once_is_measured_again_before_refusing
 def test_a_plan_confirmed_below_the_band_moves_up_to_it(monkeypatch) -> None:
     """Every candidate's first measurement reads 0.15 high (an unlucky round): the search
     settles on a plan that truly measures about 0.35 for a 0.5 limit; measured again, its
-    median is below the tolerance band, so plans with fewer removals, measured as often, take
-    its place until one lands in the band."""
-    _deterministic_rounds(monkeypatch)
-    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # bisection on measurements
-    measure = ruler_module.LatencyRuler.measure
-    seen: set[int] = set()
-
-    def unlucky_first(self, candidate):
-        ratio, cost = measure(self, candidate)
-        n = count_params(candidate)
-        if n not in seen:
-            seen.add(n)
-            return ratio + 0.15, cost
-        return ratio, cost
-
-    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", unlucky_first)
-    model, x = _wide_net(), torch.randn(1, 3, 32, 32)
-    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_backend="torch",
-                     latency_cache=False, reinit=False, round_to=1)  # fmt: skip
-    true_ratio = count_params(gm) / count_params(model)
+    median is below the tolerance band, so plans with fewer removals, measured as often,
+    take its place until one lands in the band."""
+    _first_reading_off(monkeypatch, 0.15)
+    gm, true_ratio = _compiled_at(0.5)
     assert (1 - latency_search.LATENCY_TOLERANCE) * 0.5 <= true_ratio <= 0.5
     assert rfx.report(gm).latency_ratio == pytest.approx(true_ratio)
 
@@ -329,24 +311,9 @@ def test_a_floor_measured_within_the_limit_by_luck_is_refused_on_its_median(
     below the true floor every plan first reads within it, but no plan's median does,
     nor the floor's: the budget is refused (not a model above its limit)."""
     floor = _floor_ratio()
-    _deterministic_rounds(monkeypatch)
-    monkeypatch.setattr(latency_search, "LatencyEstimate", Nothing)  # bisection on measurements
-    measure = ruler_module.LatencyRuler.measure
-    seen: set[int] = set()
-
-    def lucky_first(self, candidate):
-        ratio, cost = measure(self, candidate)
-        n = count_params(candidate)
-        if n not in seen:
-            seen.add(n)
-            return ratio - 0.5, cost
-        return ratio, cost
-
-    monkeypatch.setattr(ruler_module.LatencyRuler, "measure", lucky_first)
-    x = torch.randn(1, 3, 32, 32)
+    _first_reading_off(monkeypatch, -0.5)
     with pytest.raises(rfx.BudgetError) as err:
-        rfx.compile(_wide_net(), rfx.Budget(latency=0.9 * floor), (x,), latency_backend="torch",
-                    latency_cache=False, reinit=False, round_to=1)  # fmt: skip
+        _compiled_at(0.9 * floor)
     assert err.value.quantity == "latency"
     assert err.value.smallest == pytest.approx(floor)
 
