@@ -28,9 +28,9 @@ class InitScale:
     :meth:`of`) the initial values themselves, whose distribution a redraw follows.
 
     :meth:`of` does not copy the values: for float32 tensors they are the module's own
-    weight and bias (detached, same shape), which slicing replaces and never writes into, so they
-    keep the initial values at no cost in memory; :func:`matched_init` into the very
-    tensors they view (re-initializing a module in place) copies them first. Do not
+    weight and bias (detached, same shape), which slicing replaces and never writes into,
+    so they keep the initial values at no cost in memory; :func:`matched_init` into the
+    very tensors they view (re-initializing a module in place) copies them first. Do not
     write into a measured module's tensors otherwise while its scale is in use.
 
     Example:
