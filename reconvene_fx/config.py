@@ -72,7 +72,11 @@ class CompileConfig:
             (the default) chooses per group from its width (:func:`auto_round_to`):
             multiples of 8 from 32 channels up, of 4 from 16, of 2 from 8, any width
             below; runtimes turn much more of the MACs saved into speed at such widths
-            (``benchmarks/results/latency_round_to.md``). ``1`` keeps any width.
+            (``benchmarks/results/latency_round_to.md``). These default widths never make
+            a budget unreachable: when even every removable channel gone does not meet
+            it, the groups that rounding alone keeps whole (13 groups of 8 channels at a
+            step of 8) go by single atoms instead, then, if need be, every group (logged
+            at INFO). ``1`` keeps any width; a ``round_to`` given is always kept.
         ignore: qualified module names whose channels are never pruned.
         reinit: re-initialize narrowed layers (RLR): weights and biases redrawn from
             the layer's own initial values, their spread rescaled to the new fan-in

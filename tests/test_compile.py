@@ -144,6 +144,47 @@ def test_round_to_keeps_13_groups_of_8_whole() -> None:
     assert rounded_free.get_submodule("grouped").out_channels < 104
 
 
+def test_default_widths_give_way_where_they_alone_keep_a_budget_from_being_met() -> None:
+    """At round_to=8 the 13 groups of 8 keep all 104 channels, so a 0.5 MAC budget is out
+    of reach; the default widths narrow that space by whole atoms (13 channels) instead
+    and keep rounding the rest."""
+    model, x = ThirteenGroups(), _x()
+    with pytest.raises(rfx.BudgetError, match="round_to=8 rounds the kept widths up"):
+        rfx.compile(model, rfx.Budget(macs=0.5), (x,), round_to=8, reinit=False)
+    gm = rfx.compile(model, rfx.Budget(macs=0.5), (x,), reinit=False)
+    grouped, b = gm.get_submodule("grouped"), gm.get_submodule("b")
+    assert grouped.out_channels < 104 and grouped.out_channels % 13 == 0
+    assert b.out_channels < 64 and b.out_channels % 8 == 0  # still rounded
+    assert rfx.report(gm).macs_ratio <= 0.5
+    assert rfx.verify(model, gm, (x,)).exact
+
+
+def test_a_budget_out_of_reach_at_any_width_names_the_unrounded_floor() -> None:
+    model, x = ThirteenGroups(), _x()
+    refusals = []
+    for round_to in (None, 1):
+        with pytest.raises(rfx.BudgetError) as info:
+            rfx.compile(model, rfx.Budget(macs=0.01), (x,), round_to=round_to, reinit=False)
+        refusals.append(info.value)
+    assert refusals[0].smallest == pytest.approx(refusals[1].smallest)
+    assert "round_to" not in str(refusals[0])
+
+
+def test_default_widths_give_way_for_a_latency_budget_too() -> None:
+    """A latency limit out of reach at the default widths (here latency = parameters) is
+    searched again at finer widths, and lands."""
+    model, x = ThirteenGroups(), _x()
+
+    def params(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
+        return float(sum(p.numel() for p in module.parameters()))
+
+    with pytest.raises(rfx.BudgetError, match="latency=0.5 cannot be met"):
+        rfx.compile(model, rfx.Budget(latency=0.5), (x,), round_to=8, latency_fn=params)
+    gm = rfx.compile(model, rfx.Budget(latency=0.5), (x,), latency_fn=params)
+    assert gm.get_submodule("grouped").out_channels < 104
+    assert params(gm, (x,)) <= 0.5 * params(model, (x,))
+
+
 def test_macs_budget_holds_alone_and_with_params() -> None:
     model, x = build("inception"), _x()
     gm = rfx.compile(model, budget=rfx.Budget(macs=0.3), example_inputs=(x,), reinit=False)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from ..costs import LayerCosts
 from ..errors import BudgetError
 from ..latency.search import LatencySearch
 from ..layers import LayerRegistry
+from ..log import logger
 from ..meta import ChannelInfo, LayerSensitivity, PinCause
 from ..shrinking import shrink_layers
 from ._composite import CompositeMasks
@@ -38,6 +40,9 @@ class SearchSettings:
     round_to: int = 1
     # per coupled group, the atom count kept atoms are rounded to (None: round_to)
     round_atoms: torch.Tensor | None = None
+    # round_atoms are the default widths (round_to left at None): where rounding alone
+    # keeps the budget from being met, it gives way (see Search.run)
+    round_auto: bool = False
     composite: bool = False
     # composite: a mask keeping less of its layer is raised until every input it reads
     # keeps this share (see CompositeMasks)
@@ -197,23 +202,77 @@ class Search:
         self.latency_after: float | None = None
 
     def _refusal(
-        self, message: str, quantity: str, smallest: float, removed: torch.Tensor
+        self,
+        message: str,
+        quantity: str,
+        smallest: float,
+        removed: torch.Tensor,
+        rounded: bool = True,
     ) -> BudgetError:
         """A BudgetError that names, for the layers that hold the most parameters even
-        with all that may go removed, the nodes that keep their channels and why."""
-        text, rows = self.pins.explain(self.costs, removed, self.settings.round_to)
+        with all that may go removed, the nodes that keep their channels and why
+        (``rounded``: the widths were rounded up to ``round_to``)."""
+        round_to = self.settings.round_to if rounded else 1
+        text, rows = self.pins.explain(self.costs, removed, round_to)
         return BudgetError(message + text, quantity=quantity, smallest=smallest, pinned_by=rows)
 
     def run(
         self, order: torch.Tensor, start: int, phase_ends: tuple[int, ...] = ()
     ) -> torch.Tensor:
+        """The removal mask of the shortest prefix of ``order`` (from ``start``; composite
+        counts are monotone within each of ``phase_ends``' phases) that meets the budget.
+
+        With the default widths (``settings.round_auto``), rounding never makes a budget
+        unreachable: when even the whole order does not meet it, the search runs again
+        with the groups that rounding alone keeps whole (a grouped conv of 13 groups at a
+        step of 8 channels can only keep all of its 8 positions) stepping by one atom,
+        then, if that does not meet it either, with no rounding at all.
+
+        Raises:
+            BudgetError: when even the whole order, at the finest widths tried, does not
+                meet the budget.
+        """
         group_size = torch.bincount(
             self.group, minlength=int(self.group.max()) + 1 if self.num_atoms else 0
         )
-        rank = _rank_within_group(self.group[order])
         r = self.settings.round_atoms
         if r is None:
             r = torch.full_like(group_size, self.settings.round_to)
+        steps = self._steps(r, order, group_size) if self.settings.round_auto else [r]
+        for coarse, finer in pairwise(steps):
+            try:
+                return self._run(order, start, phase_ends, group_size, coarse)
+            except BudgetError as exc:
+                logger.info("%s at the default widths; searching again with %d more coupled "
+                            "groups at any width", exc.args[0].split(":")[0],
+                            int((coarse > 1).sum() - (finer > 1).sum()))  # fmt: skip
+        return self._run(order, start, phase_ends, group_size, steps[-1])
+
+    def _steps(
+        self, r: torch.Tensor, order: torch.Tensor, group_size: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The rounding steps to try, coarsest first: ``r``; the groups whose kept width
+        ``r`` rounds up to the whole group with the whole ``order`` removed at a step of
+        one atom; every group at one atom."""
+        kept = group_size - torch.bincount(self.group[order], minlength=group_size.numel())
+        whole = (r > 1) & (kept < group_size) & ((kept + r - 1) // r * r >= group_size)
+        steps = [r]
+        if bool(whole.any()):
+            steps.append(torch.where(whole, torch.ones_like(r), r))
+        if bool((steps[-1] > 1).any()):
+            steps.append(torch.ones_like(r))
+        return steps
+
+    def _run(
+        self,
+        order: torch.Tensor,
+        start: int,
+        phase_ends: tuple[int, ...],
+        group_size: torch.Tensor,
+        r: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`run` with the kept width of group ``g`` rounded up to ``r[g]`` atoms."""
+        rank = _rank_within_group(self.group[order])
 
         def removed_for(k: int) -> torch.Tensor:
             prefix = order[:k]
@@ -238,6 +297,7 @@ class Search:
                 q,
                 got[q],
                 removed_for(n),
+                rounded=bool((r > 1).any()),
             )
 
         def fits_mask(removed: torch.Tensor) -> bool:
@@ -255,7 +315,8 @@ class Search:
             lo = hi
         k = first_true(fits, lo, hi) if len(bounds) > 1 else lo
         if "latency" in self.limits:
-            return removed_for(self._latency_search(removed_for, k, n))
+            rounded = bool((r > 1).any())
+            return removed_for(self._latency_search(removed_for, k, n, rounded))
         # rounding up left part of the budget: spend it (composite masks fill it themselves)
         if bool((r > 1).any()) and self.composite is None:
             return give_back_steps(removed_for(k), order, self.group, r, fits_mask)
@@ -285,7 +346,13 @@ class Search:
             room = int(limit * self.full["params"]) - (params - self.composite.dense_size(removed))
         return self.composite.masks(removed, room)
 
-    def _latency_search(self, removed_for: Callable[[int], torch.Tensor], lo: int, hi: int) -> int:
+    def _latency_search(
+        self,
+        removed_for: Callable[[int], torch.Tensor],
+        lo: int,
+        hi: int,
+        rounded: bool = True,
+    ) -> int:
         """Fewest removals (>= lo) whose shrunk model meets the latency limit, measured
         (:class:`~reconvene_fx.latency.search.LatencySearch`)."""
         limit = self.limits["latency"]
@@ -299,7 +366,7 @@ class Search:
             backend=settings.latency_backend,
             cache=settings.latency_cache,
             latency_fn=settings.latency_fn,
-            round_to=settings.round_to,
+            round_to=settings.round_to if rounded else 1,
             progress=settings.progress,
         )
 
@@ -310,6 +377,7 @@ class Search:
                 "latency",
                 ratio,
                 removed_for(hi),
+                rounded,
             )
 
         plan = search.run(removed_for, lo, hi, unreachable)

@@ -160,6 +160,7 @@ class PlanPass(ReconvenePass):
             example_inputs=self.example_inputs,
             round_to=self.config.round_to if self.config.round_to is not None else 8,
             round_atoms=_round_atoms(infos, num_groups, self.config.round_to),
+            round_auto=self.config.round_to is None,
             composite=self.config.composite,
             # no mask keeps less than min_width x the global density of the weights reading
             # any input: no layer pruned 10x harder than the model (the PaI model's own
