@@ -106,6 +106,18 @@ def test_dead_layers_names_layers_without_input_or_output_channels() -> None:
 
 
 @pytest.mark.parametrize(
+    ("fill", "dead"),
+    [(0.0, True), (-0.0, True), (1e-30, False), (float("nan"), False), (float("-inf"), False)],
+)
+def test_one_weight_other_than_zero_keeps_a_layer_alive(fill: float, dead: bool) -> None:
+    gm = rfx.trace(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Linear(4, 3)))
+    record = ShrinkRecord(layers={}, params_before=0, macs_before=0, macs_after=0)
+    with torch.no_grad():
+        gm.get_submodule("1").weight.zero_()[-1, -1] = fill  # the last entry read
+    assert ("1" in dead_layers(gm, record)) is dead
+
+
+@pytest.mark.parametrize(
     ("name", "method", "options"),
     [
         ("resnet18", "magnitude", {}),
