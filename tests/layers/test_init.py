@@ -166,6 +166,24 @@ def test_the_redraw_is_a_random_window_of_the_initial_values(dtype: torch.dtype)
     assert torch.equal(narrow.bias.detach(), bias)
 
 
+def test_the_spread_is_measured_only_when_read() -> None:
+    """A redraw from recorded values never reads ``weight_std``: :meth:`InitScale.of` leaves
+    it to be measured on first read, where it is the weight's standard deviation."""
+    from reconvene_fx.layers import matched_init
+
+    conv = nn.Conv2d(32, 16, 3)
+    before = InitScale.of(conv)
+    assert before is not None
+    matched_init(nn.Conv2d(8, 16, 3), torch.Generator().manual_seed(0), before)
+    assert "weight_std" not in vars(before)
+    assert before.weight_std == float(conv.weight.detach().std())
+    assert vars(before)["weight_std"] == before.weight_std  # measured once
+    by_hand = InitScale(0.25, 27)
+    assert by_hand.weight_std == 0.25
+    with pytest.raises(AttributeError, match="no attribute 'other'"):
+        _ = before.other
+
+
 def test_the_window_moves_with_the_seed() -> None:
     """Seeds draw different windows: a redraw is not the same rows for every seed."""
     from reconvene_fx.layers import matched_init
