@@ -12,7 +12,9 @@ One command, offline (the data sets, models and recipe of the accuracy study, ``
 Latency: every model is exported with ``rfx.export_onnx`` and run on one onnxruntime CPU
 session (``reconvene_fx.latency.onnxruntime_session``: all graph optimizations, threads that
 do not spin-wait, ``--ort-threads`` intra-op threads, default onnxruntime's own, as the
-planner's) on ``BATCH`` = 64 training images of the data set. The dense model's session is
+planner's) on the first ``--batch`` training images of the data set (default 256: at 64 these
+16-64-channel models are bound by per-call overhead, a model measures up to 40 % apart in
+two sessions and no budget below about 0.55 of dense can be met). The dense model's session is
 set up once per data set and family; every other model is warmed up and timed in
 ``--rounds`` rounds alternating with it (a round repeats the call for about
 ``--min-round-s``): its latency is the median of its rounds, its fraction of dense the
@@ -32,9 +34,9 @@ Per data set, family, target fraction T of the dense latency and seed (the model
   within ``--tolerance`` of the goal: with ``--match reconvene`` (the default) the fraction
   the reconvene model of the first seed measured at T (equal measured latency: a latency
   budget lands at or below T, a bisection on either side of it), T itself with ``--match
-  target`` or when reconvene was refused or not run. Uniform widths do not depend on the
-  seed, so ``b`` is bisected on the first seed and reused for the others (each model still
-  measured).
+  target`` or when reconvene was refused or not run. ``b`` is bisected on the first seed and
+  reused for the others (each model still measured; the widths it gives can differ by seed
+  where the scores decide which groups take the last rounding step).
 - ``torch_pruning``: ``MagnitudePruner`` with ``MagnitudeImportance(p=2)``, the final linear
   layer ignored, ``round_to=4`` (``--tp-round-to``; see ``TP_ROUND_TO``), its
   ``pruning_ratio`` bisected the same way, to the same goal (first seed, then reused; the
@@ -92,7 +94,7 @@ __all__ = ["Clock", "Pruner", "Timing", "bisect", "compile_uniform", "main", "pr
            "tp_lowest_keep"]  # fmt: skip
 
 RESULTS = C.RESULTS / "accuracy_equal_latency"
-BATCH = 64
+BATCH = 256  # images per timed call (quick: 64)
 METHODS = ("reconvene", "reconvene_time", "uniform", "torch_pruning")
 RECONVENE = ("reconvene", "reconvene_time")  # compiled with Budget(latency=T), not bisected
 UNIFORM_LOWEST = 1e-3  # the bisection's lower end for the macs budget (the library raises it)
@@ -102,10 +104,10 @@ TP_LOWEST_KEEP = 0.05  # Torch-Pruning's pruning_ratio at most 0.95, as in laten
 # on torchvision models, cannot narrow these 16-channel layers below 8 and leaves a layer
 # whole when its rounded width would be 0 (measured: keep 0.25 ran at 0.62 of dense).
 TP_ROUND_TO = 4
-FULL = {"datasets": ("mnist",), "families": tuple(models.FAMILIES), "targets": (0.5, 0.25, 0.125),
-        "seeds": (0, 1, 2)}  # fmt: skip
+FULL = {"datasets": ("mnist",), "families": tuple(models.FAMILIES), "targets": (0.7, 0.55, 0.4),
+        "seeds": (0, 1, 2), "batch": BATCH}  # fmt: skip
 QUICK = {"datasets": ("digits",), "families": ("resnet",), "targets": (0.5,), "seeds": (0,),
-         "epochs": 1, "rounds": 5, "min_round_s": 0.05, "steps": 6}  # fmt: skip
+         "epochs": 1, "rounds": 5, "min_round_s": 0.05, "steps": 6, "batch": 64}  # fmt: skip
 
 
 # --- latency ------------------------------------------------------------------------------
@@ -320,7 +322,7 @@ def measure_family(dataset: str, family: str, args: argparse.Namespace, st: Stud
                    cache: Path) -> None:  # fmt: skip
     """Every pruned model of one data set and family: built, measured, queued for training."""
     ds = datasets.load(dataset)
-    x = ds.x_train[:BATCH]
+    x = ds.x_train[: args.batch]
 
     def build(seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -384,7 +386,7 @@ class Pruner:
                        planner_fraction=rfx.report(gm).latency_ratio)  # fmt: skip
             return gm
         make, lo, first = self._maker(method, model, target, seed, scoring)
-        if (method, target) in self.knobs:  # bisected on the first seed: the same widths
+        if (method, target) in self.knobs:  # bisected on the first seed: the same knob
             pruned, used = make(self.knobs[method, target])
             rec.update(knob=used, knob_from_seed=self.args.seeds[0],
                        compile_s=time.perf_counter() - start)  # fmt: skip
@@ -439,7 +441,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="digits, resnet, T=0.5, seed 0, 1 epoch, fewer rounds")  # fmt: skip
     p.add_argument("--datasets", help="comma-separated (mnist,digits; default mnist)")
     p.add_argument("--families", help="comma-separated (resnet,vgg,densenet,mobilenet)")
-    p.add_argument("--targets", help="fractions of the dense latency (0.5,0.25,0.125)")
+    p.add_argument("--targets", help="fractions of the dense latency (0.7,0.55,0.4)")
+    p.add_argument("--batch", type=int, help=f"images per timed call ({BATCH}; quick 64)")
     p.add_argument("--seeds", help="comma-separated ints (0,1,2)")
     p.add_argument("--methods", help=f"comma-separated, of {','.join(METHODS)} (all)")
     p.add_argument("--method", default="snip", help="PaI scoring method (snip)")
@@ -472,7 +475,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         else list(METHODS)  # fmt: skip
     args.targets = study._floats(args.targets) if args.targets else list(preset["targets"])
     args.seeds = study._ints(args.seeds) if args.seeds else list(preset["seeds"])
-    for name in ("steps", "rounds", "min_round_s"):
+    for name in ("steps", "rounds", "min_round_s", "batch"):
         if getattr(args, name) is None:
             setattr(args, name, preset[name])
     if args.epochs is None and args.quick:
@@ -505,7 +508,7 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         "recipe": {d: r.as_dict() for d, r in args.recipe.items()},
         "latency": {
             "runtime": "onnxruntime CPUExecutionProvider, ORT_ENABLE_ALL, no spinning",
-            "batch": BATCH,
+            "batch": args.batch,
             "rounds": args.rounds,
             "warmup_rounds": args.warmup,
             "min_round_s": args.min_round_s,

@@ -12,10 +12,17 @@ seeds is at least that of uniform and of Torch-Pruning (of those that finished t
 cell where no baseline finished is left out); target: wins in at least two thirds of the
 cells. ``reconvene_time`` (the same compile with ``price="latency"``) is shown beside it, a
 variant that does not count.
+
+A bisection does not always land on reconvene's latency, so beside the headline each cell
+also compares on the *fronts* (:func:`front_accuracy`): a baseline's mean accuracy read off
+the line through its own mean (latency, accuracy) points of the family, the dense model's
+at latency 1, at reconvene's mean measured latency; a baseline whose points do not reach
+that latency is not compared there.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -24,7 +31,7 @@ from typing import Any
 
 from . import tables as study_tables
 
-__all__ = ["cell_rows", "markdown", "plot", "summary"]
+__all__ = ["cell_rows", "front_accuracy", "markdown", "plot", "summary"]
 
 Record = dict[str, Any]
 PRUNED = ("reconvene", "reconvene_time", "uniform", "torch_pruning")
@@ -55,16 +62,63 @@ def _accuracies(runs: Iterable[Record], **where: Any) -> list[float]:
 
 
 def cell_rows(config: dict[str, Any], runs: list[Record]) -> list[dict[str, Any]]:
-    """Per cell: the mean accuracy of each method that finished and whether reconvene won
-    (None: no baseline finished, the cell is not counted)."""
+    """Per cell: the mean accuracy of each method that finished, whether reconvene won
+    (None: no baseline finished, the cell is not counted), and the same on the fronts:
+    ``front`` (each baseline's accuracy at reconvene's mean latency, None where its points
+    do not reach it) and ``won_front`` (None: reconvene has no model or no baseline
+    reaches its latency)."""
     rows = []
     for ds, family, target in _cells(config, runs):
         sub = select(runs, dataset=ds, family=family, target=target)
         means = {m: statistics.fmean(a) for m in PRUNED if (a := _accuracies(sub, method=m))}
         base = [means[m] for m in BASELINES if m in means]
         won = None if not base else ("reconvene" in means and means["reconvene"] >= max(base))
-        rows.append({"cell": (ds, family, target), "means": means, "won": won, "runs": sub})
+        front: dict[str, float | None] = {}
+        won_front = None
+        if "reconvene" in means:
+            at = statistics.fmean(r["latency_fraction"]
+                                  for r in finished(select(sub, method="reconvene")))  # fmt: skip
+            family_runs = select(runs, dataset=ds, family=family)
+            front = {m: front_accuracy(family_runs, m, at) for m in BASELINES}
+            reached = [v for v in front.values() if v is not None]
+            won_front = means["reconvene"] >= max(reached) if reached else None
+        rows.append({"cell": (ds, family, target), "means": means, "won": won, "runs": sub,
+                     "front": front, "won_front": won_front})  # fmt: skip
     return rows
+
+
+def front_accuracy(runs: list[Record], method: str, latency: float) -> float | None:
+    """``method``'s mean accuracy at the latency fraction ``latency``, read linearly off the
+    line through its mean (latency, accuracy) points, one per target of ``runs`` (one data
+    set and family), and the dense model's at latency 1; None when ``latency`` lies outside
+    those points (below the fastest).
+
+    Example:
+        >>> runs = [{"method": "dense", "target": None, "seed": 0, "accuracy": 98.0,
+        ...          "latency_fraction": 1.0},
+        ...         {"method": "uniform", "target": 0.5, "seed": 0, "accuracy": 90.0,
+        ...          "latency_fraction": 0.6}]
+        >>> front_accuracy(runs, "uniform", 0.7), front_accuracy(runs, "uniform", 0.5)
+        (92.0, None)
+    """
+    points = []
+    dense = _accuracies(runs, method="dense")
+    if dense:
+        points.append((1.0, statistics.fmean(dense)))
+    for target in sorted({r["target"] for r in runs if r["target"] is not None}):
+        done = finished(select(runs, method=method, target=target))
+        if done:
+            points.append((statistics.fmean(r["latency_fraction"] for r in done),
+                           statistics.fmean(r["accuracy"] for r in done)))  # fmt: skip
+    points.sort()
+    if not points or not points[0][0] <= latency <= points[-1][0]:
+        return None
+    if len(points) == 1:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= latency <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (latency - x0) / (x1 - x0)
+    return None
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -83,6 +137,13 @@ def summary(rows: list[dict[str, Any]]) -> str:
         text += f"; it wins {won} of the {compiled} where it has." if compiled else "."
     if left_out:
         text += f" {left_out} cell(s) without any finished baseline are left out."
+    fronts = [r for r in rows if r.get("won_front") is not None]
+    if fronts:
+        wins = sum(bool(r["won_front"]) for r in fronts)
+        text += (
+            " On the fronts (each baseline's accuracy read off its own accuracy-latency line "
+            f"at reconvene's measured latency): **{wins} of {len(fronts)}** cells."
+        )
     return text
 
 
@@ -101,13 +162,17 @@ def _cell_text(runs: list[Record], method: str) -> str:
 
 def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| data | family | target | " + " | ".join(LABELS[m] for m in PRUNED)
-             + " | reconvene wins |", "|---|---|---|" + "---|" * (len(PRUNED) + 1)]  # fmt: skip
+             + " | reconvene wins | on the fronts: " + ", ".join(LABELS[m] for m in BASELINES)
+             + " | wins there |", "|---|---|---|" + "---|" * (len(PRUNED) + 3)]  # fmt: skip
     for row in rows:
         ds, family, target = row["cell"]
-        won = {None: "(not counted)", True: "yes", False: "no"}[row["won"]]
+        won, won_front = ({None: "(not counted)", True: "yes", False: "no"}[w]
+                          for w in (row["won"], row.get("won_front")))  # fmt: skip
         cells = [_cell_text(row["runs"], m) for m in PRUNED]
+        front = ", ".join("-" if (v := row.get("front", {}).get(m)) is None else f"{v:.2f}"
+                          for m in BASELINES)  # fmt: skip
         lines.append(f"| {ds} | {family} | {study_tables.budget_label(target)} | "
-                     + " | ".join(cells) + f" | {won} |")  # fmt: skip
+                     + " | ".join(cells) + f" | {won} | {front} | {won_front} |")  # fmt: skip
     return lines
 
 
@@ -246,8 +311,11 @@ def plot(config: dict[str, Any], runs: list[Record], path: Path) -> None:
                                 label=LABELS[method])  # fmt: skip
             ax.set_xlim(0, 1.1)
             ax.set_title(title, fontsize=9)
-            ax.set_xlabel("measured onnxruntime latency, fraction of dense (batch 64)",
-                          fontsize=8)  # fmt: skip
+            ax.set_xlabel(
+                "measured onnxruntime latency, fraction of dense "
+                f"(batch {config['latency'].get('batch', 64)})",
+                fontsize=8,
+            )
             ax.set_ylabel("test accuracy %", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)

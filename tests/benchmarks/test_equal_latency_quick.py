@@ -57,6 +57,15 @@ def test_bisect_stops_at_the_floor_and_keeps_the_closest_try() -> None:
     assert len(found.tries) == 2  # 0.5, then the midpoint raised to the floor
 
 
+def test_the_full_study_times_batches_of_256_and_the_batch_can_be_set(tmp_path: Path) -> None:
+    # at batch 64 these models are bound by per-call overhead (see the module docstring)
+    out = ["--out", str(tmp_path)]
+    full = el.parse_args(out)
+    assert full.batch == el.BATCH == 256 and full.targets == [0.7, 0.55, 0.4]
+    assert el.parse_args(["--quick", *out]).batch == 64
+    assert el.parse_args(["--batch", "128", "--quick", *out]).batch == 128
+
+
 def test_tp_lowest_keep_is_where_torch_pruning_still_narrows_every_layer() -> None:
     torch.manual_seed(0)
     model = models.build("resnet", 1, 10, 8)
@@ -106,6 +115,33 @@ def test_summary_counts_the_cells_reconvene_wins() -> None:
     text = elt.summary(rows)
     assert "in **2 of 4** (family x target) cells" in text and "**NOT met**" in text
     assert "no trained model (refused or failed) in 1 of them; it wins 2 of the 3" in text
+
+
+def test_the_fronts_compare_at_reconvenes_latency_where_a_bisection_missed() -> None:
+    def at(method: str, target: float | None, frac: float, acc: float) -> dict:
+        return {**_rec("resnet", target, method, 0, acc), "latency_fraction": frac}
+
+    runs = [
+        at("dense", None, 1.0, 98.0),
+        # T=0.5: reconvene 0.5 at 91; uniform missed, measured 0.7 at 93 (its 0.25 point:
+        # 0.3 at 85, so at 0.5 its line gives 89); Torch-Pruning 0.5 at 92
+        at("reconvene", 0.5, 0.5, 91.0), at("uniform", 0.5, 0.7, 93.0),
+        at("torch_pruning", 0.5, 0.5, 90.0),
+        # T=0.25: reconvene 0.2 lies below uniform's fastest point (0.3): not compared with it
+        at("reconvene", 0.25, 0.2, 80.0), at("uniform", 0.25, 0.3, 85.0),
+        at("torch_pruning", 0.25, 0.1, 70.0),
+    ]  # fmt: skip
+    assert elt.front_accuracy(runs, "uniform", 0.5) == 89.0
+    assert elt.front_accuracy(runs, "uniform", 0.2) is None
+    assert elt.front_accuracy(runs, "torch_pruning", 0.2) == 75.0  # 0.1 at 70, 0.5 at 90
+    assert elt.front_accuracy(runs, "torch_pruning", 0.75) == 94.0  # toward dense
+    config = {"datasets": ["mnist"], "families": ["resnet"], "targets": [0.5, 0.25]}
+    rows = elt.cell_rows(config, runs)
+    assert [r["won"] for r in rows] == [False, False]  # on the points: uniform's 93, 85
+    assert [r["won_front"] for r in rows] == [True, True]
+    assert rows[1]["front"] == {"uniform": None, "torch_pruning": 75.0}
+    assert "On the fronts" in elt.summary(rows) and "**2 of 2** cells" in elt.summary(rows)
+    assert "| 89.00, 90.00 | yes |" in "\n".join(elt._cell_table(rows))
 
 
 def test_quick_equal_latency_writes_json_markdown_and_png(tmp_path: Path) -> None:
