@@ -79,7 +79,8 @@ class CompileConfig:
             at INFO). ``1`` keeps any width; a ``round_to`` given is always kept.
         ignore: qualified module names whose channels are never pruned.
         reinit: re-initialize narrowed layers (RLR): weights and biases redrawn from
-            the layer's own initial values, their spread rescaled to the new fan-in
+            the layer's own initial values at their own spread (not rescaled to the new
+            fan-in: measured more accurate, see :mod:`reconvene_fx.layers.init`)
             (:func:`~reconvene_fx.passes.matched_init`); composite layers that keep a
             mask keep the weights it chose; per-channel tensors (norm weights and
             biases, a standardized conv's gain) keep their sliced initial values, so

@@ -123,6 +123,15 @@ CONDITIONS: dict[str, Condition] = {
         {"strategy": "reconvene", "allocation": "sqrt"}, "reconvene, sqrt width allocation",
         widths=True,
     ),
+    "reconvene-keep": Condition(
+        {"strategy": "reconvene", "reinit": False},
+        "reconvene, narrowed layers keep their sliced initial weights (reinit=False)",
+        widths=True,
+    ),
+    "uniform-keep": Condition(
+        {"strategy": "uniform", "reinit": False},
+        "uniform, narrowed layers keep their sliced initial weights (reinit=False)",
+    ),
 }  # fmt: skip
 DEFAULT_CONDITIONS = ("dense", "unstructured", "reconvene", "composite", "uniform", "random",
                       "control")  # fmt: skip

@@ -164,9 +164,8 @@ class LayerHandler:
         return InitScale.of(layer.module) if layer.weighted else None
 
     def reinit(self, layer: Layer, generator: torch.Generator, before: InitScale | None) -> None:
-        """Re-initialize the narrowed layer (RLR) as the model's own initialization would
-        have drawn a layer of its new shape: weights by
-        :func:`~reconvene_fx.layers.init.matched_init` from ``before``; per-channel
+        """Re-initialize the narrowed layer (RLR) from the model's own initial values:
+        weights by :func:`~reconvene_fx.layers.init.matched_init` from ``before``; per-channel
         tensors keep their sliced initial values (a zero-initialized norm stays zero)."""
         if before is not None:
             matched_init(layer.module, generator, before)

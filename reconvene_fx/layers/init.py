@@ -1,12 +1,18 @@
 """Re-initialization of narrowed layers (RLR) at the model's own initialization.
 
-A narrowed layer is redrawn so that it starts where the model's own initialization would
-have started a layer of its new shape: a conv/linear weight keeps the spread it was drawn
-with, rescaled to its new fan-in (:func:`matched_init`); its bias keeps its distribution;
-per-channel tensors (norm weights and biases, a standardized conv's ``gain``) keep their
-sliced initial values, so a norm the model initialized to zero (a zero-init residual
-block) stays at zero. :class:`InitScale` is what is measured of a layer before it is
-sliced; each layer handler's ``reinit`` applies it.
+A narrowed layer is redrawn from the model's own initial values: a conv/linear weight and
+its bias are a random window of what the model drew for them, at the spread they were
+drawn with (:func:`matched_init`); per-channel tensors (norm weights and biases, a
+standardized conv's ``gain``) keep their sliced initial values, so a norm the model
+initialized to zero (a zero-init residual block) stays at zero. :class:`InitScale` is what
+is measured of a layer before it is sliced; each layer handler's ``reinit`` applies it.
+
+The spread is not rescaled to the narrowed fan-in. A fresh layer of the new shape would
+have a larger one (by ``sqrt(fan-in before / after)`` under PyTorch's default), which the
+accuracy study measured as a loss: on its four MNIST families (every conv followed by a
+norm, so the spread sets only how fast a layer learns, and the larger one slows it),
+redrawing at the original spread trained more accurate models than rescaling
+(``benchmarks/results/accuracy_reinit_spread/``).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ __all__ = ["InitScale", "matched_init"]
 @dataclass(frozen=True, eq=False)
 class InitScale:
     """How a layer's weights were drawn, measured before it was narrowed: the standard
-    deviation and mean of its weight and bias, its fan-in, and (when measured by
-    :meth:`of`) the initial values themselves, whose distribution a redraw follows.
+    deviation and mean of its weight and bias, its fan-in (for a re-initialization of your
+    own that rescales; :func:`matched_init` does not), and (when measured by :meth:`of`)
+    the initial values themselves, whose distribution a redraw follows.
 
     A scale made by :meth:`of` measures ``weight_std`` when it is first read (a redraw
     from the recorded values never reads it: resnet50's 54 conv weights took ~17 ms).
@@ -85,19 +92,17 @@ class InitScale:
 
 
 def matched_init(module: nn.Module, generator: torch.Generator, before: InitScale) -> None:
-    """Redraw a narrowed conv/linear as the model's own initialization drew it, at the
-    new fan-in.
+    """Redraw a narrowed conv/linear from the model's own initial values.
 
     The new weight is a random window of the layer's own initial values (consecutive rows
-    and columns from random offsets, chosen without looking at the scores), each value's
-    distance from their mean scaled by ``sqrt(before.fan_in / fan_in)``: the original
-    distribution, whatever scheme drew it (PyTorch's default uniform, Kaiming fan-out
-    normal, truncated normal, ...), with its spread rescaled to the new fan-in, so a
-    narrowed layer trains at the same effective step size as the layers left whole; for
-    PyTorch's default it is exactly what a fresh layer of the new shape would get. Biases
-    alike (zero biases stay zero, constant ones keep their value). Without recorded
-    values (an ``InitScale`` built by hand): a normal of the recorded mean and spread.
-    Nothing else of the module is touched.
+    and columns from random offsets, chosen without looking at the scores): a sample of
+    the original distribution, whatever scheme drew it (PyTorch's default uniform, Kaiming
+    fan-out normal, truncated normal, ...), at its original spread, not rescaled to the
+    new fan-in (see the module's docstring for why). The channels the plan kept were
+    chosen by their scores; their redrawn weights owe nothing to those scores. Biases
+    alike (zero biases stay zero, constant ones keep their value). Without recorded values
+    (an ``InitScale`` built by hand): a normal of the recorded mean and spread. Nothing
+    else of the module is touched.
 
     Example:
         >>> conv = torch.nn.Conv2d(64, 32, 3)
@@ -105,20 +110,17 @@ def matched_init(module: nn.Module, generator: torch.Generator, before: InitScal
         >>> narrow = torch.nn.Conv2d(16, 32, 3)  # a quarter of the fan-in
         >>> matched_init(narrow, torch.Generator().manual_seed(0), before)
         >>> round(float(narrow.weight.detach().std()) / before.weight_std, 1)
-        2.0
+        1.0
     """
     weight = module.weight
-    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
-    ratio = math.sqrt(before.fan_in / max(fan_in, 1))
     with torch.no_grad():
         values = before.weight_values
         # the spread draws only without values: reading it would measure it (InitScale)
         spread = before.weight_std if values is None or values.numel() == 0 else 0.0
-        _redraw(weight, values, 0.0, spread, ratio, generator)
+        _redraw(weight, values, 0.0, spread, generator)
         bias = getattr(module, "bias", None)
         if isinstance(bias, torch.Tensor):
-            _redraw(bias, before.bias_values, before.bias_mean, before.bias_std, ratio,
-                    generator)  # fmt: skip
+            _redraw(bias, before.bias_values, before.bias_mean, before.bias_std, generator)
 
 
 def _redraw(
@@ -126,11 +128,10 @@ def _redraw(
     values: torch.Tensor | None,
     mean: float,
     std: float,
-    ratio: float,
     generator: torch.Generator,
 ) -> None:
-    """Fill ``t`` from ``values`` (spread about their mean scaled by ``ratio``), or from a
-    normal of ``mean`` and ``std * ratio`` when there are none.
+    """Fill ``t`` from ``values``, or from a normal of ``mean`` and ``std`` when there are
+    none.
 
     When ``t`` fits inside ``values`` (every dim at most as long: a narrowed layer), ``t``
     is a random window of them: along each dim that ``t`` is shorter in, consecutive
@@ -142,19 +143,17 @@ def _redraw(
     """
     if values is None or values.numel() == 0:
         if std > 0:
-            t.normal_(mean, std * ratio, generator=generator)
+            t.normal_(mean, std, generator=generator)
         else:
             t.fill_(mean)
         return
     if values.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
         values = values.clone()  # they view the tensor being redrawn (see InitScale)
-    center = values.mean()
     if values.dim() == t.dim() and all(a <= b for a, b in zip(t.shape, values.shape, strict=True)):
         _random_window(values, t, generator)
     else:
         picks = torch.randint(values.numel(), (t.numel(),), generator=generator)
         t.copy_(values.reshape(-1)[picks.to(values.device)].view(t.shape))
-    t.sub_(center).mul_(ratio).add_(center)
 
 
 def _random_window(values: torch.Tensor, out: torch.Tensor, generator: torch.Generator) -> None:

@@ -1,7 +1,7 @@
 """Re-initializing a narrowed layer (RLR): the one entry that ShrinkPass calls.
 
-By default a layer's handler redraws it as the model's own initialization would have
-drawn a layer of its new shape (:meth:`~.base.LayerHandler.reinit`, from the
+By default a layer's handler redraws it from the model's own initial values
+(:meth:`~.base.LayerHandler.reinit`, from the
 :class:`~.init.InitScale` its handler measured before the layer was sliced). A user's
 ``init_fn(module, generator)`` replaces that; :func:`torchvision_init` is one, a fixed
 scheme that asks each handler's :meth:`~.base.LayerHandler.fresh_init`. This module
@@ -40,7 +40,7 @@ def reinitialize(
         >>> narrow = module_layer("conv", torch.nn.Conv2d(16, 32, 3))  # a quarter of the fan-in
         >>> reinitialize(narrow, torch.Generator().manual_seed(0), before)
         >>> round(float(narrow.module.weight.detach().std()) / before.weight_std, 1)
-        2.0
+        1.0
     """
     if init_fn is not None:
         init_fn(layer.module, generator)

@@ -29,7 +29,7 @@ class ShrinkPass(ReconvenePass):
     weights); ``groups`` is recomputed. With ``reinit=True`` narrowed layers are
     re-initialized from a generator seeded with ``seed``: by ``init_fn`` when given, else
     by their layer handler's ``reinit`` at the model's own initialization: convs and
-    linears by :func:`matched_init` (the original spread at the new fan-in), norms keep
+    linears by :func:`matched_init` (a window of their initial values), norms keep
     their sliced affine values (zero-initialized norms stay zero) with fresh statistics. A
     layer that keeps a composite mask (``PlanSummary.masks``) keeps its sliced weights:
     the mask chose them. The shapes in ``tensor_meta`` are updated to the kept channels;

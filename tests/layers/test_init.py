@@ -27,16 +27,19 @@ def _fill(t: torch.Tensor, mean: float, std: float, seed: int = 1) -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "fan_ratio"),
+    "module",
     [
-        (nn.Conv2d(64, 96, 3), 4.0),  # inputs 64 -> 16
-        (nn.Conv2d(64, 96, 3, groups=4), 4.0),  # 16 -> 4 per group
-        (nn.Linear(256, 96), 4.0),
-        (nn.ConvTranspose2d(64, 96, 2), 1.0),  # fan-in of its weight is out x k: kept
+        nn.Conv2d(64, 96, 3),  # inputs 64 -> 16
+        nn.Conv2d(64, 96, 3, groups=4),  # 16 -> 4 per group
+        nn.Linear(256, 96),
+        nn.ConvTranspose2d(64, 96, 2),  # fan-in of its weight is out x k
     ],
     ids=["conv", "grouped-conv", "linear", "conv-transpose"],
 )
-def test_weighted_layers_keep_their_own_spread_at_the_new_fan_in(module, fan_ratio) -> None:
+def test_weighted_layers_keep_their_own_spread_at_a_quarter_of_the_fan_in(module) -> None:
+    """The redraw is not rescaled to the new fan-in (a fresh layer's spread would be twice
+    as large here): at the larger spread these layers, each followed by a norm in the
+    accuracy study's models, trained less accurate models (see reconvene_fx.layers.init)."""
     _fill(module.weight, 0.0, 0.37)  # no PyTorch default: the model's own scheme
     _fill(module.bias, 0.25, 0.05)
     if isinstance(module, nn.ConvTranspose2d):
@@ -48,10 +51,10 @@ def test_weighted_layers_keep_their_own_spread_at_the_new_fan_in(module, fan_rat
     before = _narrow_and_reinit(module, in_idx, out_idx)
     assert before is not None and abs(before.weight_std - 0.37) < 0.01
     std = float(module.weight.detach().std())
-    assert abs(std / (0.37 * fan_ratio**0.5) - 1) < 0.05, std
+    assert abs(std / 0.37 - 1) < 0.05, std
     bias = module.bias.detach()
     assert abs(float(bias.mean()) - 0.25) < 0.05  # its distribution, not zeros
-    assert abs(float(bias.std()) / (0.05 * fan_ratio**0.5) - 1) < 0.35
+    assert abs(float(bias.std()) / 0.05 - 1) < 0.35
 
 
 @pytest.mark.parametrize("make", [lambda: nn.Conv2d(32, 32, 3), lambda: nn.Linear(32, 32)])
@@ -111,22 +114,20 @@ def test_standardized_conv_keeps_its_gain() -> None:
     assert conv.weight.shape == (12, 8, 3, 3)
 
 
-def test_a_uniform_init_is_redrawn_uniform_at_the_new_fan_in() -> None:
-    """PyTorch's default (uniform, bound 1/sqrt(fan_in)): the redraw is what a fresh layer
-    of the narrowed shape would get: uniform within the new bound, not a normal."""
+def test_a_uniform_init_is_redrawn_uniform_within_its_own_bound() -> None:
+    """PyTorch's default (uniform, bound 1/sqrt(fan_in)): the redraw stays uniform within
+    the bound the model drew it with (not a normal, and not the narrowed fan-in's bound)."""
     torch.manual_seed(0)  # the conv draws from the global generator
     conv = nn.Conv2d(64, 64, 3)
     before = _narrow_and_reinit(conv, torch.arange(16), None)
     assert before is not None and before.bias_values is not None
-    bound = 1 / (16 * 9) ** 0.5  # kaiming_uniform(a=sqrt(5)) at the new fan-in
+    bound = 1 / (64 * 9) ** 0.5  # kaiming_uniform(a=sqrt(5)) at the fan-in it was drawn at
     w = conv.weight.detach()
     assert float(w.abs().max()) <= bound * 1.01  # the draw is centred on its own mean
     assert float(w.abs().max()) > 0.95 * bound  # fills the range
     kurtosis = float(((w - w.mean()) ** 4).mean() / w.var() ** 2)
     assert abs(kurtosis - 1.8) < 0.1  # uniform: 1.8; a normal would give 3
-    # the bias is spread about its own mean, which the redraw keeps
-    center = abs(float(before.bias_values.mean()))
-    assert float(conv.bias.detach().abs().max()) <= bound * 1.01 + center
+    assert float(conv.bias.detach().abs().max()) <= bound  # a window of its own values
 
 
 def test_torchvision_init_lives_in_layers_and_stays_importable_from_passes() -> None:
@@ -140,9 +141,8 @@ def test_torchvision_init_lives_in_layers_and_stays_importable_from_passes() -> 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_redraw_is_a_random_window_of_the_initial_values(dtype: torch.dtype) -> None:
     """The narrowed dims take consecutive positions from one random offset each (in dim
-    order, from the generator), the whole dims stay as they are, and the window is spread
-    about the values' mean: bit for bit (float64: values measured in float32, spread in
-    float64)."""
+    order, from the generator), the whole dims stay as they are, and the window is the
+    values themselves: bit for bit (float64: values measured in float32)."""
     from reconvene_fx.layers import matched_init
 
     conv = nn.Conv2d(64, 48, 3).to(dtype)
@@ -152,17 +152,14 @@ def test_the_redraw_is_a_random_window_of_the_initial_values(dtype: torch.dtype)
     assert before.weight_values.shape == (48, 64, 3, 3)
     narrow = nn.Conv2d(16, 24, 3).to(dtype)  # half of the outputs, a quarter of the inputs
     matched_init(narrow, torch.Generator().manual_seed(5), before)
-    ratio = (64 * 9 / (16 * 9)) ** 0.5
     gen = torch.Generator().manual_seed(5)
     row = int(torch.randint(48 - 24 + 1, (), generator=gen))
     col = int(torch.randint(64 - 16 + 1, (), generator=gen))
     values = before.weight_values
-    expected = values[row : row + 24, col : col + 16].to(dtype, copy=True)
-    expected.sub_(values.mean()).mul_(ratio).add_(values.mean())
+    expected = values[row : row + 24, col : col + 16].to(dtype)
     assert torch.equal(narrow.weight.detach(), expected)
     bias_row = int(torch.randint(48 - 24 + 1, (), generator=gen))  # drawn after the weight
-    bias = before.bias_values[bias_row : bias_row + 24].to(dtype, copy=True)
-    bias.sub_(before.bias_values.mean()).mul_(ratio).add_(before.bias_values.mean())
+    bias = before.bias_values[bias_row : bias_row + 24].to(dtype)
     assert torch.equal(narrow.bias.detach(), bias)
 
 
@@ -224,7 +221,7 @@ def test_a_redraw_into_a_larger_shape_picks_values_with_replacement() -> None:
     matched_init(wide, torch.Generator().manual_seed(0), before)
     drawn, values = wide.weight.detach().flatten(), before.weight_values.flatten()
     nearest = (drawn[:, None] - values[None, :]).abs().min(1).values
-    assert float(nearest.max()) < 1e-6  # each one of the values (spread by a ratio of 1)
+    assert float(nearest.max()) < 1e-6  # each one of the values
     assert len(set(drawn.tolist())) > 1
 
 

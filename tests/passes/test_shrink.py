@@ -122,8 +122,8 @@ def _three_convs() -> torch.nn.Sequential:
 
 
 def test_rlr_redraws_narrowed_layers_at_the_models_own_scale() -> None:
-    """Default RLR: the original spread rescaled to the new fan-in, which for PyTorch's
-    default init is what a fresh layer of the narrowed shape would get; norms reset."""
+    """Default RLR: narrowed convs redrawn at their original spread (not the larger one a
+    fresh layer of the narrowed fan-in would get); norms reset."""
     model = _three_convs()
     gm = rfx.compile(model, budget=0.3, example_inputs=(X,), strategy="uniform", seed=3)
     rep = rfx.report(gm)
@@ -131,10 +131,11 @@ def test_rlr_redraws_narrowed_layers_at_the_models_own_scale() -> None:
         conv, original = gm.get_submodule(name), model.get_submodule(name)
         assert rep.layers[name].narrowed
         fan_in, fan_in_before = conv.weight[0].numel(), original.weight[0].numel()
-        expected = float(original.weight.detach().std()) * (fan_in_before / fan_in) ** 0.5
+        assert fan_in < fan_in_before, name  # its inputs were narrowed too
+        expected = float(original.weight.detach().std())
         assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.05, name
-        fresh = (1 / (3 * fan_in)) ** 0.5  # PyTorch's default: Kaiming uniform, a=sqrt(5)
-        assert abs(float(conv.weight.detach().std()) / fresh - 1) < 0.08, name
+        fresh = (1 / (3 * fan_in)) ** 0.5  # a fresh layer's: Kaiming uniform, a=sqrt(5)
+        assert float(conv.weight.detach().std()) < 0.9 * fresh, name
         kept = rep.layers[name].out_idx
         assert not torch.equal(conv.weight[:, :1], original.weight[kept, :1])  # redrawn
     bn = gm.get_submodule("4")
