@@ -98,5 +98,6 @@ def analyze(
         for p in passes:
             if isinstance(p, SensitivityPass):
                 p.keep_scores = keep_scores
+                p.keep_masks = True
         run_passes(gm, passes)
     return SENSITIVITY_TABLE.get(gm)

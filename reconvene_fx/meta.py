@@ -259,7 +259,9 @@ class LayerSensitivity:
             be narrowed structurally.
         kept: weights inside the mask.
         total: weights of the module.
-        mask: bool, the weight's shape: the unstructured mask of this module.
+        mask: bool, the weight's shape: the unstructured mask of this module; None when
+            SensitivityPass was asked not to keep it (``compile`` keeps it for composite
+            plans only; :func:`reconvene_fx.analyze` always keeps it).
         out_mass: float64 ``[out_channels]``: summed scores per output channel.
         in_mass: float64 ``[in_channels]`` (input features of a Linear): summed scores per
             input channel, over all groups of a grouped conv.
@@ -273,7 +275,7 @@ class LayerSensitivity:
     selected: bool
     kept: int
     total: int
-    mask: torch.Tensor
+    mask: torch.Tensor | None
     out_mass: torch.Tensor
     in_mass: torch.Tensor
     scores: torch.Tensor | None = None

@@ -35,8 +35,8 @@ def compile_passes(
 ) -> list[PassBase]:
     """The passes :func:`reconvene_fx.compile` runs, in order, for your own ``PassManager``.
 
-    ShapePass (on meta tensors) -> LiftLayersPass -> ChannelGroupPass -> SensitivityPass ->
-    PlanPass ->
+    ShapePass (on meta tensors) -> LiftLayersPass -> ChannelGroupPass -> SensitivityPass
+    (keeping the per-layer masks only for composite plans) -> PlanPass ->
     ShrinkPass -> MaskPass -> ReportPass -> DetachPass. Run on ``reconvene_fx.trace(model)``
     they give the model and report ``compile`` gives. ``config.rules`` and ``config.layers``
     (the rule and layer-handler registries) reach every pass that looks either up.
@@ -58,7 +58,8 @@ def compile_passes(
         ShapePass(example_inputs, fake=True),
         LiftLayersPass(),
         ChannelGroupPass(config.rules),
-        SensitivityPass(budget, example_inputs=example_inputs, config=config),
+        # the masks (a bool per weight) only for composite plans, which read them
+        SensitivityPass(budget, example_inputs=example_inputs, config=config, keep_masks=False),
         PlanPass(budget, example_inputs=example_inputs, config=config),
         ShrinkPass(
             reinit=config.reinit, seed=config.seed, init_fn=config.init_fn, layers=config.layers

@@ -60,6 +60,9 @@ class SensitivityPass(ReconvenePass):
             weights are scored).
         keep_scores: keep every weight's score in the meta (composite plans need them; it
             costs a copy of the weights in memory). Default: ``config.composite``.
+        keep_masks: keep every layer's mask in the meta (a bool per weight; composite
+            plans need them). Default True; :func:`~reconvene_fx.passes.compile_passes`
+            asks for them only for composite plans, and each rating's ``mask`` is then None.
         **options: fields of :class:`~reconvene_fx.config.CompileConfig` that replace
             those of ``config`` (``method="snip"``).
 
@@ -83,6 +86,7 @@ class SensitivityPass(ReconvenePass):
         example_inputs: tuple[Any, ...],
         config: CompileConfig | None = None,
         keep_scores: bool | None = None,
+        keep_masks: bool = True,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -91,6 +95,7 @@ class SensitivityPass(ReconvenePass):
         self.budget = as_budget(budget)
         self.example_inputs = tuple(example_inputs)
         self.keep_scores = self.config.composite if keep_scores is None else keep_scores
+        self.keep_masks = keep_masks
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         config = self.config
@@ -122,6 +127,7 @@ class SensitivityPass(ReconvenePass):
             scores,
             self.density,
             keep_scores=self.keep_scores,
+            keep_masks=self.keep_masks or self.config.composite,
             label=method,
             layers=config.layers,
         )

@@ -35,6 +35,7 @@ def rate_layers(
     density: float,
     *,
     keep_scores: bool = False,
+    keep_masks: bool = True,
     label: str = "scores",
     layers: LayerRegistry | None = None,
 ) -> dict[str, LayerSensitivity]:
@@ -46,6 +47,8 @@ def rate_layers(
     :func:`break_ties`), so exactly ``k``. Per layer: its mask, its ``density`` (fraction
     inside the mask), its ``sensitivity`` (density / global density, Reconvene's PSE),
     ``selected`` (``sensitivity < 1``) and its score mass per output and input channel.
+    Without ``keep_masks`` the same counts are made without writing a mask (a bool per
+    weight: 138 MB for vgg16), and each rating's ``mask`` is None.
     Scores are read layer by layer (lazy ones, with ``rows``, in row blocks of at most
     ``_CHUNK`` elements), never concatenated, and once: a seeded sample brackets the k-th
     largest score (:func:`~.base.sample_bracket`); the one pass writes the masks of the
@@ -59,6 +62,7 @@ def rate_layers(
         scores: ``{weight name: scores shaped like the weight}`` (a scorer's result).
         density: the fraction of the weights to keep, in (0, 1].
         keep_scores: keep each layer's scores in its rating (composite plans need them).
+        keep_masks: keep each layer's mask in its rating (composite plans need them).
         label: names the scores in errors (the scoring method).
         layers: the layer registry that knows the layers (None: the built-in one).
 
@@ -91,32 +95,37 @@ def rate_layers(
     by_weight: dict[str, list[int]] = {}
     for index, piece in enumerate(pieces):
         by_weight.setdefault(piece[0], []).append(index)
-    masks: dict[str, torch.Tensor] = {}
+    masks: dict[str, torch.Tensor] = {}  # with keep_masks
     masses: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     bands: list[tuple[str, int, torch.Tensor, torch.Tensor]] = []
     kept = dict.fromkeys(weights, 0)  # so far: the weights above the bracket
+    scratch = _Scratch(max(sizes, default=0))
     for name, weight in weights.items():
         layer = layers_of[name]
         assert layer is not None
-        mask = torch.empty(weight.shape, dtype=torch.bool)
-        masks[name] = mask
+        if keep_masks:
+            masks[name] = torch.empty(weight.shape, dtype=torch.bool)
         out_mass: list[torch.Tensor] = []
         in_mass: torch.Tensor | None = None
         for index in by_weight[name]:
             _, start, stop = pieces[index]
-            s = parts[index]
+            s = parts.read(index, scratch)
             if lazy:
                 check_finite(label, name, s)
-            block = mask[start:stop]
             if keep_all:
-                block.fill_(True)
-                kept[name] += block.numel()
+                if keep_masks:
+                    masks[name][start:stop].fill_(True)
+                kept[name] += s.numel()
             else:  # above the bracket: kept; inside it: decided once the k-th is known
+                block = (
+                    masks[name][start:stop] if keep_masks
+                    else scratch.flags(s.numel(), "above").view(s.shape)
+                )  # fmt: skip
                 torch.gt(s, hi, out=block)
                 kept[name] += int(torch.count_nonzero(block))
-                inside = torch.gt(s, lo).logical_xor_(block).view(-1).nonzero().view(-1)
+                inside, values = _band(s.reshape(-1), lo, block.view(-1), scratch)
                 offset = start * (weight.numel() // max(weight.shape[0], 1))
-                bands.append((name, offset, inside, s.reshape(-1).index_select(0, inside)))
+                bands.append((name, offset, inside, values))
             rows = layer if stop - start == weight.shape[0] else dataclasses.replace(
                 layer, out_channels=stop - start)  # fmt: skip
             o, i = layer.handler.channel_mass(rows, s)
@@ -126,11 +135,11 @@ def rate_layers(
         masses[name] = (torch.cat(out_mass) if len(out_mass) > 1 else out_mass[0], in_mass)
     if not keep_all:
         _fill_masks(parts, pieces, masks, bands, kept, k, weights)
-    global_density = sum(kept.values()) / max(sum(m.numel() for m in masks.values()), 1)
+    global_density = sum(kept.values()) / max(total, 1)
     rated: dict[str, LayerSensitivity] = {}
-    for name in weights:
-        module_name, mask = modules[name], masks[name]
-        layer_density = kept[name] / max(mask.numel(), 1)
+    for name, weight in weights.items():
+        module_name = modules[name]
+        layer_density = kept[name] / max(weight.numel(), 1)
         sensitivity = layer_density / global_density if global_density > 0 else 0.0
         rated[module_name] = LayerSensitivity(
             name=module_name,
@@ -138,8 +147,8 @@ def rate_layers(
             sensitivity=sensitivity,
             selected=sensitivity < 1.0,
             kept=kept[name],
-            total=mask.numel(),
-            mask=mask,
+            total=weight.numel(),
+            mask=masks.get(name),
             out_mass=masses[name][0],
             in_mass=masses[name][1],
             scores=scores[name] if keep_scores else None,
@@ -159,35 +168,90 @@ def _fill_masks(
     """Complete ``masks`` (which hold the scores above the bracket) to exactly ``k``: the
     bracket's members above the k-th largest score, then those tied at it by
     :func:`break_ties`; ``kept`` (the count above the bracket, per weight) is updated to
-    the count in each mask. ``bands`` holds, per piece, the flat positions (from
-    ``offset``) and scores of the bracket's members. When the count shows the k-th
-    largest outside the bracket (a sample that missed, many ties), it is found exactly by
-    :func:`~.base.kth_largest` and the masks are made again."""
+    the count in each mask (``masks`` empty: counted only). ``bands`` holds, per piece,
+    the flat positions (from ``offset``) and scores of the bracket's members. When the
+    count shows the k-th largest outside the bracket (a sample that missed, many ties),
+    it is found exactly by :func:`~.base.kth_largest` and the masks are made again."""
     threshold = kth_in_band(torch.cat([b[3] for b in bands]), sum(kept.values()), k)
     tied: dict[str, list[torch.Tensor]] = {}
     if threshold is not None:
         for name, offset, inside, values in bands:
-            over = inside[values > threshold]
-            masks[name].view(-1).index_fill_(0, over + offset, True)
-            kept[name] += over.numel()
+            over = values > threshold
+            if masks:
+                masks[name].view(-1).index_fill_(0, inside[over] + offset, True)
+            kept[name] += int(torch.count_nonzero(over))
             at = inside[values == threshold]
             if at.numel():
                 tied.setdefault(name, []).append(at + offset)
     else:
         threshold = kth_largest(parts, k, sizes=[parts.size(i) for i in range(len(parts))])
+        kept.update(dict.fromkeys(kept, 0))
         for index, (name, start, stop) in enumerate(pieces):
             s = parts[index]
-            torch.gt(s, threshold, out=masks[name][start:stop])
+            over = torch.gt(s, threshold, out=masks[name][start:stop]) if masks else s > threshold
+            kept[name] += int(torch.count_nonzero(over))
             at = (s == threshold).view(-1).nonzero().view(-1)
             if at.numel():
                 w = weights[name]
                 tied.setdefault(name, []).append(at + start * (w.numel() // max(w.shape[0], 1)))
-        kept.update({n: int(torch.count_nonzero(m)) for n, m in masks.items()})
     if tied:
         ties = {n: torch.cat(t) for n, t in tied.items()}
-        break_ties(ties, weights, masks, k)
+        chosen = _chosen_ties(ties, weights, k - sum(kept.values()))
         for name, at in ties.items():
-            kept[name] += int(torch.count_nonzero(masks[name].view(-1)[at]))
+            if masks:
+                masks[name].view(-1)[at[chosen[name]]] = True
+            kept[name] += int(torch.count_nonzero(chosen[name]))
+
+
+def _band(
+    flat: torch.Tensor, lo: float, above: torch.Tensor, scratch: _Scratch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions and values of the flat scores inside the bracket: above ``lo`` and
+    not in ``above`` (those above its high end). ``nonzero`` over a layer's flags costs
+    most of this; read eight flags at a time as one int64, it scans an eighth as much,
+    then only the blocks that hold a member.
+
+    Example:
+        >>> flat = torch.arange(16.0)
+        >>> at, values = _band(flat, 9.0, flat > 12.0, _Scratch(16))
+        >>> at.tolist(), values.tolist()
+        ([10, 11, 12], [10.0, 11.0, 12.0])
+    """
+    n = flat.numel()
+    inside = torch.gt(flat, lo, out=scratch.flags(n)).logical_xor_(above)
+    if n % 8 or n < _PACKED:
+        at = inside.nonzero().view(-1)
+    else:
+        blocks = inside.view(torch.int64).nonzero().view(-1)
+        members = inside.view(-1, 8).index_select(0, blocks).view(-1).nonzero().view(-1)
+        at = blocks.index_select(0, members >> 3).bitwise_left_shift_(3).add_(members & 7)
+    return at, flat.index_select(0, at)
+
+
+# from this many scores on, the flags are read eight at a time (below, the extra calls
+# cost more than the scan they save)
+_PACKED = 1 << 16
+
+
+class _Scratch:
+    """Buffers for one piece's scores and flags at a time, reused from piece to piece (a
+    fresh tensor the size of a large layer costs its page faults on every read)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._held: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+
+    def buffer(self, dtype: torch.dtype, device: torch.device, use: str = "scores") -> torch.Tensor:
+        """A flat buffer of ``size`` elements of ``dtype`` on ``device``, one per ``use``."""
+        key = (use, dtype, device)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = torch.empty(self.size, dtype=dtype, device=device)
+        return held
+
+    def flags(self, n: int, use: str = "inside") -> torch.Tensor:
+        """``n`` bools from the start of a buffer (aligned for an int64 view)."""
+        return self.buffer(torch.bool, torch.device("cpu"), use)[:n]
 
 
 _Piece = tuple[str, int, int]  # weight name, first row, end row
@@ -233,6 +297,16 @@ class _Parts(Sequence[torch.Tensor]):
         name, start, stop = self.pieces[i]
         return _read(self.scores, name, start, stop, self.weights[name]).detach()
 
+    def read(self, i: int, scratch: _Scratch) -> torch.Tensor:
+        """Piece ``i``; lazy scores that can (``rows_into``) are computed into a buffer of
+        ``scratch``, valid until the next read."""
+        rows_into = getattr(self.scores, "rows_into", None)
+        if rows_into is None:
+            return self[i]
+        name, start, stop = self.pieces[i]
+        w = self.weights[name]
+        return rows_into(name, start, stop, scratch.buffer(w.dtype, w.device)).detach()
+
     def gather(self, i: int, positions: torch.Tensor) -> torch.Tensor:
         """Piece ``i`` at flat ``positions``, without computing all of a lazy piece."""
         gather = getattr(self.scores, "gather", None)
@@ -256,6 +330,8 @@ def break_ties(
     weights: Mapping[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
     k: int,
+    *,
+    kept: int | None = None,
 ) -> None:
     """Add to ``masks`` (which hold the scores above the threshold) the positions ``tied``
     at it with the largest ``|w|`` (then by position), until exactly ``k`` are kept.
@@ -265,6 +341,7 @@ def break_ties(
         weights: the weights by name, whose magnitudes break the ties.
         masks: ``{weight name: bool mask}``, filled in place.
         k: how many weights all the masks keep together afterwards.
+        kept: how many the masks keep now, when the caller has counted (else counted here).
 
     Example:
         >>> masks = {"w": torch.tensor([True, False, False, False])}
@@ -273,12 +350,21 @@ def break_ties(
         >>> masks["w"]
         tensor([ True, False,  True,  True])
     """
-    need = k - sum(int(torch.count_nonzero(m)) for m in masks.values())
-    if need <= 0:
-        return
+    if kept is None:
+        kept = sum(int(torch.count_nonzero(m)) for m in masks.values())
+    for n, pick in _chosen_ties(tied, weights, k - kept).items():
+        masks[n].view(-1)[tied[n][pick]] = True
+
+
+def _chosen_ties(
+    tied: dict[str, torch.Tensor], weights: Mapping[str, torch.Tensor], need: int
+) -> dict[str, torch.Tensor]:
+    """Which of the ``tied`` positions (per weight) are the ``need`` with the largest
+    ``|w|``, then by position (weights in the order of ``tied``): a bool per position."""
     order = list(tied.items())
     magnitude = torch.cat([weights[n].detach().view(-1)[at].abs() for n, at in order])
     chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
-    chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
-    for (n, at), pick in zip(order, chosen.split([at.numel() for _, at in order]), strict=True):
-        masks[n].view(-1)[at[pick]] = True
+    if need > 0:
+        chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True
+    picks = chosen.split([at.numel() for _, at in order])
+    return {n: pick for (n, _), pick in zip(order, picks, strict=True)}

@@ -62,6 +62,8 @@ def test_conv_macs_match_a_direct_count() -> None:
         (nn.Conv2d(4, 6, 3), None, torch.tensor([0, 4])),
         (nn.Linear(5, 3), torch.tensor([1, 4]), None),
         (nn.Conv2d(4, 8, 3, groups=2), torch.tensor([1, 3]), torch.tensor([0, 1, 4, 5])),
+        (nn.Conv2d(4, 6, 3), torch.tensor([0, 3]), None),  # inputs only: one copy, new
+        (nn.Conv2d(4, 8, 3, groups=2), torch.tensor([1, 3]), None),
     ],
 )
 def test_shrink_slices_every_tensor_into_new_storage(module, in_idx, out_idx) -> None:
@@ -84,6 +86,27 @@ def test_shrink_slices_every_tensor_into_new_storage(module, in_idx, out_idx) ->
     full = module_layer("ref", _rebuilt(module, old))
     reference = full.module(x_zeroed).index_select(1 if layer.out_dim == 1 else -1, out_keep)
     assert torch.allclose(module(x_small), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [nn.Conv2d(6, 4, 3), nn.Conv2d(6, 4, 1), nn.Conv2d(6, 9, (3, 2), groups=3),
+     nn.Conv2d(6, 6, 3, groups=6)],
+)  # fmt: skip
+def test_conv_channel_mass_sums_every_weight_of_each_channel(module: nn.Conv2d) -> None:
+    layer = module_layer("m", module)
+    scores = torch.rand(module.weight.shape, generator=torch.Generator().manual_seed(0))
+    out_mass, in_mass = layer.handler.channel_mass(layer, scores)
+    g, per_in = module.groups, module.in_channels // module.groups
+    per_out = module.out_channels // g
+    expected_in = torch.zeros(module.in_channels, dtype=torch.float64)
+    for o in range(module.out_channels):  # output o of group o // per_out reads its inputs
+        for i in range(per_in):
+            expected_in[(o // per_out) * per_in + i] += scores[o, i].double().sum()
+    expected_out = torch.stack([scores[o].double().sum() for o in range(module.out_channels)])
+    assert out_mass.dtype == in_mass.dtype == torch.float64
+    assert torch.allclose(out_mass, expected_out, rtol=1e-5)
+    assert torch.allclose(in_mass, expected_in, rtol=1e-5)
 
 
 def _rebuilt(module: nn.Module, old: dict[str, torch.Tensor]) -> nn.Module:

@@ -105,3 +105,18 @@ def test_lazy_scores_read_in_row_blocks_give_the_same_ratings(monkeypatch) -> No
         assert torch.allclose(lay.out_mass, other.out_mass), name
         assert torch.allclose(lay.in_mass, other.in_mass), name
         assert (lay.kept, lay.density) == (other.kept, other.density), name
+
+
+def test_compile_keeps_the_masks_only_where_they_are_read() -> None:
+    """A plain compile rates the layers without writing a mask (a bool per weight, kept in
+    the result's meta); composite plans, which read them, and analyze keep them, and all
+    three rate every layer alike."""
+    model = build("residual")
+    plain = rfx.compile(model, 0.5, (X,)).meta[SENSITIVITY_TABLE]
+    composite = rfx.compile(model, 0.5, (X,), composite=True).meta[SENSITIVITY_TABLE]
+    analyzed = rfx.analyze(model, 0.5, (X,))
+    assert all(lay.mask is None for lay in plain.layers.values())
+    for table in (composite, analyzed):
+        for name, lay in table.layers.items():
+            assert lay.mask is not None and int(lay.mask.sum()) == lay.kept, name
+            assert lay.kept == plain.layers[name].kept, name

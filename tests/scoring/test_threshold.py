@@ -81,6 +81,46 @@ def test_the_masks_are_the_k_largest_scores_ties_by_magnitude(kind: str, density
         assert lay.kept == int(mask.sum())  # counted, not recounted: must agree
 
 
+@pytest.mark.parametrize("kind", ["random", "tied", "zeros"])
+@pytest.mark.parametrize("density", [0.03, 0.5])
+def test_without_masks_the_counts_and_masses_are_the_same(kind: str, density: float) -> None:
+    """keep_masks=False (compile's default outside composite plans) writes no mask and
+    rates every layer as the masks would have."""
+    gm = _net()
+    scores = _scores(gm, kind)
+    with_masks = rate_layers(gm, scores, density)
+    counted = rate_layers(gm, scores, density, keep_masks=False)
+    for name, lay in with_masks.items():
+        other = counted[name]
+        assert other.mask is None and lay.mask is not None
+        assert (other.kept, other.total, other.density) == (lay.kept, lay.total, lay.density)
+        assert other.selected == lay.selected, name
+        assert torch.equal(other.out_mass, lay.out_mass) and torch.equal(other.in_mass, lay.in_mass)
+
+
+def test_a_missed_bracket_without_masks_counts_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    gm = _net()
+    scores = _scores(gm, "tied")
+    expected = _reference(gm, scores, 0.5)
+    monkeypatch.setattr(threshold, "sample_bracket", lambda parts, sizes, k: (5.5, 5.9))
+    counted = rate_layers(gm, scores, 0.5, keep_masks=False)
+    for name, mask in expected.items():
+        assert counted[name.rpartition(".")[0]].kept == int(mask.sum()), name
+
+
+@pytest.mark.parametrize("size", [1000, 1 << 17, (1 << 17) + 3])
+def test_the_band_read_eight_flags_at_a_time_finds_every_member(size: int) -> None:
+    """Large pieces (a multiple of 8) take the packed path, the others plain ``nonzero``:
+    both give every position inside the bracket, in order, with its score."""
+    g = torch.Generator().manual_seed(size)
+    flat = torch.rand(size, generator=g)
+    lo, hi = 0.4, 0.43
+    at, values = threshold._band(flat, lo, flat > hi, threshold._Scratch(size))
+    expected = ((flat > lo) & (flat <= hi)).nonzero().view(-1)
+    assert torch.equal(at, expected) and torch.equal(values, flat[expected])
+    assert expected.numel() > 0
+
+
 def test_lazy_scores_read_in_row_blocks_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Magnitude's scores, in blocks of rows: the same masks as the reference, and every
     block computed once (the old engine read each block twice, and four times for the
@@ -99,13 +139,20 @@ def test_lazy_scores_read_in_row_blocks_are_read_once(monkeypatch: pytest.Monkey
             reads.append((name, start, stop))
             return super().rows(name, start, stop)
 
-    scores = Counted(weights, torch.abs)
+        def rows_into(self, name: str, start: int, stop: int, buffer: torch.Tensor) -> torch.Tensor:
+            reads.append((name, start, stop))
+            buffers.add(buffer.data_ptr())
+            return super().rows_into(name, start, stop, buffer)
+
+    buffers: set[int] = set()
+    scores = Counted(weights, torch.abs, out=True)
     rated = rate_layers(gm, scores, 0.4)
     expected = _reference(gm, {n: w.detach().abs() for n, w in weights.items()}, 0.4)
     for name, mask in expected.items():
         assert torch.equal(rated[name.rpartition(".")[0]].mask, mask), name
     assert len(reads) == len(set(reads))  # nothing read twice
     assert sum(1 for r in reads if r[0] == "6.weight") == 16
+    assert len(buffers) == 1  # every block computed into the one reused buffer
 
 
 def test_a_missed_bracket_falls_back_to_the_exact_count(monkeypatch: pytest.MonkeyPatch) -> None:
