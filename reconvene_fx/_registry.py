@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._modules import submodule
 from .errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class TypeRegistry(Generic[E]):
     def lookup(self, node: torch.fx.Node, gm: torch.nn.Module) -> E | None:
         """The entry for what ``node`` calls, or ``None`` when none is known."""
         if node.op == "call_module":
-            return self.for_module(gm.get_submodule(str(node.target)))
+            return self.for_module(submodule(gm, str(node.target)))
         if node.op == "call_function":
             return self.for_function(node.target)
         if node.op == "call_method":

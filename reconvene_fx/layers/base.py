@@ -18,6 +18,7 @@ import torch.fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from .._modules import submodule
 from .._registry import TypeRegistry
 from ..meta import CHANNELS, TENSOR_META, ChannelInfo
 from .init import InitScale, matched_init
@@ -283,27 +284,6 @@ def module_layer(
     ``registry`` has for it (default :data:`DEFAULT_LAYERS`), or None."""
     handler = (registry if registry is not None else DEFAULT_LAYERS).for_module(module)
     return handler.describe(name, module, None) if handler else None
-
-
-def submodule(root: nn.Module, target: str) -> nn.Module:
-    """``root.get_submodule(target)``, read straight from the modules' ``_modules`` (what
-    ``get_submodule`` finds through two ``nn.Module.__getattr__`` calls per name, ~25 us
-    for a target five names deep); anything else (a missing name, a module held
-    otherwise) is left to ``get_submodule``, which raises as it does.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.ReLU()))
-        >>> submodule(net, "0.0") is net[0][0], submodule(net, "") is net
-        (True, True)
-    """
-    module = root
-    if target:
-        for name in target.split("."):
-            child = module._modules.get(name)
-            if child is None:
-                return root.get_submodule(target)
-            module = child
-    return module
 
 
 def take(t: torch.Tensor, dim: int, index: torch.Tensor | None) -> torch.Tensor:

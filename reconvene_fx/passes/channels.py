@@ -13,6 +13,7 @@ import torch.fx
 from torch.fx.node import _get_qualified_name
 from torch.fx.passes.infra.pass_base import PassResult
 
+from .._modules import submodule
 from ..coupling import Atoms, ChannelGraph
 from ..errors import CompilerError
 from ..meta import (
@@ -83,8 +84,9 @@ class ChannelGroupPass(ReconvenePass):
                 ) from exc
         atoms = graph.resolve()
         pin_cause, causes = _causes(atoms, graph_module, layouts, graph)
+        spaces: dict[int, tuple[torch.Tensor, ...]] = {}
         for node, layout in layouts.items():
-            info = _info(layout, atoms, pin_cause, causes)
+            info = _info(layout, atoms, pin_cause, causes, spaces)
             if info is not None:
                 node.meta[CHANNELS] = info
             else:
@@ -99,7 +101,7 @@ class ChannelGroupPass(ReconvenePass):
         layouts: dict[torch.fx.Node, Any],
         module_calls: dict[str, tuple[Any, Any]],
     ) -> Any:
-        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = submodule(gm, str(node.target)) if node.op == "call_module" else None
         ctx = RuleContext(node, module, graph, layouts)
         if node.op == "output":
             ctx.pin(*[layouts.get(n) for n in node.all_input_nodes], reason=OUTPUT_REASON)
@@ -159,22 +161,34 @@ def _describe_target(node: torch.fx.Node, module: torch.nn.Module | None) -> str
         return f"function {node.target}"
 
 
-def _info(layout: Any, atoms: Atoms, pin_cause: torch.Tensor, causes: tuple[PinCause, ...]) -> Any:
+def _info(
+    layout: Any,
+    atoms: Atoms,
+    pin_cause: torch.Tensor,
+    causes: tuple[PinCause, ...],
+    spaces: dict[int, tuple[torch.Tensor, ...]],
+) -> Any:
+    """The ChannelInfo of a node's layout; ``spaces`` keeps what each channel space's
+    nodes share (its atoms, their pins and causes, its group), read once per space."""
     if isinstance(layout, Layout):
-        ids = atoms.space_ids(layout.space)
-        atom = atoms.atom_of[ids]
+        shared = spaces.get(layout.space)
+        if shared is None:
+            atom = atoms.atom_of[atoms.space_ids(layout.space)]
+            group = atoms.group_of_space[layout.space]
+            shared = spaces[layout.space] = (atom, atoms.pinned[atom], pin_cause[atom], group)
+        atom, pinned, cause, group = shared
         return ChannelInfo(
             space=layout.space,
             dim=layout.dim,
             size=layout.size,
             atoms=atom,
-            pinned=atoms.pinned[atom],
-            group=int(atoms.group_of_space[layout.space]),
-            pin_cause=pin_cause[atom],
+            pinned=pinned,
+            group=int(group),
+            pin_cause=cause,
             causes=causes,
         )
     if isinstance(layout, tuple):
-        infos = tuple(_info(lay, atoms, pin_cause, causes) for lay in layout)
+        infos = tuple(_info(lay, atoms, pin_cause, causes, spaces) for lay in layout)
         return infos if any(i is not None for i in infos) else None
     return None
 

@@ -398,14 +398,17 @@ def sample_bracket(
     """
     n = int(sum(sizes))
     generator = torch.Generator().manual_seed(0)
-    positions = torch.randint(n, (_SAMPLE,), generator=generator)
+    positions = torch.randint(n, (_SAMPLE,), generator=generator).sort().values
     starts = torch.cumsum(torch.tensor([0, *sizes]), 0)
     which = torch.searchsorted(starts, positions, right=True) - 1
+    # sorted, the positions fall into the parts in order: split by how many each holds
+    counts = torch.bincount(which, minlength=len(sizes)).tolist()
+    local = (positions - starts.index_select(0, which)).split(counts)
     gather = getattr(parts, "gather", None)  # lazy parts: compute the sampled entries only
     sample = torch.cat([
-        gather(i, local) if gather is not None else parts[i].flatten()[local]
-        for i in range(len(parts))
-        if (local := positions[which == i] - starts[i]).numel()
+        gather(i, at) if gather is not None else parts[i].flatten()[at]
+        for i, (at, count) in enumerate(zip(local, counts, strict=True))
+        if count
     ])  # fmt: skip
     q = 1.0 - k / n  # quantile of the answer
     margin = 4.0 * math.sqrt(q * (1.0 - q) / _SAMPLE) + 2.0 / _SAMPLE

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+import torchvision
 from models import HAND_BUILT, build
 
 from reconvene_fx.meta import TENSOR_META, VALUE
@@ -75,3 +78,65 @@ def test_meta_shortcuts_handle_strides_dilations_and_odd_sizes() -> None:
     )
     fake, real = _meta_and_real(net, torch.randn(2, 3, 11, 13))
     assert fake == real
+
+
+class _Excite(torch.nn.Module):
+    """Adaptive pools (int, tuple and None sizes) and broadcasting arithmetic with numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.squeeze = torch.nn.AdaptiveAvgPool2d(1)
+        self.rows = torch.nn.AdaptiveAvgPool2d((None, 3))
+        self.line = torch.nn.AdaptiveAvgPool1d(4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.conv(x)
+        scaled = y * torch.sigmoid(self.squeeze(y)) + y
+        half = 0.5 * scaled - 1 / (scaled + 2)
+        flat = self.line(half.flatten(2))
+        return torch.div(self.rows(half), 3), flat, torch.add(half, half), y.sum() * 2
+
+
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [(_Excite, 9), (lambda: torchvision.models.efficientnet_b0(), 32),
+     (lambda: torchvision.models.mobilenet_v3_small(), 32)],
+)  # fmt: skip
+def test_pools_and_arithmetic_are_computed_from_shapes_as_a_real_run_records(
+    model: Any, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+    run_node = torch.fx.Interpreter.run_node
+
+    def counted(self: torch.fx.Interpreter, n: torch.fx.Node) -> Any:
+        if any(
+            isinstance(a, torch.Tensor) and a.is_meta for a in self.fetch_args_kwargs_from_env(n)[0]
+        ):
+            ran.append(n.name)  # an op run on meta tensors, not computed from shapes
+        return run_node(self, n)
+
+    monkeypatch.setattr(torch.fx.Interpreter, "run_node", counted)
+    fake, real = _meta_and_real(model().eval(), torch.randn(2, 3, size, size))
+    assert fake == real
+    shortcut = [n for n in fake if n.startswith(("squeeze", "rows", "line", "mul", "add", "sub"))]
+    assert shortcut and not set(shortcut) & set(ran)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: torch.randn(2, 3, 4, 5),
+     lambda: torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last),
+     lambda: torch.randn(4, 5).t(), lambda: torch.randn(2, 1, 1, 7),
+     lambda: torch.randn(1, 3, 1, 1), lambda: torch.empty(0, 3, 2, 2),
+     lambda: torch.randn(2, 3, 2, 2, 2), lambda: torch.tensor(1.5),
+     lambda: torch.randn(3, requires_grad=True), lambda: torch.randn(2, 8, 4)[:, ::2],
+     lambda: torch.empty(2, 3, 4, 5, device="meta")],
+)  # fmt: skip
+def test_tensor_metadata_is_what_torch_fx_records(make: Any) -> None:
+    from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+    from reconvene_fx.passes.shape import _tensor_metadata
+
+    t = make()
+    assert _tensor_metadata(t) == _extract_tensor_metadata(t)
