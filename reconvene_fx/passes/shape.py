@@ -103,7 +103,7 @@ def _elementwise_shape(*args: Any, **kwargs: Any) -> tuple[list[int], torch.dtyp
     if not tensors or any(type(a) not in (int, float) for a in numbers):
         return None
     dtype = tensors[0].dtype
-    if not all(t.is_meta and t.is_contiguous() and t.dtype == dtype for t in tensors):
+    if not all(t.is_meta and t.dtype == dtype and _row_major(t) for t in tensors):
         return None
     if not dtype.is_floating_point:
         return None
@@ -111,6 +111,17 @@ def _elementwise_shape(*args: Any, **kwargs: Any) -> tuple[list[int], torch.dtyp
         return list(torch.broadcast_shapes(*(t.shape for t in tensors))), dtype
     except RuntimeError:  # not broadcastable: the op's own error names it
         return None
+
+
+def _row_major(t: torch.Tensor) -> bool:
+    """Whether ``t`` has the strides ``torch.empty`` gives its shape (a contiguous tensor
+    with a size-1 dim may have others: a channels-last ``[n, c, 1, 1]``)."""
+    expected = 1
+    for size, stride in zip(reversed(t.shape), reversed(t.stride()), strict=True):
+        if stride != expected:
+            return False
+        expected *= max(int(size), 1)
+    return True
 
 
 def _cat_shape(

@@ -131,7 +131,8 @@ def test_pools_and_arithmetic_are_computed_from_shapes_as_a_real_run_records(
      lambda: torch.randn(1, 3, 1, 1), lambda: torch.empty(0, 3, 2, 2),
      lambda: torch.randn(2, 3, 2, 2, 2), lambda: torch.tensor(1.5),
      lambda: torch.randn(3, requires_grad=True), lambda: torch.randn(2, 8, 4)[:, ::2],
-     lambda: torch.empty(2, 3, 4, 5, device="meta")],
+     lambda: torch.empty(2, 3, 4, 5, device="meta"),
+     lambda: torch.empty(2, 8, 1, 1).to(memory_format=torch.channels_last)],
 )  # fmt: skip
 def test_tensor_metadata_is_what_torch_fx_records(make: Any) -> None:
     from torch.fx.passes.shape_prop import _extract_tensor_metadata
@@ -140,3 +141,17 @@ def test_tensor_metadata_is_what_torch_fx_records(make: Any) -> None:
 
     t = make()
     assert _tensor_metadata(t) == _extract_tensor_metadata(t)
+
+
+def test_a_contiguous_input_with_other_strides_keeps_them() -> None:
+    """A contiguous [n, c, 1, 1] tensor can have channels-last strides: a norm and an
+    activation give what a real run gives (the plain strides), and arithmetic on it (which
+    keeps them) is left to the op."""
+    from reconvene_fx.passes.shape import _elementwise_shape, _row_major
+
+    x = torch.randn(2, 8, 1, 1).to(memory_format=torch.channels_last)
+    assert x.is_contiguous() and not _row_major(x) and _row_major(torch.randn(2, 8, 1, 1))
+    assert _elementwise_shape(x.to("meta"), 2.0) is None
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+    fake, real = _meta_and_real(net, x)
+    assert fake == real and fake["_1"].stride == (8, 1, 1, 1)
