@@ -191,12 +191,24 @@ class _Copier:
             return clone
         if isinstance(obj, torch.nn.Module) and self._plain_module(kind):
             module = kind.__new__(kind)
-            self.memo[id(obj)] = module
-            state = {
-                key: value if type(value) in _ATOMIC else self.copy(value)
-                for key, value in obj.__dict__.items()
-                if key != "_compiled_call_impl"
-            }
+            memo = self.memo
+            memo[id(obj)] = module
+            state: dict[str, Any] = {}
+            for key, value in obj.__dict__.items():
+                if key == "_compiled_call_impl":
+                    continue
+                held = type(value)
+                if held in _ATOMIC:
+                    state[key] = value
+                elif (
+                    held in _EMPTY
+                    and not value
+                    and id(value) not in memo
+                    and not (held is collections.OrderedDict and vars(value))
+                ):  # a module's many empty hook dicts: copied here, not by a call each
+                    state[key] = memo[id(value)] = held()
+                else:
+                    state[key] = self.copy(value)
             module.__setstate__(state)
             return module
         return self._fallback(obj)
@@ -233,6 +245,8 @@ class _Copier:
 
 
 _MISSING = object()
+# containers copied inline when empty (a module holds a dozen empty hook dicts)
+_EMPTY = frozenset({dict, collections.OrderedDict, set, list})
 
 
 def independent_copy(model: M) -> M:

@@ -194,6 +194,8 @@ def _odd_model() -> nn.Module:
     model.own = _OwnCopy(2, 2)
     model.graph = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(2, 2)))
     model.features[1].register_forward_hook(lambda *_: None)
+    shared_empty: dict[str, int] = {}  # one empty dict held by two modules: copied once
+    model.features[2].slots, model.features[3].slots = shared_empty, shared_empty
     return model
 
 
@@ -219,3 +221,8 @@ def test_the_structural_copy_is_the_deep_copy_that_shares_tensors(make) -> None:
         assert got.cache["scale"].grad_fn is None and got.cache["plain"].t.grad_fn is None
         assert isinstance(got.graph, torch.fx.GraphModule) and got.graph is not model.graph
         assert len(got.features[1]._forward_hooks) == 1
+        assert got.features[2].slots is got.features[3].slots is not model.features[2].slots
+        hooks = got.features[4]._forward_hooks
+        assert hooks is not model.features[4]._forward_hooks and not hooks  # empty, its own
+        hooks[0] = print
+        assert not model.features[4]._forward_hooks
