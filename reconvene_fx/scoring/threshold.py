@@ -119,7 +119,7 @@ def rate_layers(
             else:  # above the bracket: kept; inside it: decided once the k-th is known
                 block = (
                     masks[name][start:stop] if keep_masks
-                    else scratch.flags(s.numel(), "above").view(s.shape)
+                    else scratch.flags(s.numel(), s.device, "above").view(s.shape)
                 )  # fmt: skip
                 torch.gt(s, hi, out=block)
                 kept[name] += int(torch.count_nonzero(block))
@@ -218,7 +218,7 @@ def _band(
         ([10, 11, 12], [10.0, 11.0, 12.0])
     """
     n = flat.numel()
-    inside = torch.gt(flat, lo, out=scratch.flags(n)).logical_xor_(above)
+    inside = torch.gt(flat, lo, out=scratch.flags(n, flat.device)).logical_xor_(above)
     if n % 8 or n < _PACKED:
         at = inside.nonzero().view(-1)
     else:
@@ -249,9 +249,9 @@ class _Scratch:
             held = self._held[key] = torch.empty(self.size, dtype=dtype, device=device)
         return held
 
-    def flags(self, n: int, use: str = "inside") -> torch.Tensor:
+    def flags(self, n: int, device: torch.device, use: str = "inside") -> torch.Tensor:
         """``n`` bools from the start of a buffer (aligned for an int64 view)."""
-        return self.buffer(torch.bool, torch.device("cpu"), use)[:n]
+        return self.buffer(torch.bool, device, use)[:n]
 
 
 _Piece = tuple[str, int, int]  # weight name, first row, end row
@@ -330,8 +330,6 @@ def break_ties(
     weights: Mapping[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
     k: int,
-    *,
-    kept: int | None = None,
 ) -> None:
     """Add to ``masks`` (which hold the scores above the threshold) the positions ``tied``
     at it with the largest ``|w|`` (then by position), until exactly ``k`` are kept.
@@ -341,7 +339,6 @@ def break_ties(
         weights: the weights by name, whose magnitudes break the ties.
         masks: ``{weight name: bool mask}``, filled in place.
         k: how many weights all the masks keep together afterwards.
-        kept: how many the masks keep now, when the caller has counted (else counted here).
 
     Example:
         >>> masks = {"w": torch.tensor([True, False, False, False])}
@@ -350,8 +347,7 @@ def break_ties(
         >>> masks["w"]
         tensor([ True, False,  True,  True])
     """
-    if kept is None:
-        kept = sum(int(torch.count_nonzero(m)) for m in masks.values())
+    kept = sum(int(torch.count_nonzero(m)) for m in masks.values())
     for n, pick in _chosen_ties(tied, weights, k - kept).items():
         masks[n].view(-1)[tied[n][pick]] = True
 
@@ -362,7 +358,7 @@ def _chosen_ties(
     """Which of the ``tied`` positions (per weight) are the ``need`` with the largest
     ``|w|``, then by position (weights in the order of ``tied``): a bool per position."""
     order = list(tied.items())
-    magnitude = torch.cat([weights[n].detach().view(-1)[at].abs() for n, at in order])
+    magnitude = torch.cat([weights[n].detach().reshape(-1)[at].abs() for n, at in order])
     chosen = torch.zeros(magnitude.numel(), dtype=torch.bool)
     if need > 0:
         chosen[torch.sort(magnitude, descending=True, stable=True).indices[:need]] = True

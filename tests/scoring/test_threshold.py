@@ -200,3 +200,25 @@ def test_the_bracket_holds_the_kth_largest_and_the_count_says_when_not() -> None
         assert band.numel() < 0.05 * values.numel()  # a few percent of the values
         assert kth_in_band(band, above, k) == exact
         assert kth_in_band(band, above, above) is None  # the count shows it above
+
+
+@pytest.mark.parametrize("keep_masks", [True, False])
+def test_channels_last_weights_are_rated_as_contiguous_ones(keep_masks: bool) -> None:
+    """Weights held channels-last (another memory order) give the masks and counts of the
+    same weights held contiguous, ties broken by magnitude alike."""
+    gm = _net()
+    scores = _scores(gm, "tied")
+    expected = rate_layers(gm, scores, 0.5, keep_masks=keep_masks)
+    gm.to(memory_format=torch.channels_last)
+    assert not gm.get_submodule("2").weight.is_contiguous()
+    lazy = LazyScores(dict(prunable_weights(gm)), torch.abs, out=True)
+    for got_scores in (scores, lazy):
+        got = rate_layers(gm, got_scores, 0.5, keep_masks=keep_masks)
+        plain = {n: got_scores[n].contiguous() for n, _ in prunable_weights(gm)}
+        want = rate_layers(gm, plain, 0.5)
+        for name, lay in got.items():
+            assert lay.kept == want[name].kept, name
+            if keep_masks:
+                assert torch.equal(lay.mask, want[name].mask), name
+    for name, lay in rate_layers(gm, scores, 0.5, keep_masks=keep_masks).items():
+        assert lay.kept == expected[name].kept, name
