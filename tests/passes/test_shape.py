@@ -143,7 +143,7 @@ def test_tensor_metadata_is_what_torch_fx_records(make: Any) -> None:
     assert _tensor_metadata(t) == _extract_tensor_metadata(t)
 
 
-def test_a_contiguous_input_with_other_strides_keeps_them() -> None:
+def test_a_contiguous_input_with_other_strides_is_recorded_as_a_real_run_does() -> None:
     """A contiguous [n, c, 1, 1] tensor can have channels-last strides: a norm and an
     activation give what a real run gives (the plain strides), and arithmetic on it (which
     keeps them) is left to the op."""
